@@ -1,0 +1,237 @@
+"""The typed settings of the whole server, one frozen dataclass per TOML section.
+
+This module owns the *shape* and the *documentation* of every setting: each field says what it does where
+it is declared (the `doc` metadata), and `docs/configuration.md` is checked against it by a test.
+It must not read files or the environment (that is `config.loader`) and must import nothing of ours.
+
+Each field may carry a `check` in its metadata: a function that returns an error text or None. The loader
+runs it and reports the error under the field's key path (`smtp.mx.port: must be 1-65535`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _port(value: int) -> str | None:
+    return None if 0 <= value <= 65535 else "must be 0-65535"
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be 0 or more"
+
+
+def _one_of(*choices: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        return None if value in choices else "must be one of " + ", ".join(repr(c) for c in choices)
+
+    return check
+
+
+def _hostname(value: str) -> str | None:
+    if not value or len(value) > 253 or any(c.isspace() or c in "\r\n\0/@" for c in value):
+        return "must be a host name"
+    return None
+
+
+def setting(default: Any = None, doc: str = "", check: Callable[[Any], str | None] | None = None,
+            factory: Callable[[], Any] | None = None) -> Any:
+    """Declare one setting with its documentation and an optional validity check."""
+    meta = {"doc": doc, "check": check}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Who this server is and where it keeps its files."""
+
+    hostname: str = setting("localhost", "Our host name: used in greetings, Received headers, Message-IDs "
+                            "and as the authserv-id in Authentication-Results.", _hostname)
+    data_dir: str = setting("/var/lib/mailserver", "Directory for the embedded database, generated TLS "
+                            "certificates and spool files.")
+    postmaster: str = setting("", "Local account (user@domain) that receives mail to postmaster and "
+                              "postmaster@ every domain. Empty: the first account created.")
+    log_level: str = setting("info", "Log level.", _one_of("debug", "info", "warning", "error"))
+    shutdown_grace: float = setting(10.0, "Seconds allowed for in-flight work to finish on SIGTERM.",
+                                    _non_negative)
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """The PostgreSQL mail store."""
+
+    dsn: str = setting("", "PostgreSQL address (postgresql://user@host:port/db). Empty: start a private "
+                       "embedded PostgreSQL in <data_dir>/postgres and stop it on shutdown.")
+    pool_min: int = setting(2, "Minimum connections kept in the pool.", _non_negative)
+    pool_max: int = setting(20, "Maximum connections in the pool.", _positive)
+    command_timeout: float = setting(30.0, "Seconds before a database statement is abandoned.", _positive)
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """Certificates for SMTP STARTTLS/implicit TLS, IMAP and HTTPS."""
+
+    cert_file: str = setting("", "PEM certificate chain. Empty with self_signed: generated on first start.")
+    key_file: str = setting("", "PEM private key for cert_file.")
+    self_signed: bool = setting(False, "Generate (once) and use a self-signed certificate in data_dir "
+                                "when cert_file is empty.")
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """One TCP listener."""
+
+    enabled: bool = setting(True, "Whether this listener is started.")
+    address: str = setting("0.0.0.0", "Address to bind.")
+    port: int = setting(0, "TCP port (0 picks a free one, for tests).", _port)
+
+
+def _listener(port: int, address: str = "0.0.0.0") -> Callable[[], ListenerSettings]:
+    return lambda: ListenerSettings(enabled=True, address=address, port=port)
+
+
+@dataclass(frozen=True)
+class SMTPSettings:
+    """Inbound SMTP: MX on 25, submission on 587 (STARTTLS) and 465 (implicit TLS)."""
+
+    mx: ListenerSettings = setting(doc="MX listener: mail for our domains from other servers.",
+                                   factory=_listener(25))
+    submission: ListenerSettings = setting(doc="Submission with STARTTLS (RFC 6409).", factory=_listener(587))
+    submissions: ListenerSettings = setting(doc="Submission with implicit TLS (RFC 8314).",
+                                            factory=_listener(465))
+    max_message_size: int = setting(50 * 1024 * 1024, "Largest message accepted, in bytes (SIZE).",
+                                    _positive)
+    max_recipients: int = setting(100, "Recipients per message; more get 452 4.5.3.", _positive)
+    max_connections: int = setting(500, "Concurrent SMTP connections over all listeners.", _positive)
+    max_connections_per_ip: int = setting(20, "Concurrent SMTP connections from one client address.",
+                                          _positive)
+    idle_timeout: float = setting(300.0, "Seconds a client may stay silent between commands "
+                                  "(RFC 5321 §4.5.3.2.7).", _positive)
+    data_timeout: float = setting(600.0, "Seconds allowed between chunks of DATA.", _positive)
+    max_bad_commands: int = setting(20, "Unknown or bad commands before 421 and close.", _positive)
+    auth_failure_delay: float = setting(1.0, "Seconds waited before answering a failed AUTH.",
+                                        _non_negative)
+    allow_plaintext_auth: bool = setting(False, "Allow AUTH without TLS from loopback clients (dev only).")
+    spool_threshold: int = setting(1024 * 1024, "Messages larger than this are spooled to disk while "
+                                   "being received.", _positive)
+
+
+@dataclass(frozen=True)
+class IMAPSettings:
+    """The IMAP server."""
+
+    imap: ListenerSettings = setting(doc="IMAP with STARTTLS.", factory=_listener(143))
+    imaps: ListenerSettings = setting(doc="IMAP with implicit TLS.", factory=_listener(993))
+    allow_plaintext_auth: bool = setting(False, "Allow LOGIN without TLS from loopback clients (dev only).")
+    max_connections_per_user: int = setting(20, "Concurrent sessions per account and client address.",
+                                            _positive)
+    idle_timeout: float = setting(1800.0, "Inactivity timeout in seconds (RFC 9051 §5.4: at least 30 "
+                                  "minutes).", _positive)
+    max_line_length: int = setting(65536, "Longest command line accepted, in bytes.", _positive)
+    auth_failure_delay: float = setting(1.0, "Seconds waited before answering a failed login.",
+                                        _non_negative)
+
+
+@dataclass(frozen=True)
+class HTTPSettings:
+    """The HTTP API."""
+
+    listener: ListenerSettings = setting(doc="HTTP API listener.", factory=_listener(8443))
+    tls: bool = setting(True, "Serve HTTPS with the certificate from [tls].")
+
+
+@dataclass(frozen=True)
+class DNSSettings:
+    """The one resolver used for MX, SPF, DKIM, DMARC and reverse lookups."""
+
+    nameservers: list[str] = setting(doc="Name server addresses. Empty: those of /etc/resolv.conf.",
+                                     factory=list)
+    port: int = setting(53, "Port of the name servers.", _port)
+    timeout: float = setting(5.0, "Seconds before a lookup gives up (a temperror).", _positive)
+    cache_size: int = setting(10000, "Answers kept in the resolver's cache (0 disables it).",
+                              _non_negative)
+
+
+@dataclass(frozen=True)
+class AuthPolicySettings:
+    """What inbound sender authentication results do to a message."""
+
+    enforce: bool = setting(True, "Act on DMARC reject/quarantine. False records results only "
+                            "(the --dev default).")
+    dmarc_reject: str = setting("reject", "What a DMARC p=reject failure does.",
+                                _one_of("reject", "quarantine", "none"))
+    dmarc_quarantine: str = setting("quarantine", "What a DMARC p=quarantine failure does.",
+                                    _one_of("reject", "quarantine", "none"))
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The outbound queue."""
+
+    workers: int = setting(4, "Concurrent delivery workers in this process.", _positive)
+    retry_initial: float = setting(300.0, "First retry delay in seconds.", _positive)
+    retry_max: float = setting(4 * 3600.0, "Longest retry delay in seconds.", _positive)
+    give_up_after: float = setting(5 * 86400.0, "Seconds after which a deferred message bounces.",
+                                   _positive)
+    lease_seconds: float = setting(300.0, "How long a worker's claim on a queue entry lasts.", _positive)
+    poll_interval: float = setting(5.0, "Seconds between queue scans when idle.", _positive)
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Optional Redis for shared rate limits and caches."""
+
+    url: str = setting("", "redis://host:port/db. Empty: in-process limits and caches.")
+    timeout: float = setting(0.25, "Seconds before a Redis call is given up (then the local fallback).",
+                             _positive)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server reads at start."""
+
+    server: ServerSettings = setting(doc="Identity and files.", factory=ServerSettings)
+    database: DatabaseSettings = setting(doc="The mail store.", factory=DatabaseSettings)
+    tls: TLSSettings = setting(doc="Certificates.", factory=TLSSettings)
+    smtp: SMTPSettings = setting(doc="Inbound SMTP.", factory=SMTPSettings)
+    imap: IMAPSettings = setting(doc="IMAP.", factory=IMAPSettings)
+    http: HTTPSettings = setting(doc="HTTP API.", factory=HTTPSettings)
+    dns: DNSSettings = setting(doc="DNS resolver.", factory=DNSSettings)
+    auth: AuthPolicySettings = setting(doc="Inbound authentication policy.", factory=AuthPolicySettings)
+    queue: QueueSettings = setting(doc="Outbound queue.", factory=QueueSettings)
+    redis: RedisSettings = setting(doc="Redis.", factory=RedisSettings)
+    dev: bool = setting(False, "Set by --dev: the development profile is in force.")
+
+
+# The --dev profile, applied under the file and the environment: unprivileged ports that docs and tools
+# agree on, an embedded database in ./data, a self-signed certificate, plaintext auth on loopback.
+DEV_PROFILE: dict[str, Any] = {
+    "dev": True,
+    "server": {"hostname": "localhost", "data_dir": "./data"},
+    "tls": {"self_signed": True},
+    "smtp": {
+        "mx": {"address": "127.0.0.1", "port": 2525},
+        "submission": {"address": "127.0.0.1", "port": 2587},
+        "submissions": {"address": "127.0.0.1", "port": 2465},
+        "allow_plaintext_auth": True,
+        "auth_failure_delay": 0.2,
+    },
+    "imap": {
+        "imap": {"address": "127.0.0.1", "port": 2143},
+        "imaps": {"address": "127.0.0.1", "port": 2993},
+        "allow_plaintext_auth": True,
+        "auth_failure_delay": 0.2,
+    },
+    "http": {"listener": {"address": "127.0.0.1", "port": 8025}, "tls": False},
+    "dns": {"timeout": 1.0},
+    "auth": {"enforce": False},
+    "queue": {"retry_initial": 60.0},
+}

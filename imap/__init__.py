@@ -1,0 +1,1 @@
+"""IMAP4rev1 server: a sans-IO parser and encoder under a thin asyncio session layer."""

@@ -1,0 +1,1 @@
+"""Inbound SMTP: the MX and submission listeners (aiosmtpd) and the delivery seam they drive."""

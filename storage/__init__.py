@@ -1,0 +1,1 @@
+"""The mail store on PostgreSQL (asyncpg): accounts, mailboxes, messages, the queue. Knows no protocol."""
