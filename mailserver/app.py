@@ -1,0 +1,112 @@
+"""The composition root: build every part from the settings and run them until SIGTERM or SIGINT.
+
+Owns the process lifecycle: open the store (starting the embedded PostgreSQL if configured so), apply
+migrations, seed the --dev demo, start the listeners and workers, then on a signal stop accepting, let
+in-flight work finish within the grace period, and close the store. Protocol code never imports this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from config.settings import Settings
+from mailcore.passwords import hash_password
+from mailcore.tls import certificate_paths, server_context
+from storage import accounts
+from storage.db import Database
+
+log = logging.getLogger("mailserver")
+
+DEMO_DOMAIN = "example.test"
+DEMO_USER = "demo@example.test"
+DEMO_PASSWORD = "demo-password"
+
+
+class Service(Protocol):
+    """A long-running part of the server (a listener, the queue workers)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Begin serving; return once ready (listening sockets bound)."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, give in-flight work up to `grace` seconds, then end it."""
+
+
+@dataclass
+class Runtime:
+    """What the parts are built from: settings, the store, TLS."""
+
+    settings: Settings
+    db: Database
+    tls: ssl.SSLContext | None
+    services: list[Service] = field(default_factory=list)
+
+
+# Builders of services, registered by the protocol issues; each returns the services it wants run.
+ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
+
+
+def service_factories() -> list[ServiceFactory]:
+    """The listeners and workers this build provides, in start order."""
+    return []
+
+
+async def seed_demo(db: Database) -> None:
+    """In --dev, make the demo domain and account on first start so the quick start has a mailbox."""
+    if await accounts.list_domains(db.pool):
+        return
+    await accounts.add_domain(db.pool, DEMO_DOMAIN)
+    await accounts.add_account(db.pool, DEMO_USER, await hash_password(DEMO_PASSWORD))
+    log.info("demo account created", extra={"user": DEMO_USER, "password": DEMO_PASSWORD})
+
+
+async def build(settings: Settings) -> Runtime:
+    """Open the store and TLS; the services are built by `run`."""
+    db = await Database.open(settings.database, settings.server.data_dir)
+    try:
+        paths = await asyncio.to_thread(certificate_paths, settings.tls, settings.server.data_dir,
+                                        settings.server.hostname)
+        tls = server_context(*paths) if paths else None
+        if settings.dev:
+            await seed_demo(db)
+    except BaseException:
+        await db.close()
+        raise
+    return Runtime(settings=settings, db=db, tls=tls)
+
+
+async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None) -> None:
+    """Run the server until a stop signal, then shut down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await build(settings)
+    try:
+        for factory in service_factories():
+            for service in await factory(runtime):
+                await service.start()
+                runtime.services.append(service)
+                log.info("service started", extra={"service": service.name})
+        log.info("server ready", extra={"hostname": settings.server.hostname, "dev": settings.dev,
+                                        "embedded_db": runtime.db.embedded is not None})
+        if ready is not None:
+            ready(runtime)
+        await stop.wait()
+        log.info("shutting down", extra={"grace": settings.server.shutdown_grace})
+    finally:
+        for service in reversed(runtime.services):
+            try:
+                await service.stop(settings.server.shutdown_grace)
+            except Exception:
+                log.exception("service stop failed", extra={"service": service.name})
+        await runtime.db.close()
+        log.info("stopped")

@@ -1,0 +1,226 @@
+"""The `mailserver` command: serve, config check, db, domain, user and alias administration.
+
+Owns argument parsing, exit statuses and what the admin reads. Exit 0 on success, 1 when the store
+refuses an operation (unknown domain, duplicate account, ...), 2 for usage and configuration errors,
+which are printed as one line naming the key, never a traceback. Passwords come from a prompt or
+standard input, never from argv (where `ps` would show them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from config import ConfigError, Settings, load_settings
+from mailcore.address import AddressError, parse_address
+from mailcore.passwords import hash_password
+from mailcore.tls import TLSConfigError
+from storage import accounts
+from storage.accounts import StoreError
+from storage.db import Database, StorageUnavailable
+from storage.migrations import applied_versions, apply_migrations, available
+
+DEFAULT_CONFIG = "/etc/mailserver/mailserver.toml"
+
+
+class UsageError(Exception):
+    """A command used wrongly; exit 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="TOML configuration file "
+                        f"(default: $MAILSERVER_CONFIG, else {DEFAULT_CONFIG} if it exists)")
+    common.add_argument("--dev", action="store_true", help="development profile: embedded database in "
+                        "./data, self-signed TLS, unprivileged ports, a demo account")
+
+    p = argparse.ArgumentParser(prog="mailserver", description="A mail server for your own domains.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", parents=[common], help="run the server until SIGTERM/SIGINT")
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
+    check = cfg.add_parser("check", parents=[common], help="validate a configuration file and exit")
+    check.add_argument("file", nargs="?", help="file to check (default: --config)")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("migrate", parents=[common], help="apply pending migrations")
+    db.add_parser("status", parents=[common], help="show applied and pending migrations")
+
+    dom = sub.add_parser("domain", help="hosted domains").add_subparsers(dest="action", required=True)
+    dom.add_parser("add", parents=[common], help="host a domain").add_argument("domain")
+    dom.add_parser("list", parents=[common], help="list hosted domains")
+    dom.add_parser("remove", parents=[common], help="stop hosting a domain").add_argument("domain")
+
+    usr = sub.add_parser("user", help="mail accounts").add_subparsers(dest="action", required=True)
+    add = usr.add_parser("add", parents=[common], help="create an account (password from prompt or stdin)")
+    add.add_argument("address")
+    add.add_argument("--quota", metavar="BYTES", help="storage quota, e.g. 1G, 500M, 0 for none")
+    usr.add_parser("passwd", parents=[common], help="set a password (prompt or stdin)").add_argument("address")
+    lst = usr.add_parser("list", parents=[common], help="list accounts")
+    lst.add_argument("--domain")
+    usr.add_parser("remove", parents=[common], help="delete an account and its mail").add_argument("address")
+    quota = usr.add_parser("quota", parents=[common], help="set a quota (none: unlimited)")
+    quota.add_argument("address")
+    quota.add_argument("quota", help="bytes, with K/M/G suffix, or 'none'")
+
+    ali = sub.add_parser("alias", help="aliases and catch-alls").add_subparsers(dest="action", required=True)
+    aadd = ali.add_parser("add", parents=[common], help="alias SOURCE (user@domain or @domain) to TARGETs")
+    aadd.add_argument("source")
+    aadd.add_argument("targets", nargs="+")
+    alst = ali.add_parser("list", parents=[common], help="list aliases")
+    alst.add_argument("--domain")
+    arem = ali.add_parser("remove", parents=[common], help="remove an alias or one of its targets")
+    arem.add_argument("source")
+    arem.add_argument("target", nargs="?")
+    return p
+
+
+def load(args: argparse.Namespace, file: str | None = None) -> Settings:
+    """Settings for this invocation: --config (or the default file), --dev, then the environment."""
+    path = file or args.config or os.environ.get("MAILSERVER_CONFIG")
+    if path is None and Path(DEFAULT_CONFIG).is_file():
+        path = DEFAULT_CONFIG
+    return load_settings(path, dev=args.dev, environ=os.environ)
+
+
+def parse_size(text: str) -> int | None:
+    """'1G', '500M', '10k', '1234', 'none' -> bytes (None: unlimited)."""
+    t = text.strip().lower()
+    if t in ("none", "unlimited"):
+        return None
+    mult = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in "kmgt" else t
+    if not digits.isdigit():
+        raise UsageError(f"invalid size {text!r}: use bytes with an optional K, M, G or T suffix")
+    return int(digits) * mult
+
+
+def read_password(confirm: bool = True) -> str:
+    """A password from an interactive prompt (asked twice), or the first line of standard input."""
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if confirm and getpass.getpass("Again: ") != first:
+            raise UsageError("passwords do not match")
+        password = first
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    if len(password) < 8:
+        raise UsageError("password must be at least 8 characters")
+    return password
+
+
+async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[int]]) -> int:
+    db = await Database.open(settings.database, settings.server.data_dir, pool_min=1, pool_max=2)
+    try:
+        return await work(db)
+    finally:
+        await db.close()
+
+
+def _print_rows(rows: Sequence[Sequence[Any]]) -> None:
+    for row in rows:
+        print("\t".join("" if v is None else str(v) for v in row))
+
+
+async def _admin(args: argparse.Namespace, db: Database) -> int:
+    pool = db.pool
+    cmd, action = args.command, args.action
+    if cmd == "db" and action == "migrate":
+        async with pool.acquire() as conn:
+            done = await apply_migrations(conn)
+        print(f"applied {len(done)} migration(s)" + "".join(f"\n  {m.version:04d} {m.name}" for m in done))
+    elif cmd == "db" and action == "status":
+        async with pool.acquire() as conn:
+            have = await applied_versions(conn)
+        for m in available():
+            print(f"{m.version:04d} {m.name}\t" + (f"applied {have[m.version]}" if m.version in have else "pending"))
+    elif cmd == "domain" and action == "add":
+        await accounts.add_domain(pool, args.domain)
+        print(f"domain {args.domain.lower()} added")
+    elif cmd == "domain" and action == "list":
+        _print_rows([(d,) for d in await accounts.list_domains(pool)])
+    elif cmd == "domain" and action == "remove":
+        await accounts.remove_domain(pool, args.domain)
+        print(f"domain {args.domain.lower()} removed")
+    elif cmd == "user" and action == "add":
+        quota = parse_size(args.quota) if args.quota else None
+        _check_address(args.address)
+        await accounts.add_account(pool, args.address, await hash_password(read_password()), quota or None)
+        print(f"account {args.address.lower()} created")
+    elif cmd == "user" and action == "passwd":
+        if await accounts.get_account(pool, args.address) is None:
+            raise StoreError(f"no such account: {args.address}")
+        await accounts.set_password(pool, args.address, await hash_password(read_password()))
+        print(f"password of {args.address.lower()} changed")
+    elif cmd == "user" and action == "list":
+        rows = await accounts.list_accounts(pool, args.domain)
+        _print_rows([(a.address, a.used_bytes, a.quota_bytes if a.quota_bytes is not None else "unlimited",
+                      "disabled" if a.disabled else "") for a in rows])
+    elif cmd == "user" and action == "remove":
+        await accounts.remove_account(pool, args.address)
+        print(f"account {args.address.lower()} removed")
+    elif cmd == "user" and action == "quota":
+        await accounts.set_quota(pool, args.address, parse_size(args.quota))
+        print(f"quota of {args.address.lower()} set to {args.quota}")
+    elif cmd == "alias" and action == "add":
+        await accounts.add_alias(pool, args.source, args.targets)
+        print(f"alias {args.source.lower()} -> {', '.join(args.targets)} added")
+    elif cmd == "alias" and action == "list":
+        _print_rows(await accounts.list_aliases(pool, args.domain))
+    elif cmd == "alias" and action == "remove":
+        await accounts.remove_alias(pool, args.source, args.target)
+        print(f"alias {args.source.lower()} removed")
+    else:  # pragma: no cover - argparse restricts the choices
+        raise UsageError(f"unknown command {cmd} {action}")
+    return 0
+
+
+def _check_address(text: str) -> None:
+    try:
+        parse_address(text)
+    except AddressError as exc:
+        raise StoreError(f"invalid address {text!r}: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mailserver` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "config":
+            settings = load(args, args.file)
+            print(f"configuration OK: {args.file or args.config or 'defaults'}")
+            return 0
+        settings = load(args)
+        if args.command == "serve":
+            from mailserver.app import run
+            from mailserver.logs import setup_logging
+
+            setup_logging(settings.server.log_level)
+            asyncio.run(run(settings))
+            return 0
+        return asyncio.run(_with_db(settings, lambda db: _admin(args, db)))
+    except (ConfigError, TLSConfigError) as exc:
+        print(f"mailserver: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"mailserver: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"mailserver: {exc}", file=sys.stderr)
+        return 1
+    except StorageUnavailable as exc:
+        print(f"mailserver: database unavailable: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

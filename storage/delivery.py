@@ -1,0 +1,169 @@
+"""The delivery seam: one message to N local mailboxes and M remote recipients in ONE transaction.
+
+`Delivery` follows maddy's shape: `start -> add_local/add_remote -> commit | abort`. Nothing persistent
+happens before `commit`; `commit` is a single PostgreSQL transaction (synchronous_commit on), so a caller
+may answer 250 exactly when it returns, and a failure anywhere leaves nothing behind.
+
+The raw message is stored once however many local recipients it has; what differs per recipient
+(Return-Path and Delivered-To, RFC 5321 §4.4 and RFC 9228) is kept as a small per-entry header prefix.
+UIDs come from a row lock on the mailbox, taken in mailbox-id order, so they are strictly increasing,
+never reused, and concurrent deliveries cannot deadlock.
+This module builds no headers from peer data and knows no protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+# Listeners (IMAP IDLE, in any process on this database) hear about new mail on this channel;
+# the payload is the mailbox id. PostgreSQL delivers it only when the transaction commits.
+MAILBOX_CHANNEL = "mailbox_changes"
+
+
+@dataclass(frozen=True)
+class LocalRecipient:
+    """A local account to deliver to: the address that reached it and the mailbox (INBOX, or Junk)."""
+
+    account_id: int
+    delivered_to: str
+    mailbox: str = "INBOX"
+
+
+@dataclass(frozen=True)
+class RemoteRecipient:
+    """A remote address to queue, with its RFC 3461 DSN parameters."""
+
+    address: str
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """What commit wrote: the message row, the (mailbox id, uid) entries and the queue entry if any."""
+
+    message_id: int
+    entries: list[tuple[int, int]]
+    queue_id: int | None
+
+
+@dataclass
+class Delivery:
+    """One transaction being assembled. Fill it, then `commit(pool)`; dropping it is the abort."""
+
+    sender: str
+    envid: str | None = None
+    ret: str | None = None
+    account_id: int | None = None
+    local: list[LocalRecipient] = field(default_factory=list)
+    remote: list[RemoteRecipient] = field(default_factory=list)
+
+    def add_local(self, recipient: LocalRecipient) -> None:
+        """Add a local recipient; the same account and mailbox twice is delivered once."""
+        if all((r.account_id, r.mailbox) != (recipient.account_id, recipient.mailbox) for r in self.local):
+            self.local.append(recipient)
+
+    def add_remote(self, recipient: RemoteRecipient) -> None:
+        """Add a remote recipient for the outbound queue (once per address)."""
+        if all(r.address.lower() != recipient.address.lower() for r in self.remote):
+            self.remote.append(recipient)
+
+    async def commit(self, pool: asyncpg.Pool, raw: bytes, summary: Any) -> StoredMessage:
+        """Store the message for every recipient in one transaction; return only once it is durable."""
+        if not self.local and not self.remote:
+            raise ValueError("a delivery needs at least one recipient")
+        async with pool.acquire() as conn, conn.transaction():
+            message_id = await insert_message(conn, raw, summary)
+            entries = await self._deliver_local(conn, message_id, len(raw))
+            queue_id = await self._enqueue(conn, message_id) if self.remote else None
+            await conn.executemany(
+                "INSERT INTO delivery_log (message_id, queue_id, recipient, event) VALUES ($1, $2, $3, $4)",
+                [(message_id, None, r.delivered_to, "delivered") for r in self.local]
+                + [(message_id, queue_id, r.address, "queued") for r in self.remote],
+            )
+        return StoredMessage(message_id=message_id, entries=entries, queue_id=queue_id)
+
+    async def _deliver_local(self, conn: asyncpg.Connection, message_id: int, size: int) -> list[tuple[int, int]]:
+        if not self.local:
+            return []
+        boxes = await conn.fetch(
+            "SELECT r.ord, COALESCE(m.id, inbox.id) AS mailbox_id"
+            " FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS r(account_id, name, ord)"
+            " LEFT JOIN mailboxes m ON m.account_id = r.account_id AND m.name = r.name"
+            " LEFT JOIN mailboxes inbox ON inbox.account_id = r.account_id AND inbox.name = 'INBOX'",
+            [r.account_id for r in self.local], [r.mailbox for r in self.local],
+        )
+        targets = sorted((row["mailbox_id"], self.local[row["ord"] - 1]) for row in boxes
+                         if row["mailbox_id"] is not None)
+        if len(targets) != len(self.local):
+            raise LookupError("a recipient account has no INBOX")
+        entries: list[tuple[int, int]] = []
+        for mailbox_id, rcpt in targets:  # mailbox-id order: no deadlock between concurrent deliveries
+            uid, modseq = await conn.fetchrow(
+                "UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
+                " WHERE id = $1 RETURNING uidnext - 1, highestmodseq", mailbox_id)
+            prefix = trace_prefix(self.sender, rcpt.delivered_to)
+            await conn.execute(
+                "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, modseq)"
+                " VALUES ($1, $2, $3, '{}', $4, $5)", mailbox_id, uid, message_id, prefix, modseq)
+            await conn.execute("SELECT pg_notify($1, $2)", MAILBOX_CHANNEL, str(mailbox_id))
+            entries.append((mailbox_id, uid))
+        await conn.execute(
+            "UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = ANY($1::bigint[])",
+            list({r.account_id for _, r in targets}), size)
+        return entries
+
+    async def _enqueue(self, conn: asyncpg.Connection, message_id: int) -> int:
+        queue_id = await conn.fetchval(
+            "INSERT INTO queue (message_id, sender, account_id, envid, ret) VALUES ($1, $2, $3, $4, $5)"
+            " RETURNING id", message_id, self.sender, self.account_id, self.envid, self.ret)
+        await conn.executemany(
+            "INSERT INTO queue_recipients (queue_id, recipient, domain, notify, orcpt) VALUES ($1, $2, $3, $4, $5)",
+            [(queue_id, r.address, r.address.rpartition("@")[2].lower(), r.notify, r.orcpt) for r in self.remote],
+        )
+        await conn.execute("SELECT pg_notify('queue_changes', $1)", str(queue_id))
+        return queue_id
+
+
+async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any) -> int:
+    """Insert one message row with what was precomputed from it; return its id."""
+    parts = getattr(summary, "parts", None) or []
+    parts_json = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts])
+    return await conn.fetchval(
+        "INSERT INTO messages (raw, size, sha256, header, body_offset, envelope, bodystructure, body, parts,"
+        " subject, from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)"
+        " RETURNING id",
+        raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
+        summary.envelope, summary.bodystructure, summary.body, parts_json,
+        _text(summary.subject), _text(summary.from_addr), _text(_join(summary.to_addrs)),
+        _text(_join(summary.cc_addrs)), _text(summary.message_id), _text(summary.in_reply_to),
+        summary.sent_date, bool(summary.has_attachments),
+    )
+
+
+def trace_prefix(sender: str, delivered_to: str) -> bytes:
+    """The per-recipient header lines added at final delivery: Return-Path and Delivered-To."""
+    return (f"Return-Path: <{_clean(sender)}>\r\nDelivered-To: {_clean(delivered_to)}\r\n").encode()
+
+
+def _clean(value: str) -> str:
+    # Addresses here were parsed already; this guards the header against CR, LF and NUL regardless.
+    return "".join(c for c in value if c not in "\r\n\0<>")
+
+
+def _join(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return ", ".join(str(v) for v in value)
+
+
+def _text(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL; a hostile header may contain one.
+    return value.replace("\0", "") if value else value

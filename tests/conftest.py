@@ -1,0 +1,34 @@
+"""Fixtures shared by every test: a real PostgreSQL (a fresh database per test) and a pool on it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+
+from tests.pg import TestPostgres
+
+
+@pytest.fixture(scope="session")
+def test_postgres() -> Iterator[TestPostgres]:
+    """One server for the run, with a migrated template database."""
+    pg = TestPostgres()
+    asyncio.run(pg.prepare_template())
+    yield pg
+    asyncio.run(pg.drop_all())
+
+
+@pytest.fixture
+async def db_dsn(test_postgres: TestPostgres) -> str:
+    """The DSN of a fresh, migrated database for this test."""
+    return await test_postgres.new_database()
+
+
+@pytest.fixture
+async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    """A connection pool on this test's database."""
+    p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
+    yield p
+    await p.close()

@@ -1,0 +1,97 @@
+"""The delivery seam against a real PostgreSQL: one transaction, UIDs, dedup, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from mailcore.mime.precompute import summarize
+from mailcore.passwords import hash_password_sync
+from storage import accounts
+from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
+
+MSG = b"From: a@remote.example\r\nTo: u@d.example\r\nSubject: hi\r\n\r\nbody\r\n"
+HASH = hash_password_sync("pw")
+
+
+async def _setup(pool: asyncpg.Pool, *users: str) -> list[int]:
+    await accounts.add_domain(pool, "d.example")
+    return [await accounts.add_account(pool, u, HASH) for u in users]
+
+
+async def _deliver(pool: asyncpg.Pool, account_ids: list[int], remote: list[str] = ()):
+    d = Delivery(sender="a@remote.example")
+    for aid in account_ids:
+        d.add_local(LocalRecipient(aid, "x@d.example"))
+    for r in remote:
+        d.add_remote(RemoteRecipient(r))
+    return await d.commit(pool, MSG, summarize(MSG))
+
+
+async def test_fifty_concurrent_deliveries_get_uids_1_to_50(pool: asyncpg.Pool) -> None:
+    (uid_owner,) = await _setup(pool, "u@d.example")
+    results = await asyncio.gather(*[_deliver(pool, [uid_owner]) for _ in range(50)])
+    uids = sorted(uid for r in results for _, uid in r.entries)
+    assert uids == list(range(1, 51))
+    assert await pool.fetchval("SELECT uidnext FROM mailboxes WHERE account_id=$1 AND name='INBOX'",
+                               uid_owner) == 51
+
+
+async def test_one_message_row_for_many_local_recipients(pool: asyncpg.Pool) -> None:
+    ids = await _setup(pool, "a@d.example", "b@d.example", "c@d.example")
+    stored = await _deliver(pool, ids, remote=["x@far.example", "y@far.example"])
+    assert await pool.fetchval("SELECT count(*) FROM messages") == 1
+    assert len(stored.entries) == 3
+    assert await pool.fetchval("SELECT count(*) FROM queue_recipients WHERE queue_id=$1", stored.queue_id) == 2
+    prefixes = await pool.fetch("SELECT header_prefix FROM mailbox_messages")
+    assert all(p["header_prefix"].startswith(b"Return-Path: <a@remote.example>\r\n") for p in prefixes)
+
+
+async def test_failure_mid_delivery_leaves_nothing(pool: asyncpg.Pool) -> None:
+    ids = await _setup(pool, "a@d.example", "b@d.example")
+    # The second recipient's account has lost every mailbox: the transaction must fail as a whole.
+    await pool.execute("DELETE FROM mailboxes WHERE account_id=$1", ids[1])
+    with pytest.raises(LookupError):
+        await _deliver(pool, ids, remote=["x@far.example"])
+    for table in ("messages", "mailbox_messages", "queue", "queue_recipients", "delivery_log"):
+        assert await pool.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    assert await pool.fetchval("SELECT uidnext FROM mailboxes WHERE account_id=$1 AND name='INBOX'",
+                               ids[0]) == 1
+
+
+async def test_same_account_twice_is_delivered_once(pool: asyncpg.Pool) -> None:
+    (aid,) = await _setup(pool, "a@d.example")
+    stored = await _deliver(pool, [aid, aid])
+    assert len(stored.entries) == 1
+
+
+async def test_junk_mailbox_and_fallback_to_inbox(pool: asyncpg.Pool) -> None:
+    (aid,) = await _setup(pool, "a@d.example")
+    d = Delivery(sender="")
+    d.add_local(LocalRecipient(aid, "a@d.example", mailbox="Junk"))
+    stored = await d.commit(pool, MSG, summarize(MSG))
+    name = await pool.fetchval("SELECT name FROM mailboxes WHERE id=$1", stored.entries[0][0])
+    assert name == "Junk"
+    await pool.execute("DELETE FROM mailboxes WHERE account_id=$1 AND name='Junk'", aid)
+    stored = await d.commit(pool, MSG, summarize(MSG))
+    assert await pool.fetchval("SELECT name FROM mailboxes WHERE id=$1", stored.entries[0][0]) == "INBOX"
+
+
+async def test_notify_is_sent_on_commit(pool: asyncpg.Pool) -> None:
+    (aid,) = await _setup(pool, "a@d.example")
+    heard: asyncio.Queue[str] = asyncio.Queue()
+
+    def listener(*args: object) -> None:
+        heard.put_nowait(str(args[3]))
+
+    conn = await pool.acquire()
+    try:
+        await conn.add_listener("mailbox_changes", listener)
+        stored = await _deliver(pool, [aid])
+        payload = await asyncio.wait_for(heard.get(), 5)
+        assert payload == str(stored.entries[0][0])
+    finally:
+        await conn.remove_listener("mailbox_changes", listener)
+        await pool.release(conn)
