@@ -8,20 +8,20 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from tests.pg import TestPostgres
+from tests.pg import PgServer
 
 
 @pytest.fixture(scope="session")
-def test_postgres() -> Iterator[TestPostgres]:
+def test_postgres() -> Iterator[PgServer]:
     """One server for the run, with a migrated template database."""
-    pg = TestPostgres()
+    pg = PgServer()
     asyncio.run(pg.prepare_template())
     yield pg
     asyncio.run(pg.drop_all())
 
 
 @pytest.fixture
-async def db_dsn(test_postgres: TestPostgres) -> str:
+async def db_dsn(test_postgres: PgServer) -> str:
     """The DSN of a fresh, migrated database for this test."""
     return await test_postgres.new_database()
 

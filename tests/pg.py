@@ -18,7 +18,7 @@ import asyncpg
 _counter = itertools.count()
 
 
-class TestPostgres:
+class PgServer:
     """Hands out fresh databases on one server."""
 
     def __init__(self) -> None:
