@@ -34,7 +34,25 @@ from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
 
 log = logging.getLogger(__name__)
-_liblog = logging.getLogger(__name__ + ".dkimpy")
+
+
+class LibraryLogger:
+    """What dkimpy logs (every bad signature it meets, at ERROR) goes to our log at DEBUG: a forged or
+    broken signature on inbound mail is the peer's business, not an operator alert."""
+
+    def __init__(self, name: str) -> None:
+        self._log = logging.getLogger(name)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the logging.Logger API dkimpy calls
+        return self._log.isEnabledFor(logging.DEBUG)
+
+    def _debug(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._log.debug(msg, *args)
+
+    debug = info = warning = error = exception = _debug
+
+
+_liblog = LibraryLogger(__name__ + ".dkimpy")
 
 DEFAULT_LOOKUP_TIMEOUT = 10.0
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2
