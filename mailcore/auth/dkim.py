@@ -23,6 +23,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import dkim as dkimpy
@@ -60,8 +61,8 @@ MIN_RSA_BITS = 1024  # RFC 8301 §3.2
 # Signed when present; From is signed once more than it occurs so no From can be added (RFC 6376 §8.15).
 SIGNED_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To",
                   "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
-ALGORITHMS = {"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256",
-              "ed25519": "ed25519-sha256", "ed25519-sha256": "ed25519-sha256"}
+ALGORITHMS = MappingProxyType({"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256",
+              "ed25519": "ed25519-sha256", "ed25519-sha256": "ed25519-sha256"})
 
 
 @dataclass(frozen=True)

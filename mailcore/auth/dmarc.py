@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
+from types import MappingProxyType
 
 from publicsuffixlist import PublicSuffixList
 
@@ -26,7 +27,7 @@ from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 
 POLICIES = ("none", "quarantine", "reject")
 # RFC 7489 §6.6.4: a message not sampled by pct gets the next less severe policy.
-_WEAKER = {"reject": "quarantine", "quarantine": "none", "none": "none"}
+_WEAKER = MappingProxyType({"reject": "quarantine", "quarantine": "none", "none": "none"})
 
 
 class DMARCSyntaxError(ValueError):
