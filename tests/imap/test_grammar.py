@@ -13,7 +13,6 @@ from imap.commands import (
     Create,
     Enable,
     Expunge,
-    Fetch,
     FetchAtt,
     Id,
     Key,
