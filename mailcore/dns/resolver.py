@@ -1,0 +1,110 @@
+"""The real resolver: dnspython's asyncio stub resolver behind our `DNSLookup` interface.
+
+It owns translating dnspython's answers and exceptions into plain data, `DNSNotFound` and `DNSTempError`,
+and the answer cache (positive and negative, sized from `DNSSettings.cache_size`).
+It must not block the event loop, must not use search domains (mail names are always absolute), and must
+not be a module-level singleton: the composition root builds one and passes it down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+import dns.reversename
+
+from config.settings import DNSSettings
+from mailcore.dns import DNSNotFound, DNSTempError
+
+log = logging.getLogger(__name__)
+
+FALLBACK_NAMESERVER = "127.0.0.1"
+
+
+def decode_txt(strings: list[bytes] | tuple[bytes, ...]) -> str:
+    """Join a TXT record's character-strings and decode them without ever failing.
+
+    UTF-8 when valid, else Latin-1 (every byte maps to one character, so nothing is lost)."""
+    raw = b"".join(strings)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+class Resolver:
+    """DNS lookups through dnspython's async resolver, configured from `DNSSettings`."""
+
+    def __init__(self, settings: DNSSettings, resolv_conf: str = "/etc/resolv.conf") -> None:
+        resolver = dns.asyncresolver.Resolver(configure=False)
+        if settings.nameservers:
+            resolver.nameservers = list(settings.nameservers)
+        else:
+            try:
+                resolver.read_resolv_conf(resolv_conf)
+            except (dns.resolver.NoResolverConfiguration, OSError) as exc:
+                log.warning("no usable name server in %s (%s): using %s", resolv_conf, exc,
+                            FALLBACK_NAMESERVER)
+                resolver.nameservers = [FALLBACK_NAMESERVER]
+        resolver.port = settings.port
+        # One attempt may not take longer than the whole lookup is allowed to.
+        resolver.timeout = settings.timeout
+        resolver.lifetime = settings.timeout
+        resolver.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size > 0 else None
+        self._resolver = resolver
+
+    @property
+    def nameservers(self) -> list[str]:
+        """The name servers in use (for diagnostics)."""
+        return [str(ns) for ns in self._resolver.nameservers]
+
+    async def _query(self, name: str | dns.name.Name, rdtype: str) -> dns.resolver.Answer:
+        label = str(name)
+        try:
+            qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError) as exc:
+            # A name that cannot be written in DNS cannot exist there.
+            raise DNSNotFound(label, rdtype) from exc
+        try:
+            return await self._resolver.resolve(qname, rdtype, search=False)
+        except dns.resolver.NXDOMAIN as exc:
+            raise DNSNotFound(label, rdtype, nxdomain=True) from exc
+        except dns.resolver.NoAnswer as exc:
+            raise DNSNotFound(label, rdtype, nxdomain=False) from exc
+        except dns.resolver.YXDOMAIN as exc:
+            raise DNSNotFound(label, rdtype) from exc
+        except dns.resolver.NoNameservers as exc:
+            raise DNSTempError(label, rdtype, "no name server answered (SERVFAIL or refused)") from exc
+        except dns.exception.Timeout as exc:
+            raise DNSTempError(label, rdtype, "timeout") from exc
+        except dns.exception.DNSException as exc:
+            raise DNSTempError(label, rdtype, type(exc).__name__) from exc
+
+    async def txt(self, name: str) -> list[str]:
+        answer = await self._query(name, "TXT")
+        return [decode_txt(rdata.strings) for rdata in answer]
+
+    async def a(self, name: str) -> list[str]:
+        answer = await self._query(name, "A")
+        return [rdata.address for rdata in answer]
+
+    async def aaaa(self, name: str) -> list[str]:
+        answer = await self._query(name, "AAAA")
+        return [rdata.address for rdata in answer]
+
+    async def mx(self, name: str) -> list[tuple[int, str]]:
+        answer = await self._query(name, "MX")
+        return sorted((rdata.preference, rdata.exchange.to_text(omit_final_dot=True)) for rdata in answer)
+
+    async def ptr(self, ip: str) -> list[str]:
+        try:
+            qname = dns.reversename.from_address(str(ipaddress.ip_address(ip)))
+        except ValueError as exc:
+            raise DNSNotFound(ip, "PTR") from exc
+        answer = await self._query(qname, "PTR")
+        return [rdata.target.to_text(omit_final_dot=True) for rdata in answer]
