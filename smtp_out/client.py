@@ -167,13 +167,16 @@ async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings
             sock.close()
         raise
     try:
-        return await _transaction(smtp, env, settings, mta)
-    finally:
-        if smtp.is_connected:
-            try:
-                await smtp.quit(timeout=min(settings.command_timeout, 30))
-            except (aiosmtplib.SMTPException, OSError):
-                smtp.close()
+        results = await _transaction(smtp, env, settings, mta)
+    except BaseException:  # cancelled (shutdown) or a bug: no polite QUIT to a server that may stall
+        smtp.close()
+        raise
+    if smtp.is_connected:
+        try:
+            await smtp.quit(timeout=min(settings.command_timeout, 30))
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+    return results
 
 
 async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> None:

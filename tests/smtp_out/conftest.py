@@ -103,3 +103,19 @@ async def inbox(pool: asyncpg.Pool, address: str = SENDER) -> list[bytes]:
         " JOIN accounts a ON a.id = b.account_id JOIN messages m ON m.id = mm.message_id"
         " WHERE a.address = $1 AND b.name = 'INBOX' ORDER BY mm.uid", address)
     return [r["raw"] for r in rows]
+
+
+async def until(predicate: Callable[[], Any], seconds: float = 10.0) -> None:
+    """Wait until `predicate()` (sync or async) is true: the one poll loop, for states that live in
+    another process's view (the database, a sink's counters) and have no event to wait on."""
+    import asyncio
+    import inspect
+
+    async with asyncio.timeout(seconds):
+        while True:
+            value = predicate()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.02)
