@@ -15,6 +15,7 @@ import asyncio
 import functools
 import ipaddress
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import dns.exception
@@ -32,7 +33,7 @@ DEFAULT_TOTAL_TIMEOUT = 20.0
 # A single DNS answer through the bridge; the resolver's own timeout is normally shorter.
 DEFAULT_LOOKUP_TIMEOUT = 10.0
 
-_OLD_NAMES = {"unknown": "permerror", "error": "temperror"}
+_OLD_NAMES = MappingProxyType({"unknown": "permerror", "error": "temperror"})
 
 
 @dataclass(frozen=True)

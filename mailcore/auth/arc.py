@@ -1,0 +1,84 @@
+"""ARC (RFC 8617): validate the Authenticated Received Chain of a message.
+
+dkimpy's `arc_verify` does the validation; this module owns the seams: it runs in a worker thread,
+its key lookups go through our `DNSLookup` (`dnsfunc=` and `mailcore.dns.bridge`), and its three-way
+answer becomes an `ARCResult` with the RFC 8617 §4.4 chain validation status: none, pass or fail.
+
+A key that cannot be fetched for a temporary DNS reason makes the chain fail for now (the reason says
+so): RFC 8617 has no temperror, and ARC only informs local policy. ARC sealing is not done here.
+It must not decide what the result does to a message.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+import dkim as dkimpy
+
+from mailcore.auth.dkim import LibraryLogger
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.dns.bridge import LoopBridge
+
+_liblog = LibraryLogger(__name__ + ".dkimpy")
+
+DEFAULT_LOOKUP_TIMEOUT = 10.0
+MIN_RSA_BITS = 1024
+
+
+@dataclass(frozen=True)
+class ARCResult:
+    """The chain validation status (RFC 8617 §4.4): none, pass or fail, with why."""
+
+    result: str
+    reason: str = ""
+    instances: int = 0                       # ARC sets found (highest i=)
+    domains: tuple[str, ...] = field(default=())  # d= of each ARC-Seal, newest first
+
+
+class _KeyLookup:
+    """dkimpy's `dnsfunc` for one validation: notes temporary failures so the reason can say so."""
+
+    def __init__(self, bridge: LoopBridge, resolver: DNSLookup) -> None:
+        self.bridge = bridge
+        self.resolver = resolver
+        self.temporary: list[str] = []
+
+    def __call__(self, name: bytes | str, timeout: float = 5) -> bytes | None:
+        qname = (name.decode("ascii", "replace") if isinstance(name, bytes) else name).rstrip(".")
+        try:
+            records = self.bridge.call(functools.partial(self.resolver.txt, qname), f"{qname} TXT")
+        except DNSNotFound:
+            return None  # dkimpy: missing key -> that signature does not validate
+        except DNSTempError as exc:
+            self.temporary.append(qname)
+            raise dkimpy.DnsTimeoutError(str(exc)) from exc
+        return records[0].encode("utf-8", "replace")
+
+
+def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
+    """Runs in the worker thread."""
+    try:
+        cv, details, reason = dkimpy.arc_verify(raw, logger=_liblog, dnsfunc=lookup, minkey=minkey)
+    except dkimpy.MessageFormatError as exc:
+        return ARCResult("fail", f"message unparsable: {exc}")
+    instances = max((d.get("instance", 0) for d in details), default=0)
+    domains = tuple(d.get("as-domain", b"").decode("ascii", "replace") if isinstance(d.get("as-domain"), bytes)
+                    else str(d.get("as-domain", "")) for d in details)
+    if cv == dkimpy.CV_Pass:
+        return ARCResult("pass", str(reason), instances, domains)
+    if cv == dkimpy.CV_None:
+        return ARCResult("none", str(reason), instances, domains)
+    text = str(reason)
+    if lookup.temporary:
+        text += f" (temporary DNS failure for {', '.join(lookup.temporary)})"
+    # cv None from dkimpy: an ARC-Seal with cv=fail terminates the chain: it is a failed chain.
+    return ARCResult("fail", text, instances, domains)
+
+
+async def verify_arc(resolver: DNSLookup, raw: bytes, *, minkey: int = MIN_RSA_BITS,
+                     lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT) -> ARCResult:
+    """Validate the ARC chain of `raw` (a whole message). Never raises for anything the message or
+    DNS can do."""
+    bridge = LoopBridge(lookup_timeout)
+    return await bridge.run(_validate, raw, _KeyLookup(bridge, resolver), minkey)

@@ -1,0 +1,105 @@
+"""The one entry point for inbound sender authentication: SPF, DKIM, ARC and DMARC for a received message,
+the Authentication-Results value that reports them, and what should happen to the message.
+
+It owns the disposition policy (RFC 7489 §6.6.2, §10.1 under the operator's `AuthPolicySettings`):
+
+    accept       nothing to act on (or enforce is off: results are recorded only)
+    quarantine   DMARC fail whose applied policy maps to quarantine
+    reject       DMARC fail whose applied policy maps to reject
+    tempfail     DMARC could not be decided because of a DNS temporary error: its own policy lookup,
+                 or an SPF/DKIM temperror on an identifier that could have aligned while the policy
+                 asks for quarantine/reject (RFC 7489 §6.6.2: a receiver MAY defer)
+
+It must not speak SMTP (the handler turns the disposition into a reply) nor modify the message beyond
+what `mailcore.auth.results` offers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from config.settings import AuthPolicySettings
+from mailcore.auth.arc import ARCResult, verify_arc
+from mailcore.auth.dkim import DKIMResult, verify_dkim
+from mailcore.auth.dmarc import DMARCResult, OrganizationalDomains, aligned, check_dmarc, from_header_domain
+from mailcore.auth.results import authentication_results
+from mailcore.auth.spf import SPFResult, check_spf
+from mailcore.dns import DNSLookup
+from mailcore.headers import split_header_block
+
+DISPOSITIONS = ("accept", "quarantine", "reject", "tempfail")
+
+
+@dataclass(frozen=True)
+class AuthVerdict:
+    """Everything learnt about a message's sender, and what to do with the message."""
+
+    disposition: str            # accept / quarantine / reject / tempfail
+    header: str                 # Authentication-Results value (no field name)
+    spf: SPFResult
+    dkim: tuple[DKIMResult, ...]
+    dmarc: DMARCResult
+    arc: ARCResult
+    reason: str = ""
+
+
+def _disposition(dmarc: DMARCResult, spf: SPFResult, dkim: tuple[DKIMResult, ...],
+                 policy: AuthPolicySettings, org: OrganizationalDomains) -> tuple[str, str]:
+    if not policy.enforce:
+        return "accept", "enforcement off: results recorded only"
+    if dmarc.result == "temperror":
+        return "tempfail", f"DMARC undecided: {dmarc.reason}"
+    if dmarc.result != "fail" or dmarc.policy == "none":
+        return "accept", ""
+    record = dmarc.record
+    if record is not None:
+        spf_maybe = spf.result == "temperror" and aligned(spf.domain, dmarc.from_domain, record.aspf, org)
+        dkim_maybe = any(r.result == "temperror" and aligned(r.domain, dmarc.from_domain, record.adkim, org)
+                         for r in dkim)
+        if spf_maybe or dkim_maybe:
+            return "tempfail", "DMARC fail may be due to a DNS temporary error on an aligned identifier"
+    action = policy.dmarc_reject if dmarc.policy == "reject" else policy.dmarc_quarantine
+    if action == "none":
+        return "accept", f"DMARC p={dmarc.policy} failure overridden by local policy"
+    return action, f"DMARC {dmarc.result} with p={dmarc.policy} for {dmarc.from_domain}"
+
+
+async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: str, mail_from: str,
+                               authserv_id: str, *, policy: AuthPolicySettings | None = None,
+                               spf: SPFResult | None = None, org: OrganizationalDomains | None = None,
+                               sample: Callable[[], float] = random.random,
+                               lookup_timeout: float = 10.0) -> AuthVerdict:
+    """Authenticate a received message.
+
+    `spf` may be computed earlier (at MAIL FROM) and passed in; it is computed here otherwise. `org`
+    should be built once by the caller and shared (loading the PSL is slow); a new one is built when
+    omitted. `sample` drives DMARC pct sampling."""
+    policy = policy or AuthPolicySettings()
+    org = org or OrganizationalDomains()
+
+    async def spf_result() -> SPFResult:
+        if spf is not None:
+            return spf
+        return await check_spf(resolver, ip, mail_from, helo, receiver=authserv_id,
+                               lookup_timeout=lookup_timeout)
+
+    spf_r, dkim_list, arc_r = await asyncio.gather(
+        spf_result(),
+        verify_dkim(resolver, raw, lookup_timeout=lookup_timeout),
+        verify_arc(resolver, raw, lookup_timeout=lookup_timeout),
+    )
+    dkim_r = tuple(dkim_list)
+    fields, _ = split_header_block(raw)
+    domain, why = from_header_domain([f.value for f in fields if f.name.lower() == "from"])
+    if domain is None:
+        dmarc_r = DMARCResult("permerror", reason=why)
+    else:
+        dmarc_r = await check_dmarc(resolver, domain, spf_r, dkim_r, org, sample=sample)
+    disposition, reason = _disposition(dmarc_r, spf_r, dkim_r, policy, org)
+    dis = {"accept": "none", "tempfail": "none"}.get(disposition, disposition)
+    header = authentication_results(authserv_id, spf_r, dkim_r, dmarc_r, arc_r, mail_from=mail_from,
+                                    helo=helo, dmarc_disposition=dis if dmarc_r.result == "fail" else "")
+    return AuthVerdict(disposition, header, spf_r, dkim_r, dmarc_r, arc_r, reason)

@@ -1,0 +1,239 @@
+"""DKIM (RFC 6376; ed25519-sha256 from RFC 8463): verify every signature of a message, and sign.
+
+dkimpy does the canonicalisation and the crypto. This module owns the seams: dkimpy runs in a worker
+thread (so neither DNS waits nor RSA/ed25519 maths run on the loop thread), its key lookups go through
+our `DNSLookup` via its `dnsfunc=` parameter and `mailcore.dns.bridge`, and dkimpy's outcomes are mapped
+to RFC 8601 result words:
+
+    pass       the signature verified
+    fail       the signature or the body hash did not verify (RFC 6376 §6.1.3)
+    neutral    the signature could not be processed: syntax errors, missing tags, expired (RFC 8601 §2.7.1)
+    permerror  the key: none published (NXDOMAIN/NODATA), revoked, unparsable, too small (RFC 6376 §6.1.2)
+    temperror  the key could not be fetched (DNS timeout, SERVFAIL) (RFC 6376 §6.1.2 step 3)
+    none       the message carries no signature
+
+It must not decide what a result does to the message (that is DMARC and `mailcore.auth.check`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import logging
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import dkim as dkimpy
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.util import InvalidTagValueList, parse_tag_value
+
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.dns.bridge import LoopBridge
+
+log = logging.getLogger(__name__)
+
+
+class LibraryLogger:
+    """What dkimpy logs (every bad signature it meets, at ERROR) goes to our log at DEBUG: a forged or
+    broken signature on inbound mail is the peer's business, not an operator alert."""
+
+    def __init__(self, name: str) -> None:
+        self._log = logging.getLogger(name)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - the logging.Logger API dkimpy calls
+        return self._log.isEnabledFor(logging.DEBUG)
+
+    def _debug(self, msg: object, *args: object, **kwargs: object) -> None:
+        self._log.debug(msg, *args)
+
+    debug = info = warning = error = exception = _debug
+
+
+_liblog = LibraryLogger(__name__ + ".dkimpy")
+
+DEFAULT_LOOKUP_TIMEOUT = 10.0
+MIN_RSA_BITS = 1024  # RFC 8301 §3.2
+
+# Signed when present; From is signed once more than it occurs so no From can be added (RFC 6376 §8.15).
+SIGNED_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To",
+                  "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+ALGORITHMS = MappingProxyType({"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256",
+              "ed25519": "ed25519-sha256", "ed25519-sha256": "ed25519-sha256"})
+
+
+@dataclass(frozen=True)
+class DKIMResult:
+    """The outcome for one DKIM-Signature header (in header order)."""
+
+    result: str
+    domain: str = ""       # d=
+    selector: str = ""     # s=
+    algorithm: str = ""    # a=
+    reason: str = ""
+    identity: str = ""     # i= (for header.i in Authentication-Results)
+
+
+class _KeyMissing(Exception):
+    """No key record at the selector: RFC 6376 §6.1.2 step 3, PERMFAIL."""
+
+
+class _KeyInvalid(Exception):
+    """A key record that cannot be used: RFC 6376 §6.1.2 steps 4-7, PERMFAIL."""
+
+
+def _lookup_key(bridge: LoopBridge, resolver: DNSLookup, name: bytes | str, timeout: float = 5) -> bytes:
+    """dkimpy's `dnsfunc`: the selector's TXT record. Called in the worker thread."""
+    qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+    qname = qname.rstrip(".")
+    try:
+        records = bridge.call(functools.partial(resolver.txt, qname), f"{qname} TXT")
+    except DNSNotFound as exc:
+        raise _KeyMissing(f"no key for signature at {qname}") from exc
+    # DNSTempError propagates: dkimpy catches only its own exceptions.
+    record = records[0].encode("utf-8", "replace")
+    try:
+        pk, _size, _ktag, _tlsrpt = dkimpy.evaluate_pk(qname, record)
+    except (dkimpy.KeyFormatError, binascii.Error, InvalidTagValueList, ValueError) as exc:
+        raise _KeyInvalid(f"unusable key at {qname}: {exc}") from exc
+    if pk is None:
+        raise _KeyInvalid(f"key at {qname} is not for email")
+    return record
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    try:
+        return parse_tag_value(value)
+    except InvalidTagValueList:
+        return {}
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("ascii", "replace")
+
+
+def _describe(tags: dict[bytes, bytes]) -> dict[str, str]:
+    return {"domain": _text(tags.get(b"d")).lower(), "selector": _text(tags.get(b"s")),
+            "algorithm": _text(tags.get(b"a")).lower(), "identity": _text(tags.get(b"i"))}
+
+
+def _verify_all(raw: bytes, dnsfunc: Any, minkey: int) -> list[DKIMResult]:
+    """Runs in the worker thread."""
+    try:
+        verifier = dkimpy.DKIM(raw, logger=_liblog, minkey=minkey)
+    except dkimpy.MessageFormatError as exc:
+        return [DKIMResult("permerror", reason=f"message header unparsable: {exc}")]
+    signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
+    if not signatures:
+        return [DKIMResult("none", reason="message not signed")]
+    results = []
+    for idx, value in enumerate(signatures):
+        info = _describe(_tags(value))
+        try:
+            ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
+            result, reason = ("pass", "") if ok else ("fail", "signature did not verify")
+        except DNSTempError as exc:
+            result, reason = "temperror", f"key lookup failed: {exc.reason}"
+        except _KeyMissing as exc:
+            result, reason = "permerror", str(exc)
+        except (_KeyInvalid, dkimpy.KeyFormatError, dkimpy.UnknownKeyTypeError) as exc:
+            result, reason = "permerror", str(exc) or type(exc).__name__
+        except dkimpy.ValidationError as exc:
+            text = str(exc)
+            if text.startswith("body hash mismatch"):
+                result, reason = "fail", "body hash did not verify"
+            else:
+                result, reason = "neutral", text
+        except (dkimpy.MessageFormatError, dkimpy.ParameterError) as exc:
+            result, reason = "neutral", str(exc)
+        except dkimpy.DKIMException as exc:
+            result, reason = "permerror", str(exc) or type(exc).__name__
+        results.append(DKIMResult(result, reason=reason, **info))
+    return results
+
+
+async def verify_dkim(resolver: DNSLookup, raw: bytes, *, minkey: int = MIN_RSA_BITS,
+                      lookup_timeout: float = DEFAULT_LOOKUP_TIMEOUT) -> list[DKIMResult]:
+    """Verify every DKIM-Signature of `raw` (a whole message, CRLF or LF line ends).
+
+    Returns one result per signature in header order, or a single `none` result for an unsigned
+    message. Never raises for anything the message or DNS can do."""
+    bridge = LoopBridge(lookup_timeout)
+    dnsfunc = functools.partial(_lookup_key, bridge, resolver)
+    return await bridge.run(_verify_all, raw, dnsfunc, minkey)
+
+
+def normalize_crlf(raw: bytes) -> bytes:
+    """Every line ending as CRLF (RFC 5322 §2.1), as the message will travel."""
+    return re.sub(rb"\r?\n", b"\r\n", raw)
+
+
+def _private_key_for_dkimpy(private_key_pem: bytes | str, algorithm: str) -> bytes:
+    pem = private_key_pem.encode("ascii") if isinstance(private_key_pem, str) else private_key_pem
+    key = serialization.load_pem_private_key(pem, password=None)
+    if algorithm == "ed25519-sha256":
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ValueError("ed25519-sha256 needs an Ed25519 private key")
+        seed = key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                 serialization.NoEncryption())
+        return base64.b64encode(seed)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("rsa-sha256 needs an RSA private key")
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                             serialization.NoEncryption())
+
+
+def sign_message(raw: bytes, domain: str, selector: str, private_key_pem: bytes | str,
+                 algorithm: str = "rsa-sha256") -> bytes:
+    """Sign `raw` and return the DKIM-Signature header field (CRLF-terminated) to prepend.
+
+    Content is normalised to CRLF first, so the signature holds for the message as sent; the caller
+    must send `normalize_crlf(raw)` (or an equivalent). relaxed/relaxed canonicalisation; the header
+    fields of `SIGNED_HEADERS` that are present are signed, From once more than it occurs.
+    `algorithm` is "rsa-sha256" or "ed25519-sha256" (RFC 8463). CPU-bound: call it in a thread from
+    async code. Raises ValueError for a key that does not suit the algorithm or a message without From."""
+    alg = ALGORITHMS.get(algorithm.lower())
+    if alg is None:
+        raise ValueError(f"unsupported DKIM algorithm {algorithm!r}")
+    key = _private_key_for_dkimpy(private_key_pem, alg)
+    message = normalize_crlf(raw)
+    signer = dkimpy.DKIM(message, logger=_liblog, signature_algorithm=alg.encode())
+    present = [name.decode("ascii").lower() for name, _ in signer.headers]
+    wanted = {h.lower() for h in SIGNED_HEADERS}
+    include = [h for h in present if h in wanted]
+    if "from" not in include:
+        raise ValueError("a message without From cannot be DKIM-signed (RFC 6376 §5.4)")
+    include.append("from")
+    try:
+        header = signer.sign(selector.encode("ascii"), domain.encode("ascii"), key,
+                             canonicalize=(b"relaxed", b"relaxed"),
+                             include_headers=[h.encode("ascii") for h in include])
+    except dkimpy.DKIMException as exc:
+        raise ValueError(f"DKIM signing failed: {exc}") from exc
+    return header
+
+
+def generate_key(algorithm: str = "rsa", bits: int = 2048) -> tuple[str, str]:
+    """A new signing key: (private key PEM, value of the selector's DNS TXT record).
+
+    "rsa" (PKCS#8 PEM, `bits` >= 1024; RFC 8301 §3.2) or "ed25519" (RFC 8463 §4)."""
+    kind = algorithm.lower().removesuffix("-sha256")
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+        public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        k = "ed25519"
+    elif kind == "rsa":
+        if bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits (RFC 8301 §3.2)")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        k = "rsa"
+    else:
+        raise ValueError(f"unsupported key algorithm {algorithm!r}")
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode("ascii")
+    return pem, f"v=DKIM1; k={k}; p={base64.b64encode(public).decode('ascii')}"

@@ -1,0 +1,115 @@
+"""The Authentication-Results header field (RFC 8601) we add, and the removal of forged ones.
+
+It owns formatting results as `authserv-id; method=result property=value ...` and RFC 8601 §5: removing
+incoming Authentication-Results fields that claim to come from our own authserv-id. Every value taken
+from a peer (addresses, domains, reasons) passes through `mailcore.headers.safe_header_value` and is
+quoted when it is not a plain token, so nothing a peer sends can end the line or inject a field.
+It must not evaluate anything: it reports results computed elsewhere.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from mailcore.auth.arc import ARCResult
+from mailcore.auth.dkim import DKIMResult
+from mailcore.auth.dmarc import DMARCResult
+from mailcore.auth.spf import SPFResult
+from mailcore.headers import safe_header_value, split_header_block
+
+FIELD = "Authentication-Results"
+# RFC 2045 token characters; also "@" and "." for the pvalue forms of RFC 8601 §2.2
+_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+$")
+
+
+def _value(text: str) -> str:
+    """A property value: as is when it is token-like, else an RFC 2045 quoted-string."""
+    text = safe_header_value(text).strip()
+    if text and _TOKEN.match(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment(text: str) -> str:
+    text = safe_header_value(text).strip()
+    if not text:
+        return ""
+    escaped = re.sub(r"([()\\])", r"\\\1", text)
+    return f" ({escaped[:200]})"
+
+
+def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequence[DKIMResult],
+                           dmarc: DMARCResult | None, arc: ARCResult | None, *, mail_from: str = "",
+                           helo: str = "", dmarc_disposition: str = "") -> str:
+    """The value of an Authentication-Results field (one line, no field name).
+
+    `mail_from` and `helo` are what the client said (smtp.mailfrom / smtp.helo); `dmarc_disposition`
+    is what we did about DMARC (shown in a comment)."""
+    parts = [_value(authserv_id)]
+    if spf is not None:
+        if spf.identity == "helo" or not mail_from:
+            prop = f"smtp.helo={_value(helo or spf.domain)}"
+        else:
+            prop = f"smtp.mailfrom={_value(mail_from)}"
+        parts.append(f"spf={spf.result}{_comment(spf.smtp_comment)} {prop}")
+    if not dkim:
+        parts.append("dkim=none")
+    for result in dkim:
+        if result.result == "none":
+            parts.append("dkim=none")
+            continue
+        text = f"dkim={result.result}"
+        if result.result != "pass" and result.reason:
+            text += f" reason={_value(result.reason[:120])}"
+        props = [("header.d", result.domain), ("header.s", result.selector), ("header.a", result.algorithm)]
+        if result.identity:
+            props.insert(1, ("header.i", result.identity))
+        text += "".join(f" {name}={_value(value)}" for name, value in props if value)
+        parts.append(text)
+    if dmarc is not None:
+        text = f"dmarc={dmarc.result}"
+        if dmarc.record is not None:
+            note = f"p={dmarc.published_policy}"
+            if dmarc_disposition:
+                note += f" dis={dmarc_disposition}"
+            text += _comment(note)
+        if dmarc.from_domain:
+            text += f" header.from={_value(dmarc.from_domain)}"
+        parts.append(text)
+    if arc is not None:
+        parts.append(f"arc={arc.result}")
+    return "; ".join(parts)
+
+
+def header_field(value: str) -> bytes:
+    """`Authentication-Results: <value>` folded before each result, CRLF-terminated."""
+    folded = re.sub(r"; (?=[a-z0-9-]+=)", ";\r\n\t", safe_header_value(value))
+    return f"{FIELD}: {folded}\r\n".encode()
+
+
+def _authserv_id(value: str) -> str:
+    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), comments removed."""
+    text = value
+    while True:
+        stripped = re.sub(r"\((?:[^()\\]|\\.)*\)", " ", text)
+        if stripped == text:
+            break
+        text = stripped
+    text = text.strip()
+    if text.startswith('"'):
+        match = re.match(r'"((?:[^"\\]|\\.)*)"', text)
+        return re.sub(r"\\(.)", r"\1", match.group(1)) if match else ""
+    return re.split(r"[\s;]", text, maxsplit=1)[0]
+
+
+def remove_own_results(raw: bytes, authserv_id: str) -> bytes:
+    """`raw` without any Authentication-Results field carrying our authserv-id (case-insensitive).
+
+    RFC 8601 §5: a field claiming to be ours before we added one is forged; others stay untouched,
+    and every other byte of the message is kept as it was."""
+    fields, rest = split_header_block(raw)
+    ours = authserv_id.strip().lower()
+    kept = [f.raw for f in fields
+            if not (f.name.lower() == FIELD.lower() and _authserv_id(f.value).lower() == ours)]
+    return b"".join(kept) + rest

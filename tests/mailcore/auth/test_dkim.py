@@ -1,0 +1,183 @@
+"""mailcore/auth/dkim.py: verification of every signature (public vectors), signing, key generation."""
+
+from __future__ import annotations
+
+import base64
+import threading
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from mailcore.auth.dkim import DKIMResult, generate_key, normalize_crlf, sign_message, verify_dkim
+from mailcore.dns.fake import FakeResolver
+from tests.mailcore.auth.vectors import DATA, read_mail_auth
+from tests.mailcore.conftest import resolver_for
+
+DKIMPY = DATA / "dkim" / "dkimpy"
+MAIL_AUTH = DATA / "dkim" / "mail-auth"
+
+# The RFC 8463 §A.2 example key (mail-auth 001) and dkimpy's RSA test key, for RFC 6376/8463 examples.
+FOOTBALL = {
+    "brisbane._domainkey.football.example.com":
+        {"TXT": ["v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]},
+    "test._domainkey.football.example.com": {"TXT": [(DKIMPY / "test.txt").read_text().strip()]},
+}
+
+
+def _results(results: list[DKIMResult]) -> list[tuple[str, str, str]]:
+    return [(r.result, r.domain, r.algorithm) for r in results]
+
+
+@pytest.mark.parametrize(("vector", "expected"), [
+    ("001.txt", [("pass", "football.example.com", "ed25519-sha256"),
+                 ("pass", "football.example.com", "rsa-sha256")]),
+    ("002.txt", [("pass", "example.com", "rsa-sha256")]),
+    ("003.txt", [("pass", "ietf.org", "rsa-sha256"), ("pass", "ietf.org", "rsa-sha256")]),
+    ("004.txt", [("pass", "facebookmail.com", "rsa-sha256")]),
+    # x= lies in the past: the signature is not processed (RFC 6376 §3.5 x=, RFC 8601 §2.7.1)
+    ("005.txt", [("neutral", "topicbox.com", "rsa-sha256")]),
+    ("006.txt", [("pass", "github.com", "rsa-sha256")]),
+])
+async def test_mail_auth_vectors(vector: str, expected: list[tuple[str, str, str]]) -> None:
+    records, message = read_mail_auth(MAIL_AUTH / vector)
+    results = await verify_dkim(FakeResolver(records), message)
+    assert _results(results) == expected
+    if expected[0][0] == "neutral":
+        assert "x=" in results[0].reason
+
+
+async def test_rfc6376_and_rfc8463_example_both_signatures_pass() -> None:
+    message = (DKIMPY / "rfc6376.signed.msg").read_bytes()
+    results = await verify_dkim(FakeResolver(FOOTBALL), message)
+    assert [(r.result, r.selector, r.algorithm, r.identity) for r in results] == [
+        ("pass", "brisbane", "ed25519-sha256", "@football.example.com"),
+        ("pass", "test", "rsa-sha256", "@football.example.com"),
+    ]
+
+
+async def test_body_modified_fails() -> None:
+    message = (DKIMPY / "rfc6376.signed.msg").read_bytes().replace(b"We lost the game", b"We won the game")
+    results = await verify_dkim(FakeResolver(FOOTBALL), message)
+    assert [(r.result, r.reason) for r in results] == [("fail", "body hash did not verify")] * 2
+
+
+async def test_signed_header_modified_fails() -> None:
+    message = (DKIMPY / "rfc6376.signed.msg").read_bytes().replace(b"Is dinner ready?", b"Is lunch ready?")
+    assert {r.result for r in await verify_dkim(FakeResolver(FOOTBALL), message)} == {"fail"}
+
+
+@pytest.mark.parametrize(("key_record", "fake_kwargs", "result"), [
+    (None, {}, "permerror"),                                    # NXDOMAIN: RFC 6376 §6.1.2 step 3
+    ("v=DKIM1; k=rsa; p=", {}, "permerror"),                    # revoked: step 6
+    ("v=DKIM1; k=rsa; p=notbase64!", {}, "permerror"),          # unparsable: step 7
+    ("v=DKIM2; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCB", {}, "permerror"),  # bad version: step 4
+    (FOOTBALL["test._domainkey.football.example.com"]["TXT"][0] + "; s=other", {}, "permerror"),  # s= not email
+    (None, {"timeout": {"test._domainkey.football.example.com"}}, "temperror"),  # step 3: temporary
+    (None, {"fail": {"test._domainkey.football.example.com"}}, "temperror"),     # SERVFAIL
+])
+async def test_key_problems(key_record: str | None, fake_kwargs: dict, result: str) -> None:
+    records = dict(FOOTBALL)
+    del records["test._domainkey.football.example.com"]
+    if key_record is not None:
+        records["test._domainkey.football.example.com"] = {"TXT": [key_record]}
+    results = await verify_dkim(FakeResolver(records, **fake_kwargs), (DKIMPY / "rfc6376.signed.msg").read_bytes())
+    assert results[0].result == "pass"  # the other signature is unaffected
+    assert (results[1].result, results[1].selector) == (result, "test")
+    assert results[1].reason
+
+
+async def test_unsigned_and_malformed_signatures() -> None:
+    assert _results(await verify_dkim(FakeResolver(), (DKIMPY / "test.message").read_bytes())) == [
+        ("none", "", "")]
+    broken = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.test\r\n" + (DKIMPY / "test.message").read_bytes()
+    [result] = await verify_dkim(FakeResolver(), broken)
+    assert (result.result, result.domain) == ("neutral", "example.test")
+    garbage = b"DKIM-Signature: ;;==;;\r\n" + (DKIMPY / "test.message").read_bytes()
+    assert (await verify_dkim(FakeResolver(), garbage))[0].result == "neutral"
+
+
+async def test_dkimpy_keys_sign_and_verify() -> None:
+    """dkimpy's RSA test key (PKCS#1 PEM) and ed25519 test key (raw seed) with their DNS records."""
+    message = (DKIMPY / "test.message").read_bytes()
+    seed = base64.b64decode((DKIMPY / "ed25519test.key").read_text().strip())
+    ed_pem = ed25519.Ed25519PrivateKey.from_private_bytes(seed).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    records = {"rsa._domainkey.example.com": {"TXT": [(DKIMPY / "test.txt").read_text().strip()]},
+               "ed._domainkey.example.com": {"TXT": [(DKIMPY / "ed25519test.dns").read_text().strip()]}}
+    signed = normalize_crlf(message)
+    signed = sign_message(signed, "example.com", "rsa", (DKIMPY / "test.private").read_bytes()) + signed
+    signed = sign_message(signed, "example.com", "ed", ed_pem, "ed25519-sha256") + signed
+    assert _results(await verify_dkim(FakeResolver(records), signed)) == [
+        ("pass", "example.com", "ed25519-sha256"), ("pass", "example.com", "rsa-sha256")]
+
+
+MESSAGE = (b"From: Alice <alice@example.test>\nTo: bob@example.test\nSubject: hello\n"
+           b"Date: Mon, 1 Jan 2024 00:00:00 +0000\nMessage-ID: <1@example.test>\n"
+           b"Received: from somewhere\n\nHello Bob.\n.dot line\n\n\n")
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
+async def test_sign_then_verify_round_trip(algorithm: str) -> None:
+    private_pem, txt = generate_key(algorithm)
+    assert txt.startswith(f"v=DKIM1; k={algorithm}; p=")
+    header = sign_message(MESSAGE, "example.test", "s1", private_pem, algorithm)
+    assert header.startswith(b"DKIM-Signature: ") and header.endswith(b"\r\n")
+    assert b"\n" not in header.replace(b"\r\n", b"")
+    assert b"c=relaxed/relaxed" in header
+    h_tag = b"".join(header.split(b"h=")[1].split(b";")[0].split())
+    assert h_tag == b"from:to:subject:date:message-id:from"  # From oversigned, Received not signed
+    resolver = FakeResolver({"s1._domainkey.example.test": {"TXT": [txt]}})
+    signed = header + normalize_crlf(MESSAGE)
+    [result] = await verify_dkim(resolver, signed)
+    assert (result.result, result.domain, result.selector) == ("pass", "example.test", "s1")
+    # an added From breaks it (oversigning), as does a changed body
+    assert (await verify_dkim(resolver, header + b"From: mallory@evil.test\r\n" + normalize_crlf(MESSAGE)))[0].result == "fail"
+    assert (await verify_dkim(resolver, signed.replace(b"Hello Bob", b"Hello Eve")))[0].result == "fail"
+    # relaxed/relaxed survives whitespace changes in transit
+    assert (await verify_dkim(resolver, signed.replace(b"Subject: hello", b"Subject:  hello")))[0].result == "pass"
+
+
+def test_sign_rejects_bad_input() -> None:
+    rsa_pem, _ = generate_key("rsa", 1024)
+    ed_pem, _ = generate_key("ed25519")
+    with pytest.raises(ValueError):
+        sign_message(MESSAGE, "example.test", "s", rsa_pem, "ed25519-sha256")
+    with pytest.raises(ValueError):
+        sign_message(MESSAGE, "example.test", "s", ed_pem, "rsa-sha256")
+    with pytest.raises(ValueError):
+        sign_message(MESSAGE, "example.test", "s", rsa_pem, "rsa-sha1")
+    with pytest.raises(ValueError):
+        sign_message(b"To: x@example.test\n\nbody\n", "example.test", "s", rsa_pem)
+    with pytest.raises(ValueError):
+        generate_key("rsa", 512)
+    with pytest.raises(ValueError):
+        generate_key("dsa")
+
+
+class _Recording(FakeResolver):
+    threads: set[int]
+
+    async def txt(self, name: str) -> list[str]:
+        self.threads.add(threading.get_ident())
+        return await super().txt(name)
+
+
+async def test_key_lookups_on_the_loop_thread() -> None:
+    resolver = _Recording(FOOTBALL)
+    resolver.threads = set()
+    await verify_dkim(resolver, (DKIMPY / "rfc6376.signed.msg").read_bytes())
+    assert resolver.threads == {threading.get_ident()}
+
+
+async def test_end_to_end_over_loopback_dns_with_a_2048_bit_key(dns_server) -> None:
+    private_pem, txt = generate_key("rsa", 2048)
+    server = dns_server({"big._domainkey.example.test": {"TXT": [txt]}},
+                        drop={"slow._domainkey.example.test"})
+    resolver = resolver_for(server, timeout=0.3)
+    signed = sign_message(MESSAGE, "example.test", "big", private_pem) + normalize_crlf(MESSAGE)
+    assert (await verify_dkim(resolver, signed))[0].result == "pass"
+    slow = sign_message(MESSAGE, "example.test", "slow", private_pem) + normalize_crlf(MESSAGE)
+    assert (await verify_dkim(resolver, slow))[0].result == "temperror"
+    missing = sign_message(MESSAGE, "example.test", "gone", private_pem) + normalize_crlf(MESSAGE)
+    assert (await verify_dkim(resolver, missing))[0].result == "permerror"

@@ -1,0 +1,85 @@
+"""mailcore/auth/results.py: the Authentication-Results value (RFC 8601) and removing forged ones."""
+
+from __future__ import annotations
+
+import pytest
+
+from mailcore.auth.arc import ARCResult
+from mailcore.auth.dkim import DKIMResult
+from mailcore.auth.dmarc import DMARCRecord, DMARCResult
+from mailcore.auth.results import authentication_results, header_field, remove_own_results
+from mailcore.auth.spf import SPFResult
+
+SPF = SPFResult("pass", "example.test", "", "domain of example.test designates 192.0.2.1 as permitted sender")
+DKIM = [DKIMResult("pass", "example.test", "s1", "rsa-sha256", "", "@example.test")]
+DMARC = DMARCResult("pass", "none", "example.test", "example.test", "aligned", "reject",
+                    record=DMARCRecord(p="reject"))
+
+
+def test_all_pass() -> None:
+    value = authentication_results("mx.ours.test", SPF, DKIM, DMARC, ARCResult("none"),
+                                   mail_from="alice@example.test", helo="client.example.test")
+    assert value == (
+        "mx.ours.test; "
+        "spf=pass (domain of example.test designates 192.0.2.1 as permitted sender) "
+        "smtp.mailfrom=alice@example.test; "
+        "dkim=pass header.d=example.test header.i=@example.test header.s=s1 header.a=rsa-sha256; "
+        "dmarc=pass (p=reject) header.from=example.test; "
+        "arc=none")
+
+
+def test_failures_none_and_helo() -> None:
+    value = authentication_results(
+        "mx.ours.test", SPFResult("none", "client.example.test", identity="helo"),
+        [DKIMResult("fail", "a.test", "s", "ed25519-sha256", "body hash did not verify"),
+         DKIMResult("permerror", "b.test", "t", "rsa-sha256", "no key for signature at t._domainkey.b.test")],
+        DMARCResult("fail", "quarantine", "a.test", "a.test", "x", "reject", record=DMARCRecord(p="reject")),
+        ARCResult("fail", "ARC-Seal[1] did not validate"), helo="client.example.test",
+        dmarc_disposition="quarantine")
+    assert "spf=none smtp.helo=client.example.test" in value
+    assert 'dkim=fail reason="body hash did not verify" header.d=a.test header.s=s header.a=ed25519-sha256' in value
+    assert "dkim=permerror reason=" in value
+    assert "dmarc=fail (p=reject dis=quarantine) header.from=a.test" in value
+    assert value.endswith("; arc=fail")
+    assert authentication_results("x", None, [], None, None) == "x; dkim=none"
+
+
+def test_peer_supplied_values_cannot_inject() -> None:
+    value = authentication_results(
+        "mx.ours.test", SPFResult("fail", "evil.test", "", "comment (with) parens\r\nX-Evil: 1"),
+        [DKIMResult("neutral", "evil.test\r\nBcc: victim@example.test", "s\n", "rsa-sha256", 'bad "tag"\0')],
+        None, None, mail_from="a b\r\nX-Injected: yes@evil.test")
+    assert "\r" not in value and "\n" not in value and "\0" not in value
+    assert 'smtp.mailfrom="a b X-Injected: yes@evil.test"' in value
+    assert r"(comment \(with\) parens X-Evil: 1)" in value
+    assert r'reason="bad \"tag\""' in value
+    field = header_field(value)
+    assert field.startswith(b"Authentication-Results: mx.ours.test;\r\n\tspf=fail")
+    lines = field.split(b"\r\n")
+    assert lines[-1] == b"" and all(line.startswith(b"\t") for line in lines[1:-1])
+
+
+RAW = (b"Return-Path: <a@example.test>\r\n"
+       b"Authentication-Results: MX.Ours.Test; spf=pass smtp.mailfrom=forged@example.test\r\n"
+       b"Authentication-Results: other.test;\r\n\tdkim=pass header.d=example.test\r\n"
+       b"Authentication-Results: (sneaky comment) mx.ours.test 1;\r\n dmarc=pass\r\n"
+       b'Authentication-Results: "mx.ours.test"; arc=pass\r\n'
+       b"Authentication-Results: mx.ours.test.evil.test; none\r\n"
+       b"ARC-Authentication-Results: i=1; mx.ours.test; spf=pass\r\n"
+       b"From: a@example.test\r\n\r\n"
+       b"Authentication-Results: mx.ours.test; in the body stays\r\n")
+
+
+def test_remove_own_results() -> None:
+    out = remove_own_results(RAW, "mx.ours.test")
+    assert out == (b"Return-Path: <a@example.test>\r\n"
+                   b"Authentication-Results: other.test;\r\n\tdkim=pass header.d=example.test\r\n"
+                   b"Authentication-Results: mx.ours.test.evil.test; none\r\n"
+                   b"ARC-Authentication-Results: i=1; mx.ours.test; spf=pass\r\n"
+                   b"From: a@example.test\r\n\r\n"
+                   b"Authentication-Results: mx.ours.test; in the body stays\r\n")
+
+
+@pytest.mark.parametrize("raw", [b"", b"From: a\n\nbody", b"no header block at all"])
+def test_remove_own_results_leaves_other_messages_alone(raw: bytes) -> None:
+    assert remove_own_results(raw, "mx.ours.test") == raw
