@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from config.settings import Settings
+from mailcore.auth.dkim import sign_message
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from smtp_out import bounce, client
 from smtp_out.breaker import CircuitBreaker
@@ -327,8 +328,8 @@ class QueueService:
 
 
 async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,
-                         signer: Signer | None = None) -> list[QueueService]:
-    """The queue service for the composition root."""
+                         signer: Signer | None = sign_message) -> list[QueueService]:
+    """The queue service for the composition root (signing with `mailcore.auth.dkim` by default)."""
     return [QueueService(Outbound(pool, settings, dns, signer=signer))]
 
 
