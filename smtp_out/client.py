@@ -119,18 +119,24 @@ def _params(env: Envelope, r: Recipient, dsn: bool) -> list[str]:
 
 
 async def _connect(address: str, port: int, seconds: float) -> socket.socket:
+    """A connected non-blocking socket; a name (left to the system resolver) tries each address."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
-    family, type_, proto, _, sockaddr = infos[0]
-    sock = socket.socket(family, type_, proto)
-    sock.setblocking(False)
-    try:
-        async with asyncio.timeout(seconds):
-            await loop.sock_connect(sock, sockaddr)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    error: OSError = OSError(f"no address for {address}")
+    for family, type_, proto, _, sockaddr in infos:
+        sock = socket.socket(family, type_, proto)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(seconds):
+                await loop.sock_connect(sock, sockaddr)
+            return sock
+        except OSError as exc:  # TimeoutError included
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error
 
 
 async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings,
