@@ -129,6 +129,12 @@ def _coerce(tp: Any, raw: Any, key: str) -> Any:
         if not isinstance(raw, list):
             raise ConfigError(key, f"must be a list of {item_tp.__name__}")
         return [_coerce(item_tp, item, f"{key}[{i}]") for i, item in enumerate(raw)]
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(raw, Mapping):
+            raise ConfigError(key, f"must be a table of {value_tp.__name__}")
+        # Keys come from TOML, so they are strings already; a value is checked like any other setting.
+        return {_coerce(key_tp, k, key): _coerce(value_tp, v, f"{key}.{k}") for k, v in raw.items()}
     if origin in (typing.Union, types.UnionType):
         raise ConfigError(key, "unsupported type")  # pragma: no cover - not used by Settings
     if tp is bool:

@@ -172,6 +172,48 @@ class AuthPolicySettings:
                                     _one_of("reject", "quarantine", "none"))
 
 
+_TRANSPORT_SCHEMES = ("smtp", "smtp+starttls", "smtps")
+
+
+def _transport_url(value: str) -> str | None:
+    """One transport: `smtp://host[:port]` (opportunistic STARTTLS), `smtp+starttls://` (STARTTLS
+    required, certificate verified) or `smtps://` (implicit TLS, verified); `user:password@` adds AUTH,
+    which is allowed only over verified TLS."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(value)
+        port = url.port
+    except ValueError:
+        return "must be a URL like smtp://host:port"
+    if url.scheme not in _TRANSPORT_SCHEMES:
+        return "scheme must be one of " + ", ".join(_TRANSPORT_SCHEMES)
+    if not url.hostname or _hostname(url.hostname):
+        return "must name a host"
+    if port == 0:
+        return "port must be 1-65535"
+    if url.path not in ("", "/") or url.query or url.fragment:
+        return "must be scheme://[user:password@]host[:port] with nothing after"
+    if url.username is not None and url.scheme == "smtp":
+        return "user:password needs smtp+starttls:// or smtps:// (never AUTH in clear)"
+    return None
+
+
+def _transports(value: dict[str, str]) -> str | None:
+    for key, url in value.items():
+        if key != "*" and _hostname(key):
+            return f"{key!r}: key must be a domain or '*'"
+        problem = _transport_url(url)
+        if problem:
+            return f"{key!r}: {problem}"
+    return None
+
+
+def _domains(value: list[str]) -> str | None:
+    bad = [d for d in value if _hostname(d)]
+    return f"not a domain: {bad[0]!r}" if bad else None
+
+
 @dataclass(frozen=True)
 class QueueSettings:
     """The outbound queue."""
@@ -183,6 +225,32 @@ class QueueSettings:
                                    _positive)
     lease_seconds: float = setting(300.0, "How long a worker's claim on a queue entry lasts.", _positive)
     poll_interval: float = setting(5.0, "Seconds between queue scans when idle.", _positive)
+    transports: dict[str, str] = setting(
+        doc="Where mail for a domain goes instead of its MX: a table of domain = URL, with the key '*' for "
+        "every other domain (a smarthost). URLs: smtp://host[:port] (port 25, opportunistic STARTTLS), "
+        "smtp+starttls://[user:password@]host[:port] (port 587, STARTTLS required and verified), "
+        "smtps://[user:password@]host[:port] (port 465, implicit TLS, verified). AUTH only over TLS.",
+        check=_transports, factory=dict)
+    require_tls: list[str] = setting(doc="Domains whose MX hosts must offer STARTTLS with a certificate "
+                                     "valid for the MX name; otherwise the mail waits (temporary failure).",
+                                     check=_domains, factory=list)
+    tls_ca_file: str = setting("", "PEM bundle of CAs trusted when TLS is verified. Empty: the system's.")
+    mx_port: int = setting(25, "Port used for MX hosts (change only for tests).", _port)
+    connect_timeout: float = setting(300.0, "Seconds for TCP connect plus the 220 greeting "
+                                     "(RFC 5321 §4.5.3.2.1: 5 minutes).", _positive)
+    command_timeout: float = setting(300.0, "Seconds for each reply to EHLO, STARTTLS, MAIL, RCPT and "
+                                     "DATA (RFC 5321 §4.5.3.2.2-4: 5 minutes).", _positive)
+    data_timeout: float = setting(600.0, "Seconds to send the message and get the final reply to DATA "
+                                  "(RFC 5321 §4.5.3.2.5-6: 3 minutes per block, 10 for the end).", _positive)
+    max_per_destination: int = setting(10, "Concurrent connections from this process to one destination "
+                                       "host.", _positive)
+    breaker_failures: int = setting(5, "Consecutive connection failures after which a destination host is "
+                                    "left alone for breaker_cooldown (its mail stays queued).", _positive)
+    breaker_cooldown: float = setting(300.0, "Seconds a tripped destination is left alone before one "
+                                      "probe connection is allowed.", _positive)
+    delay_warning_after: float = setting(4 * 3600.0, "Seconds after which a sender who asked for delay "
+                                         "notices (the default) gets one 'delayed' DSN. 0: never.",
+                                         _non_negative)
 
 
 @dataclass(frozen=True)

@@ -54,9 +54,17 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
+async def queue_services(runtime: Runtime) -> list[Service]:
+    """The outbound queue workers, with the shared resolver for MX lookups."""
+    from mailcore.dns.resolver import Resolver
+    from smtp_out.worker import build_services
+
+    return list(await build_services(runtime.db.pool, runtime.settings, Resolver(runtime.settings.dns)))
+
+
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return []
+    return [queue_services]
 
 
 async def seed_demo(db: Database) -> None:

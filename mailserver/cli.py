@@ -21,7 +21,7 @@ from config import ConfigError, Settings, load_settings
 from mailcore.address import AddressError, parse_address
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError
-from storage import accounts
+from storage import accounts, queue
 from storage.accounts import StoreError
 from storage.db import Database, StorageUnavailable
 from storage.migrations import applied_versions, apply_migrations, available
@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
     arem = ali.add_parser("remove", parents=[common], help="remove an alias or one of its targets")
     arem.add_argument("source")
     arem.add_argument("target", nargs="?")
+
+    que = sub.add_parser("queue", help="the outbound queue").add_subparsers(dest="action", required=True)
+    que.add_parser("list", parents=[common], help="list queued and held entries")
+    que.add_parser("show", parents=[common], help="show one entry and its recipients").add_argument("id", type=int)
+    qretry = que.add_parser("retry", parents=[common], help="make an entry (or --all) due now")
+    qretry.add_argument("id", type=int, nargs="?")
+    qretry.add_argument("--all", action="store_true", help="every queued entry")
+    que.add_parser("delete", parents=[common], help="remove an entry without delivering or bouncing it"
+                   ).add_argument("id", type=int)
+    que.add_parser("hold", parents=[common], help="stop attempts for an entry").add_argument("id", type=int)
+    que.add_parser("release", parents=[common], help="release a held entry, due now").add_argument("id", type=int)
     return p
 
 
@@ -177,9 +188,52 @@ async def _admin(args: argparse.Namespace, db: Database) -> int:
     elif cmd == "alias" and action == "remove":
         await accounts.remove_alias(pool, args.source, args.target)
         print(f"alias {args.source.lower()} removed")
+    elif cmd == "queue":
+        await _queue(args, db)
     else:  # pragma: no cover - argparse restricts the choices
         raise UsageError(f"unknown command {cmd} {action}")
     return 0
+
+
+def _when(value: Any) -> str:
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+async def _queue(args: argparse.Namespace, db: Database) -> None:
+    pool, action = db.pool, args.action
+    if action == "list":
+        entries = await queue.list_entries(pool)
+        if not entries:
+            print("queue is empty")
+            return
+        _print_rows([("ID", "STATE", "QUEUED", "NEXT ATTEMPT", "TRIES", "SENDER", "TO DO", "LAST ERROR")]
+                    + [(e.id, e.state + (" (in delivery)" if e.lease_owner else ""), _when(e.created_at),
+                        _when(e.next_attempt), e.attempts, e.sender or "<>",
+                        sum(r.status in ("pending", "deferred") for r in e.recipients),
+                        (e.last_error or "")[:80]) for e in entries])
+    elif action == "show":
+        e = await queue.get_entry(pool, args.id)
+        print(f"id:            {e.id}\nstate:         {e.state}\nsender:        <{e.sender}>\n"
+              f"queued:        {_when(e.created_at)}\nnext attempt:  {_when(e.next_attempt)}\n"
+              f"attempts:      {e.attempts}\nsigned:        {'yes' if e.signed_prefix else 'no'}\n"
+              f"lease:         {e.lease_owner or '-'} until {_when(e.lease_expires)}\n"
+              f"dsn:           ret={e.ret or '-'} envid={e.envid or '-'}\nrecipients:")
+        _print_rows([("", r.recipient, r.status, r.status_code or "", r.attempts, r.last_error or "")
+                     for r in e.recipients])
+    elif action == "retry":
+        if args.all == (args.id is not None):
+            raise UsageError("queue retry: give an ID or --all")
+        count = await queue.retry_now(pool, None if args.all else args.id)
+        print(f"{count} queue entr{'y' if count == 1 else 'ies'} due now")
+    elif action == "delete":
+        await queue.delete(pool, args.id)
+        print(f"queue entry {args.id} deleted")
+    elif action == "hold":
+        await queue.hold(pool, args.id)
+        print(f"queue entry {args.id} held")
+    elif action == "release":
+        await queue.release_held(pool, args.id)
+        print(f"queue entry {args.id} released")
 
 
 def _check_address(text: str) -> None:

@@ -1,0 +1,196 @@
+"""Delivery Status Notifications (RFC 3464): building the message, nothing else.
+
+Owns the format: a multipart/report (RFC 6522) with a human-readable part, a message/delivery-status part
+(one per-message block, one block per recipient) and the original message (RET=FULL) or its header
+(otherwise). Non-ASCII addresses make it a message/global-delivery-status (RFC 6533).
+
+Every value that came from a peer or a sender (remote replies, addresses, ENVID, ORCPT, host names) goes
+into a header field or DSN field only through `field_value`, which removes CR, LF, NUL and other
+controls, so no peer can add a header line of its own (the header injection of CVE-2024-6923).
+
+It does not decide who gets a DSN or when (that is the queue's), and does no I/O.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
+
+# A header line may be 998 octets (RFC 5322 §2.1.1); keep well below with room for the field name.
+MAX_FIELD = 900
+# RET=FULL of a message larger than this returns its header only (RFC 3461 §4.3 allows truncation).
+MAX_RETURNED = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RecipientReport:
+    """What happened to one recipient (RFC 3464 §2.3)."""
+
+    final_recipient: str
+    action: Action
+    status: str
+    original_recipient: str | None = None
+    remote_mta: str | None = None
+    diagnostic: str | None = None
+    last_attempt: dt.datetime | None = None
+    will_retry_until: dt.datetime | None = None
+
+
+def field_value(value: str, limit: int = MAX_FIELD) -> str:
+    """`value` made safe for one header line: controls (CR, LF, NUL, ...) become spaces, runs of white
+    space one space, and the result is cut to `limit` characters."""
+    cleaned = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in value)
+    return " ".join(cleaned.split())[:limit]
+
+
+def xtext_decode(value: str) -> str:
+    """Undo RFC 3461 §4 xtext (`+HH` escapes), as ORCPT and ENVID arrive in."""
+    out, i = [], 0
+    while i < len(value):
+        if value[i] == "+" and _is_hex(value[i + 1:i + 3]):
+            out.append(chr(int(value[i + 1:i + 3], 16)))
+            i += 3
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789ABCDEFabcdef" for c in text)
+
+
+def _address_field(address: str) -> str:
+    # RFC 3464 §2.3.2 address-type; RFC 6533 §3 adds "utf-8" for non-ASCII addresses.
+    kind = "rfc822" if address.isascii() else "utf-8"
+    return f"{kind};{field_value(address)}"
+
+
+def _original_recipient(orcpt: str) -> str:
+    kind, sep, addr = orcpt.partition(";")
+    if not sep:
+        return _address_field(xtext_decode(orcpt))
+    return f"{field_value(kind)};{field_value(xtext_decode(addr))}"
+
+
+def _date(value: dt.datetime) -> str:
+    return email.utils.format_datetime(value if value.tzinfo else value.replace(tzinfo=dt.UTC))
+
+
+def _subject(reports: Sequence[RecipientReport]) -> str:
+    actions = {r.action for r in reports}
+    if "failed" in actions:
+        return "Undelivered Mail Returned to Sender"
+    if "delayed" in actions:
+        return "Delayed Mail (still being retried)"
+    return "Successful Mail Delivery Report"
+
+
+def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
+    lines = [f"This is the mail system at {reporting_mta}.", ""]
+    groups: list[tuple[Action, str]] = [
+        ("failed", "Your message could not be delivered to these recipients; it will not be retried:"),
+        ("delayed", "Your message has not been delivered yet to these recipients; it is still being retried:"),
+        ("delivered", "Your message was delivered to these recipients:"),
+        ("relayed", "Your message was passed on to these recipients' servers, which send no further notices:"),
+    ]
+    for action, intro in groups:
+        subset = [r for r in reports if r.action == action]
+        if not subset:
+            continue
+        lines += [intro, ""]
+        for r in subset:
+            lines.append(f"  <{field_value(r.final_recipient)}>")
+            if r.diagnostic:
+                where = f"{field_value(r.remote_mta)} said" if r.remote_mta else "reason"
+                lines.append(f"    {where}: {field_value(r.diagnostic)}")
+        lines.append("")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _split_header(raw: bytes) -> bytes:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = raw.find(sep)
+        if at >= 0:
+            return raw[: at + len(sep)]
+    return raw if raw.endswith(b"\n") else raw + b"\r\n"
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+
+
+def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport], original: bytes,
+              now: dt.datetime, ret: str | None = None, envid: str | None = None,
+              arrival_date: dt.datetime | None = None) -> bytes:
+    """A complete DSN message (CRLF line ends) from `MAILER-DAEMON@reporting_mta` to `to`.
+
+    `original` is the message being reported on; it is returned whole only for RET=FULL."""
+    if not reports:
+        raise ValueError("a DSN reports on at least one recipient")
+    mta = field_value(reporting_mta)
+    boundary = f"=_dsn_{uuid.uuid4().hex}"
+    needs_utf8 = not all(r.final_recipient.isascii() and (r.original_recipient or "").isascii()
+                         for r in reports)
+    # RFC 3464 §2.2: per-message fields, then one block per recipient (§2.3), blocks separated by a blank line.
+    per_message = [f"Reporting-MTA: dns;{mta}"]
+    if envid:
+        per_message.append(f"Original-Envelope-Id: {field_value(envid)}")
+    if arrival_date is not None:
+        per_message.append(f"Arrival-Date: {_date(arrival_date)}")
+    blocks = ["\r\n".join(per_message)]
+    for r in reports:
+        block = [f"Final-Recipient: {_address_field(r.final_recipient)}"]
+        if r.original_recipient:
+            block.append(f"Original-Recipient: {_original_recipient(r.original_recipient)}")
+        block += [f"Action: {r.action}", f"Status: {field_value(r.status, 16)}"]
+        if r.remote_mta:
+            block.append(f"Remote-MTA: dns;{field_value(r.remote_mta)}")
+        if r.diagnostic:
+            block.append(f"Diagnostic-Code: smtp;{field_value(r.diagnostic)}")
+        if r.last_attempt is not None:
+            block.append(f"Last-Attempt-Date: {_date(r.last_attempt)}")
+        if r.will_retry_until is not None:
+            block.append(f"Will-Retry-Until: {_date(r.will_retry_until)}")
+        blocks.append("\r\n".join(block))
+    status_body = ("\r\n\r\n".join(blocks) + "\r\n").encode("utf-8")
+
+    full = (ret or "").upper() == "FULL" and len(original) <= MAX_RETURNED
+    returned = _crlf(original if full else _split_header(original))
+    eight_bit = not returned.isascii()
+    if full:
+        returned_type = "message/global" if eight_bit and needs_utf8 else "message/rfc822"
+    else:
+        returned_type = "message/global-headers" if eight_bit and needs_utf8 else "text/rfc822-headers"
+    status_type = "message/global-delivery-status" if needs_utf8 else "message/delivery-status"
+
+    header = [
+        f"From: Mail Delivery System <MAILER-DAEMON@{mta}>",
+        f"To: <{field_value(to).replace('<', '').replace('>', '')}>",
+        f"Subject: {_subject(reports)}",
+        f"Date: {_date(now)}",
+        f"Message-ID: <{uuid.uuid4().hex}@{mta}>",
+        "Auto-Submitted: auto-replied",  # RFC 3834 §5: no auto-replies to this
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+    ]
+    parts = [
+        b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+        + _human_text(mta, reports).encode("utf-8"),
+        f"Content-Type: {status_type}\r\n".encode()
+        + (b"Content-Transfer-Encoding: 8bit\r\n" if needs_utf8 else b"") + b"\r\n" + status_body,
+        f"Content-Type: {returned_type}\r\n".encode()
+        + (b"Content-Transfer-Encoding: 8bit\r\n" if eight_bit else b"") + b"\r\n" + returned,
+    ]
+    out = ("\r\n".join(header) + "\r\n\r\nThis is a MIME-formatted delivery status notification.\r\n").encode()
+    for part in parts:
+        out += f"\r\n--{boundary}\r\n".encode() + part
+        if not part.endswith(b"\r\n"):
+            out += b"\r\n"
+    return out + f"\r\n--{boundary}--\r\n".encode()

@@ -1,0 +1,103 @@
+"""Who is told what about a queue entry, and getting that DSN on its way.
+
+Owns the notification policy (RFC 3461 §4.1): failures and delays are reported unless the recipient was
+submitted with NOTIFY=NEVER or a NOTIFY list without them; successes only with NOTIFY=SUCCESS; nothing,
+ever, for a null sender (no loops, no backscatter). And the route of a DSN: into the sender's mailbox
+when the sender is one of our accounts, else back into the queue, in both cases with a null sender.
+
+The DSN is committed in the caller's transaction, the one that records the results it reports, so a
+result and its notice are written together or not at all. The message itself is built by `mailcore.dsn`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+
+from mailcore.address import AddressError, parse_address
+from mailcore.dsn import Action, RecipientReport, build_dsn
+from mailcore.mime.precompute import summarize
+from storage import accounts
+from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
+from storage.queue import QueuedRecipient
+
+log = logging.getLogger(__name__)
+
+
+def wants(notify: str | None, action: Action) -> bool:
+    """Whether a recipient's NOTIFY asks for a DSN with this action (None: RFC 3461 default)."""
+    words = {w.strip().upper() for w in (notify or "").split(",") if w.strip()}
+    if "NEVER" in words:
+        return False
+    if action == "failed":
+        return not words or "FAILURE" in words
+    if action == "delayed":
+        return not words or "DELAY" in words
+    return "SUCCESS" in words  # delivered / relayed
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One recipient line of a DSN to send."""
+
+    recipient: QueuedRecipient
+    action: Action
+    status: str
+    diagnostic: str | None
+    remote_mta: str | None
+    will_retry_until: dt.datetime | None = None
+
+
+class _InTransaction:
+    """Lets `Delivery.commit` run inside a transaction already open on `conn`: its `acquire()` hands out
+    that connection and its own transaction becomes a savepoint. (A `commit(conn=...)` on the seam would
+    say this more plainly; until then this adapter is the one place that bends it.)"""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        yield self._conn
+
+
+async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notice], original: bytes,
+                   reporting_mta: str, now: dt.datetime, ret: str | None, envid: str | None,
+                   arrival: dt.datetime | None, postmaster: str | None) -> bool:
+    """Build one DSN for `notices` and commit it (in `conn`'s transaction) towards `sender`.
+
+    Returns False, sending nothing, for a null or unroutable sender."""
+    if not sender or not notices:
+        return False
+    try:
+        to = parse_address(sender)
+    except AddressError:
+        log.warning("DSN not sent: unusable envelope sender", extra={"sender": sender})
+        return False
+    raw = build_dsn(
+        reporting_mta=reporting_mta, to=str(to), now=now, original=original, ret=ret, envid=envid,
+        arrival_date=arrival,
+        reports=[RecipientReport(final_recipient=n.recipient.recipient, action=n.action, status=n.status,
+                                 original_recipient=n.recipient.orcpt, remote_mta=n.remote_mta,
+                                 diagnostic=n.diagnostic, last_attempt=now,
+                                 will_retry_until=n.will_retry_until) for n in notices])
+    # RFC 3461 §6.2 / RFC 5321 §4.5.5: a DSN goes out with a null reverse-path, so it is never bounced.
+    delivery = Delivery(sender="")
+    if await accounts.is_local_domain(conn, to.domain):
+        route = await accounts.resolve_recipient(conn, to, postmaster or None)
+        if not route:
+            log.warning("DSN dropped: the local sender no longer exists", extra={"sender": str(to)})
+            return False
+        for account_id, reached_as in route.local:
+            delivery.add_local(LocalRecipient(account_id, reached_as))
+        for target in route.remote:
+            delivery.add_remote(RemoteRecipient(target, notify="NEVER"))
+    else:
+        delivery.add_remote(RemoteRecipient(str(to), notify="NEVER"))
+    await delivery.commit(_InTransaction(conn), raw, summarize(raw))  # type: ignore[arg-type]
+    return True

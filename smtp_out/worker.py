@@ -1,0 +1,336 @@
+"""The queue workers: claim due entries, sign once, deliver per destination, record, retry or bounce.
+
+`Outbound` does the work for one entry at a time and can be driven directly (`run_once`), which is how
+tests move time with a hand-made clock. `QueueService` is the long-running `Service`: N workers woken by
+LISTEN 'queue_changes' or the poll interval, a heartbeat that keeps each lease alive while a delivery is
+slow, and a shutdown that lets in-flight deliveries finish within the grace period and hands back the
+leases of those that do not.
+
+Guarantees: an entry is worked on by one worker at a time (the lease); a worker that dies leaves its
+claims to be retried once the lease expires; results and DSNs are committed in one transaction, fenced
+by the lease. So delivery is at-least-once: a duplicate needs a crash between the remote's 250 and that
+commit. It never imports smtp_in, imap or mailserver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from config.settings import Settings
+from mailcore.auth.dkim import sign_message
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from smtp_out import bounce, client
+from smtp_out.breaker import CircuitBreaker
+from smtp_out.retry import Clock, backoff, utc_now
+from smtp_out.routing import Hop, RouteError, addresses, route
+from storage import dkim_keys
+from storage import queue as store
+from storage.queue import Outcome, QueuedRecipient, QueueEntry
+
+log = logging.getLogger(__name__)
+
+# sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend.
+Signer = Callable[[bytes, str, str, str, str], bytes]
+
+
+@dataclass
+class DomainResult:
+    """What one destination domain's recipients came to: outcomes, or held back by open breakers."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    held_until: dt.datetime | None = None
+
+
+class LeaseLost(Exception):
+    """Another worker took the entry over while we worked on it; our results are discarded."""
+
+
+class Outbound:
+    """Delivers queue entries; see the module docstring. One per process (it holds the breakers)."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None = None, *,
+                 clock: Clock = utc_now, rng: random.Random | None = None, signer: Signer | None = None,
+                 owner: str | None = None) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.qs = settings.queue
+        self.dns = dns
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.signer = signer
+        self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
+        self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
+        self._limits: dict[str, asyncio.Semaphore] = {}
+
+    # --- driving ---------------------------------------------------------------------------------------
+
+    async def claim(self, limit: int = 1) -> list[QueueEntry]:
+        """Lease up to `limit` due entries to this worker."""
+        return await store.claim(self.pool, self.owner, self.clock(), self.qs.lease_seconds, limit)
+
+    async def run_once(self) -> int:
+        """Deliver every entry due now, one after another; return how many were worked on."""
+        done = 0
+        while entries := await self.claim():
+            for entry in entries:
+                await self.process(entry)
+                done += 1
+        return done
+
+    async def process(self, entry: QueueEntry) -> None:
+        """One attempt at every unfinished recipient of a claimed entry, then record it."""
+        try:
+            raw = await store.message_bytes(self.pool, entry.message_id)
+            prefix = entry.signed_prefix if entry.signed else await self._sign(entry, raw)
+            message = (prefix or b"") + raw
+            by_domain: dict[str, list[QueuedRecipient]] = {}
+            for r in entry.recipients:
+                by_domain.setdefault(r.domain, []).append(r)
+            results = await asyncio.gather(*[self._deliver_domain(domain, rcpts, entry, message)
+                                             for domain, rcpts in by_domain.items()])
+            await self._finish(entry, raw, list(results))
+        except LeaseLost:
+            log.warning("queue entry taken over by another worker; results discarded",
+                        extra={"queue_id": entry.id})
+
+    # --- signing ---------------------------------------------------------------------------------------
+
+    async def _sign(self, entry: QueueEntry, raw: bytes) -> bytes | None:
+        """DKIM-sign once, before the first attempt, and keep the signature for every later attempt."""
+        prefix = None
+        domain = entry.sender.rpartition("@")[2].lower()
+        if self.signer is not None and domain:
+            key = await dkim_keys.signing_key(self.pool, domain)
+            if key is not None:
+                try:
+                    prefix = await asyncio.to_thread(self.signer, raw, key.domain, key.selector,
+                                                     key.private_key, key.algorithm)
+                except Exception:  # a broken key must not stop the mail: send it unsigned, loudly
+                    log.exception("DKIM signing failed; sending unsigned", extra={"domain": domain})
+        if not await store.save_signature(self.pool, entry.id, self.owner, prefix):
+            raise LeaseLost()
+        return prefix
+
+    # --- delivery --------------------------------------------------------------------------------------
+
+    def _limit(self, key: str) -> asyncio.Semaphore:
+        if key not in self._limits:
+            self._limits[key] = asyncio.Semaphore(self.qs.max_per_destination)
+        return self._limits[key]
+
+    async def _deliver_domain(self, domain: str, rcpts: list[QueuedRecipient], entry: QueueEntry,
+                              message: bytes) -> DomainResult:
+        def every(status: str, reply: str, code: str, mta: str | None = None) -> DomainResult:
+            return DomainResult([Outcome(r.id, status, reply, code, mta) for r in rcpts])  # type: ignore[arg-type]
+
+        try:
+            hops = await route(domain, self.qs, self.dns, self.rng)
+        except RouteError as exc:
+            return every("bounced" if exc.permanent else "deferred", exc.reply, exc.status)
+        env = client.Envelope(sender=entry.sender, message=message, envid=entry.envid, ret=entry.ret,
+                              recipients=[client.Recipient(r.id, r.recipient, r.notify, r.orcpt) for r in rcpts])
+        held_until: dt.datetime | None = None
+        failure: tuple[str, str, str] | None = None
+        for hop in hops:
+            if not self.breaker.allow(hop.key):
+                until = self.breaker.retry_at(hop.key)
+                held_until = until if held_until is None or (until and until < held_until) else held_until
+                continue
+            try:
+                results, failure = await self._try_hop(hop, env, failure)
+            except BaseException:
+                self.breaker.abandon(hop.key)
+                raise
+            if results is not None:
+                return DomainResult([Outcome(r.recipient_id, r.status, r.reply, r.status_code,  # type: ignore[arg-type]
+                                             r.remote_mta) for r in results])
+        if failure is not None:
+            reply, code, mta = failure
+            return every("deferred", reply, code, mta)
+        return DomainResult(held_until=held_until)
+
+    async def _try_hop(self, hop: Hop, env: client.Envelope, failure: tuple[str, str, str] | None
+                       ) -> tuple[list[client.RcptResult] | None, tuple[str, str, str] | None]:
+        """Each address of one hop in turn. Returns results, or None with the latest failure."""
+        try:
+            addrs = await addresses(hop, self.dns)
+        except (DNSNotFound, DNSTempError) as exc:
+            self.breaker.abandon(hop.key)
+            return None, (f"451 4.4.3 cannot resolve {hop.name}: {exc}", "4.4.3", hop.name)
+        counts_for_breaker = False
+        for address in addrs:
+            try:
+                async with self._limit(hop.key):
+                    results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname)
+            except client.ConnectionFailed as exc:
+                log.info("connection failed", extra={"host": hop.name, "address": address, "reason": exc.reason})
+                failure = (f"451 {exc.status} {hop.name}[{address}]: {exc.reason}", exc.status, hop.name)
+                counts_for_breaker = counts_for_breaker or exc.breaker
+                continue
+            self.breaker.success(hop.key)
+            return results, failure
+        if counts_for_breaker:
+            self.breaker.failure(hop.key)
+        else:
+            self.breaker.abandon(hop.key)
+        return None, failure
+
+    # --- recording -------------------------------------------------------------------------------------
+
+    async def _finish(self, entry: QueueEntry, raw: bytes, results: list[DomainResult]) -> None:
+        now = self.clock()
+        expired = now >= entry.created_at + dt.timedelta(seconds=self.qs.give_up_after)
+        outcomes = [o for r in results for o in r.outcomes]
+        attempted = {o.recipient_id for o in outcomes}
+        if expired:
+            # Give up (RFC 5321 §4.5.4.1): what is still temporary becomes a failure, held mail included.
+            by_id = {r.id: r for r in entry.recipients}
+            outcomes = [Outcome(o.recipient_id, "bounced", o.reply, "4.4.7", o.remote_mta)
+                        if o.status == "deferred" else o for o in outcomes]
+            outcomes += [Outcome(r.id, "bounced", by_id[r.id].last_error or "delivery time expired", "4.4.7",
+                                 by_id[r.id].remote_mta) for r in entry.recipients if r.id not in attempted]
+        delay = backoff(entry.attempts, self.qs.retry_initial, self.qs.retry_max, self.rng)
+        next_attempt = now + dt.timedelta(seconds=delay)
+        held = [r.held_until for r in results if r.held_until is not None]
+        if held:
+            # Mail behind an open breaker waits for the probe, or for its own retry if that comes first.
+            next_attempt = min(held) if not outcomes or min(held) < next_attempt else next_attempt
+        notices = self._notices(entry, outcomes, now)
+        delay_noticed = any(n.action == "delayed" for n in notices)
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await store.record(conn, entry.id, self.owner, outcomes, now, next_attempt,
+                                      delay_notified=delay_noticed):
+                raise LeaseLost()
+            await bounce.send_dsn(conn, sender=entry.sender, notices=notices, original=raw,
+                                  reporting_mta=self.settings.server.hostname, now=now, ret=entry.ret,
+                                  envid=entry.envid, arrival=entry.created_at,
+                                  postmaster=self.settings.server.postmaster)
+        for o in outcomes:
+            log.info("delivery attempt", extra={"queue_id": entry.id, "recipient_id": o.recipient_id,
+                                                "status": o.status, "reply": o.reply})
+
+    def _notices(self, entry: QueueEntry, outcomes: list[Outcome], now: dt.datetime) -> list[bounce.Notice]:
+        if not entry.sender:
+            return []  # never a DSN to the null sender
+        by_id = {r.id: r for r in entry.recipients}
+        notices = []
+        warn = (self.qs.delay_warning_after > 0 and not entry.delay_notified
+                and now >= entry.created_at + dt.timedelta(seconds=self.qs.delay_warning_after))
+        until = entry.created_at + dt.timedelta(seconds=self.qs.give_up_after)
+        for o in outcomes:
+            r = by_id[o.recipient_id]
+            if o.status == "bounced" and bounce.wants(r.notify, "failed"):
+                notices.append(bounce.Notice(r, "failed", o.status_code, o.reply, o.remote_mta))
+            elif o.status == "delivered" and bounce.wants(r.notify, "relayed"):
+                # RFC 3464 §2.3.3: handed to the next server, which may or may not report further.
+                notices.append(bounce.Notice(r, "relayed", o.status_code, o.reply, o.remote_mta))
+            elif o.status == "deferred" and warn and bounce.wants(r.notify, "delayed"):
+                notices.append(bounce.Notice(r, "delayed", o.status_code, o.reply, o.remote_mta, until))
+        return notices
+
+
+class QueueService:
+    """The queue workers as a `Service` of the server (see `mailserver.app`)."""
+
+    name = "queue"
+
+    def __init__(self, outbound: Outbound, workers: int | None = None) -> None:
+        self.outbound = outbound
+        self.workers = workers or outbound.qs.workers
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: asyncpg.Connection | None = None
+
+    async def start(self) -> None:
+        """LISTEN for new mail, then start the workers (they begin with whatever is due)."""
+        pool = self.outbound.pool
+        self._listener = await pool.acquire()
+        await self._listener.add_listener(store.QUEUE_CHANNEL, self._notified)
+        self._tasks = [asyncio.create_task(self._work(i), name=f"queue-worker-{i}") for i in range(self.workers)]
+
+    def _notified(self, *args: object) -> None:
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due entries now (tests, and `queue retry` in the same process)."""
+        self._wake.set()
+
+    async def _work(self, n: int) -> None:
+        ob = self.outbound
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                entries = await ob.claim()
+            except (OSError, asyncpg.PostgresError):
+                log.exception("queue claim failed; retrying after the poll interval")
+                entries = []
+            if not entries:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(ob.qs.poll_interval):
+                        await self._wake.wait()
+                continue
+            for entry in entries:
+                await self._run(entry)
+            self._wake.set()  # there may be more due: look again at once
+
+    async def _run(self, entry: QueueEntry) -> None:
+        beat = asyncio.create_task(self._heartbeat(entry.id))
+        try:
+            await self.outbound.process(entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease will expire and the entry be retried; the attempt already counted.
+            log.exception("queue entry failed unexpectedly", extra={"queue_id": entry.id})
+        finally:
+            beat.cancel()
+
+    async def _heartbeat(self, queue_id: int) -> None:
+        ob = self.outbound
+        while True:
+            await asyncio.sleep(ob.qs.lease_seconds / 3)
+            until = ob.clock() + dt.timedelta(seconds=ob.qs.lease_seconds)
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await store.extend_lease(ob.pool, queue_id, ob.owner, until)
+
+    async def stop(self, grace: float) -> None:
+        """No new claims; in-flight deliveries get `grace` seconds, then are cancelled and released."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks = []
+        try:
+            released = await store.release(self.outbound.pool, self.outbound.owner)
+            if released:
+                log.info("queue leases released for retry", extra={"count": released})
+        finally:
+            if self._listener is not None:
+                with contextlib.suppress(Exception):
+                    await self._listener.remove_listener(store.QUEUE_CHANNEL, self._notified)
+                await self.outbound.pool.release(self._listener)
+                self._listener = None
+
+
+async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,
+                         signer: Signer | None = sign_message) -> list[QueueService]:
+    """The queue service for the composition root (signing with `mailcore.auth.dkim` by default)."""
+    return [QueueService(Outbound(pool, settings, dns, signer=signer))]
+
+
+__all__ = ["DomainResult", "LeaseLost", "Outbound", "QueueService", "Signer", "build_services"]

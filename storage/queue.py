@@ -1,0 +1,255 @@
+"""The outbound queue's SQL: claiming due entries, recording results, rescheduling, and administration.
+
+Owns every statement on `queue` and `queue_recipients` after submission (rows are written by
+`storage.delivery`). Claims take row locks with `FOR UPDATE SKIP LOCKED` only for the instant of the
+claim; what keeps other workers away afterwards is the lease (`lease_owner`, `lease_expires`). Every write
+a worker makes is fenced by its lease owner, so a worker whose lease ran out and was taken over cannot
+overwrite the new owner's results. An entry whose recipients are all final is deleted (the history stays
+in `delivery_log`), and its message row with it when nothing else points at it.
+
+Times come from the caller (an injectable clock), never from `now()`, so tests can move time.
+It knows no SMTP and builds no messages.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+
+from storage.accounts import StoreError, delete_unreferenced
+
+QUEUE_CHANNEL = "queue_changes"
+
+Conn = asyncpg.Connection | asyncpg.Pool
+Status = Literal["delivered", "deferred", "bounced"]
+
+_RCPT_COLUMNS = ("id, recipient, domain, status, notify, orcpt, attempts, last_error, status_code,"
+                 " remote_mta, last_attempt")
+_QUEUE_COLUMNS = ("q.id, q.message_id, q.sender, q.account_id, q.envid, q.ret, q.state, q.created_at,"
+                  " q.next_attempt, q.attempts, q.last_error, q.lease_owner, q.lease_expires, q.signed,"
+                  " q.signed_prefix, q.delay_notified")
+
+
+@dataclass(frozen=True)
+class QueuedRecipient:
+    """One recipient of a queue entry and what happened to it last."""
+
+    id: int
+    recipient: str
+    domain: str
+    status: str
+    notify: str | None
+    orcpt: str | None
+    attempts: int
+    last_error: str | None
+    status_code: str | None
+    remote_mta: str | None
+    last_attempt: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A queue entry with its recipients (for a worker: only those still to deliver)."""
+
+    id: int
+    message_id: int
+    sender: str
+    account_id: int | None
+    envid: str | None
+    ret: str | None
+    state: str
+    created_at: dt.datetime
+    next_attempt: dt.datetime
+    attempts: int
+    last_error: str | None
+    lease_owner: str | None
+    lease_expires: dt.datetime | None
+    signed: bool
+    signed_prefix: bytes | None
+    delay_notified: bool
+    recipients: list[QueuedRecipient]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt for one recipient. `reply` is the remote's reply or our diagnosis."""
+
+    recipient_id: int
+    status: Status
+    reply: str
+    status_code: str
+    remote_mta: str | None = None
+
+
+# --- workers -------------------------------------------------------------------------------------------
+
+async def claim(pool: asyncpg.Pool, owner: str, now: dt.datetime, lease_seconds: float,
+                limit: int = 1) -> list[QueueEntry]:
+    """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease).
+
+    An entry whose lease expired (its worker crashed or hung) is due again. The attempt counter goes up
+    here, so an entry that kills its worker every time still backs off."""
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    async with pool.acquire() as conn, conn.transaction():
+        rows = await conn.fetch(
+            "UPDATE queue q SET lease_owner = $1, lease_expires = $2, attempts = q.attempts + 1"
+            " WHERE q.id IN (SELECT id FROM queue WHERE state = 'queued' AND next_attempt <= $3"
+            "   AND (lease_expires IS NULL OR lease_expires <= $3)"
+            "   ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING {_QUEUE_COLUMNS}", owner, expires, now, limit)
+        entries = []
+        for row in rows:
+            rcpts = await conn.fetch(
+                f"SELECT {_RCPT_COLUMNS} FROM queue_recipients WHERE queue_id = $1"
+                " AND status IN ('pending', 'deferred') ORDER BY id", row["id"])
+            entries.append(_entry(row, rcpts))
+    return entries
+
+
+async def message_bytes(conn: Conn, message_id: int) -> bytes:
+    """The stored raw message."""
+    raw = await conn.fetchval("SELECT raw FROM messages WHERE id = $1", message_id)
+    if raw is None:
+        raise LookupError(f"message {message_id} is gone")
+    return raw
+
+
+async def save_signature(conn: Conn, queue_id: int, owner: str, prefix: bytes | None) -> bool:
+    """Record that signing was done (with the header lines to prepend, or None: no key). Fenced."""
+    status = await conn.execute(
+        "UPDATE queue SET signed = true, signed_prefix = $3 WHERE id = $1 AND lease_owner = $2",
+        queue_id, owner, prefix)
+    return status == "UPDATE 1"
+
+
+async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: list[Outcome],
+                 now: dt.datetime, next_attempt: dt.datetime, *, delay_notified: bool = False) -> bool:
+    """Write an attempt's per-recipient outcomes and reschedule or finish the entry, releasing the lease.
+
+    Must run inside the caller's transaction (so DSNs can commit with it). Returns False, writing
+    nothing, when `owner` no longer holds the lease: another worker has taken the entry over."""
+    held = await conn.fetchval("SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
+                               queue_id, owner)
+    if held is None:
+        return False
+    if outcomes:
+        await conn.executemany(
+            "UPDATE queue_recipients SET status = $2, last_error = $3, status_code = $4, remote_mta = $5,"
+            " attempts = attempts + 1, last_attempt = $6, updated_at = $6 WHERE id = $1 AND queue_id = $7",
+            [(o.recipient_id, o.status, o.reply, o.status_code, o.remote_mta, now, queue_id) for o in outcomes])
+        await conn.executemany(
+            "INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
+            " SELECT $1, $2, $3, recipient, $5, $6 FROM queue_recipients WHERE id = $4",
+            [(now, held, queue_id, o.recipient_id, o.status, _detail(o)) for o in outcomes])
+    remaining = await conn.fetchval(
+        "SELECT count(*) FROM queue_recipients WHERE queue_id = $1 AND status IN ('pending', 'deferred')",
+        queue_id)
+    if remaining == 0:
+        await conn.execute("DELETE FROM queue WHERE id = $1", queue_id)
+        await delete_unreferenced(conn, [held])
+        return True
+    last_error = next((o.reply for o in outcomes if o.status == "deferred"), None)
+    await conn.execute(
+        "UPDATE queue SET next_attempt = $3, lease_owner = NULL, lease_expires = NULL,"
+        " last_error = COALESCE($4, last_error), delay_notified = delay_notified OR $5"
+        " WHERE id = $1 AND lease_owner = $2", queue_id, owner, next_attempt, last_error, delay_notified)
+    return True
+
+
+async def extend_lease(conn: Conn, queue_id: int, owner: str, until: dt.datetime) -> bool:
+    """Push `owner`'s lease on an entry out to `until` (a heartbeat while a slow delivery runs)."""
+    status = await conn.execute("UPDATE queue SET lease_expires = $3 WHERE id = $1 AND lease_owner = $2",
+                                queue_id, owner, until)
+    return status == "UPDATE 1"
+
+
+async def release(conn: Conn, owner: str, queue_ids: list[int] | None = None) -> int:
+    """Give up `owner`'s leases (all, or those listed) so the entries are due again at once."""
+    sql = "UPDATE queue SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = $1"
+    args: list[object] = [owner]
+    if queue_ids is not None:
+        sql += " AND id = ANY($2::bigint[])"
+        args.append(queue_ids)
+    status = await conn.execute(sql, *args)
+    return int(status.split()[-1])
+
+
+def _detail(outcome: Outcome) -> str:
+    where = f" ({outcome.remote_mta})" if outcome.remote_mta else ""
+    return f"{outcome.status_code} {outcome.reply}{where}"
+
+
+# --- administration ------------------------------------------------------------------------------------
+
+async def list_entries(conn: Conn) -> list[QueueEntry]:
+    """Every entry still in the queue (queued or held), oldest first, with its unfinished recipients."""
+    rows = await conn.fetch(f"SELECT {_QUEUE_COLUMNS} FROM queue q WHERE q.state <> 'done' ORDER BY q.id")
+    if not rows:
+        return []
+    rcpts = await conn.fetch(
+        f"SELECT queue_id, {_RCPT_COLUMNS} FROM queue_recipients WHERE queue_id = ANY($1::bigint[])"
+        " ORDER BY id", [r["id"] for r in rows])
+    by_entry: dict[int, list[asyncpg.Record]] = {}
+    for r in rcpts:
+        by_entry.setdefault(r["queue_id"], []).append(r)
+    return [_entry(row, by_entry.get(row["id"], [])) for row in rows]
+
+
+async def get_entry(conn: Conn, queue_id: int) -> QueueEntry:
+    """One entry with all its recipients; StoreError if there is none."""
+    row = await conn.fetchrow(f"SELECT {_QUEUE_COLUMNS} FROM queue q WHERE q.id = $1", queue_id)
+    if row is None:
+        raise StoreError(f"no such queue entry: {queue_id}")
+    rcpts = await conn.fetch(f"SELECT {_RCPT_COLUMNS} FROM queue_recipients WHERE queue_id = $1 ORDER BY id",
+                             queue_id)
+    return _entry(row, rcpts)
+
+
+async def retry_now(conn: Conn, queue_id: int | None = None) -> int:
+    """Make one queued entry (or, with None, every queued entry) due now; returns how many."""
+    if queue_id is None:
+        status = await conn.execute("UPDATE queue SET next_attempt = now() WHERE state = 'queued'")
+    else:
+        await get_entry(conn, queue_id)
+        status = await conn.execute(
+            "UPDATE queue SET next_attempt = now() WHERE id = $1 AND state = 'queued'", queue_id)
+        if status == "UPDATE 0":
+            raise StoreError(f"queue entry {queue_id} is held; release it instead")
+    await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, str(queue_id or "all"))
+    return int(status.split()[-1])
+
+
+async def hold(conn: Conn, queue_id: int) -> None:
+    """Stop delivery attempts for an entry until it is released (an attempt in flight still finishes)."""
+    await get_entry(conn, queue_id)
+    await conn.execute("UPDATE queue SET state = 'held' WHERE id = $1 AND state = 'queued'", queue_id)
+
+
+async def release_held(conn: Conn, queue_id: int) -> None:
+    """Put a held entry back in the queue, due now."""
+    entry = await get_entry(conn, queue_id)
+    if entry.state != "held":
+        raise StoreError(f"queue entry {queue_id} is not held")
+    await conn.execute("UPDATE queue SET state = 'queued', next_attempt = now() WHERE id = $1", queue_id)
+    await conn.execute("SELECT pg_notify($1, $2)", QUEUE_CHANNEL, str(queue_id))
+
+
+async def delete(pool: asyncpg.Pool, queue_id: int) -> None:
+    """Remove an entry without delivering or bouncing it; its message goes too if nothing else uses it."""
+    async with pool.acquire() as conn, conn.transaction():
+        message_id = await conn.fetchval("DELETE FROM queue WHERE id = $1 RETURNING message_id", queue_id)
+        if message_id is None:
+            raise StoreError(f"no such queue entry: {queue_id}")
+        await conn.execute(
+            "INSERT INTO delivery_log (message_id, queue_id, event, detail) VALUES ($1, $2, 'deleted',"
+            " 'removed by the administrator')", message_id, queue_id)
+        await delete_unreferenced(conn, [message_id])
+
+
+def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record]) -> QueueEntry:
+    fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k != "recipients"}
+    return QueueEntry(**fields, recipients=[
+        QueuedRecipient(**{k: r[k] for k in QueuedRecipient.__dataclass_fields__}) for r in rcpts])

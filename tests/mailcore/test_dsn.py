@@ -1,0 +1,104 @@
+"""mailcore.dsn: the RFC 3464 structure, parsed back with the email package, and header safety."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+
+import pytest
+
+from mailcore.dsn import RecipientReport, build_dsn, field_value, xtext_decode
+
+NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
+ORIGINAL = (b"From: Sender <s@ours.example>\r\nTo: r@far.example\r\nSubject: hello\r\n"
+            b"Message-ID: <orig@ours.example>\r\n\r\nthe body\r\n")
+
+
+def _parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def _status_blocks(msg: email.message.EmailMessage) -> list:
+    part = [p for p in msg.iter_parts()][1]
+    return part.get_payload()  # a list of header blocks (email parses message/delivery-status so)
+
+
+def test_failure_dsn_structure() -> None:
+    raw = build_dsn(reporting_mta="mx.ours.example", to="s@ours.example", now=NOW, original=ORIGINAL,
+                    envid="ENV1", arrival_date=NOW - dt.timedelta(hours=1), reports=[
+                        RecipientReport("r@far.example", "failed", "5.1.1", original_recipient="rfc822;R@far.example",
+                                        remote_mta="mx1.far.example", diagnostic="550 5.1.1 no such user",
+                                        last_attempt=NOW)])
+    msg = _parse(raw)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    assert msg["To"].addresses[0].addr_spec == "s@ours.example"
+    assert msg["From"].addresses[0].addr_spec == "MAILER-DAEMON@mx.ours.example"
+    assert msg["Auto-Submitted"] == "auto-replied"
+    text, status, returned = msg.iter_parts()
+    assert text.get_content_type() == "text/plain" and "r@far.example" in text.get_content()
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, rcpt = _status_blocks(msg)
+    assert per_message["Reporting-MTA"] == "dns;mx.ours.example"
+    assert per_message["Original-Envelope-Id"] == "ENV1"
+    assert rcpt["Final-Recipient"] == "rfc822;r@far.example"
+    assert rcpt["Original-Recipient"] == "rfc822;R@far.example"
+    assert rcpt["Action"] == "failed"
+    assert rcpt["Status"] == "5.1.1"
+    assert rcpt["Remote-MTA"] == "dns;mx1.far.example"
+    assert rcpt["Diagnostic-Code"] == "smtp;550 5.1.1 no such user"
+    # Without RET=FULL only the header comes back.
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert b"Subject: hello" in returned.get_payload(decode=True)
+    assert b"the body" not in raw
+
+
+def test_ret_full_returns_the_whole_message() -> None:
+    raw = build_dsn(reporting_mta="h.example", to="s@ours.example", now=NOW, original=ORIGINAL, ret="FULL",
+                    reports=[RecipientReport("r@far.example", "failed", "5.0.0")])
+    returned = list(_parse(raw).iter_parts())[2]
+    assert returned.get_content_type() == "message/rfc822"
+    inner = returned.get_payload()[0]
+    assert inner["Subject"] == "hello" and inner.get_content().strip() == "the body"
+
+
+@pytest.mark.parametrize("evil", [
+    "550 nope\r\nBcc: victim@x.example",
+    "550 nope\nSubject: pwned",
+    "550 nope\rX-Injected: 1",
+    "550 nope\0X-Injected: 1",
+])
+def test_peer_values_cannot_add_header_lines(evil: str) -> None:
+    raw = build_dsn(reporting_mta="h.example\r\nX-Evil: 1", to="s@x.example\r\nBcc: v@x.example", now=NOW,
+                    original=ORIGINAL, envid="E\r\nX-Evil: 2",
+                    reports=[RecipientReport("r@far.example\r\nX-Evil: 3", "failed", "5.0.0\r\nX: 4",
+                                             remote_mta="mx\r\nX-Evil: 5", diagnostic=evil,
+                                             original_recipient="rfc822;a@b\r\nX-Evil: 6")])
+    msg = _parse(raw)
+    for name in ("Bcc", "X-Evil", "X-Injected", "X"):
+        assert msg[name] is None
+    assert msg["Subject"] == "Undelivered Mail Returned to Sender"
+    for block in _status_blocks(msg):
+        assert all(k in {"Reporting-MTA", "Original-Envelope-Id", "Final-Recipient", "Original-Recipient",
+                         "Action", "Status", "Remote-MTA", "Diagnostic-Code"} for k in block.keys())
+    assert b"\0" not in raw
+
+
+def test_mixed_actions_and_utf8_recipient() -> None:
+    raw = build_dsn(reporting_mta="h.example", to="s@ours.example", now=NOW, original=ORIGINAL, reports=[
+        RecipientReport("ok@far.example", "delivered", "2.0.0"),
+        RecipientReport("dé@far.example", "delayed", "4.4.1", will_retry_until=NOW),
+    ])
+    msg = _parse(raw)
+    assert msg["Subject"].startswith("Delayed Mail")
+    status = list(msg.iter_parts())[1]
+    assert status.get_content_type() == "message/global-delivery-status"
+    assert "utf-8;dé@far.example" in raw.decode("utf-8")
+
+
+def test_field_value_and_xtext() -> None:
+    assert field_value("a\r\n b\0c\x7f") == "a b c"
+    assert len(field_value("x" * 5000)) == 900
+    assert xtext_decode("rfc822;a+2Bb@x.example") == "rfc822;a+b@x.example"
+    assert xtext_decode("a+zz") == "a+zz"

@@ -1,0 +1,64 @@
+"""TLS to the next hop: opportunistic STARTTLS, required and verified STARTTLS, and smarthost AUTH."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import asyncpg
+import pytest
+import trustme
+
+from tests.smtp_out.conftest import Clock, outbound, submit
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def _server_ctx(ca: trustme.CA, name: str = "localhost") -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(ctx)
+    return ctx
+
+
+def _ca_file(ca: trustme.CA, tmp_path: Path) -> str:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return str(path)
+
+
+async def test_opportunistic_starttls_accepts_any_certificate(pool: asyncpg.Pool, ours: int, sinks,
+                                                               clock: Clock, ca: trustme.CA) -> None:
+    sink = await sinks(tls=_server_ctx(ca, "some-other-name.test"))
+    await submit(pool, "r@far.example")
+    await outbound(pool, clock, transports={"far.example": f"smtp://127.0.0.1:{sink.port}"}).run_once()
+    assert sink.received[0].tls
+
+
+async def test_required_tls_verified(pool: asyncpg.Pool, ours: int, sinks, clock: Clock, ca: trustme.CA,
+                                     tmp_path: Path) -> None:
+    sink = await sinks(tls=_server_ctx(ca), auth=("relay-user", "s3cret"))
+    await submit(pool, "r@far.example")
+    ob = outbound(pool, clock, tls_ca_file=_ca_file(ca, tmp_path),
+                  transports={"*": f"smtp+starttls://relay-user:s3cret@localhost:{sink.port}"})
+    await ob.run_once()
+    assert sink.received[0].tls and sink.recipients == ["r@far.example"]
+
+
+@pytest.mark.parametrize("problem", ["no-starttls", "untrusted", "bad-password"])
+async def test_required_tls_problems_defer(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
+                                           ca: trustme.CA, tmp_path: Path, problem: str) -> None:
+    other_ca = trustme.CA()
+    tls = None if problem == "no-starttls" else _server_ctx(other_ca if problem == "untrusted" else ca)
+    sink = await sinks(tls=tls, auth=("u", "right") if problem == "bad-password" else None)
+    password = "wrong" if problem == "bad-password" else "right"
+    qid = await submit(pool, "r@far.example")
+    ob = outbound(pool, clock, tls_ca_file=_ca_file(ca, tmp_path),
+                  transports={"far.example": f"smtp+starttls://u:{password}@localhost:{sink.port}"})
+    await ob.run_once()
+    assert sink.received == []
+    row = await pool.fetchrow("SELECT status, status_code FROM queue_recipients WHERE queue_id=$1", qid)
+    assert row["status"] == "deferred" and row["status_code"].startswith("4.7.")
+    assert ob.breaker.state(f"localhost:{sink.port}") == "closed"  # our policy, not the host's health
