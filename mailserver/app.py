@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from config.settings import Settings
+from mailcore.dns.resolver import Resolver
 from mailcore.passwords import hash_password
 from mailcore.tls import certificate_paths, server_context
 from storage import accounts
@@ -47,6 +48,7 @@ class Runtime:
     settings: Settings
     db: Database
     tls: ssl.SSLContext | None
+    resolver: Resolver
     services: list[Service] = field(default_factory=list)
 
 
@@ -56,10 +58,9 @@ ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 async def queue_services(runtime: Runtime) -> list[Service]:
     """The outbound queue workers, with the shared resolver for MX lookups."""
-    from mailcore.dns.resolver import Resolver
     from smtp_out.worker import build_services
 
-    return list(await build_services(runtime.db.pool, runtime.settings, Resolver(runtime.settings.dns)))
+    return list(await build_services(runtime.db.pool, runtime.settings, runtime.resolver))
 
 
 def service_factories() -> list[ServiceFactory]:
@@ -88,7 +89,7 @@ async def build(settings: Settings) -> Runtime:
     except BaseException:
         await db.close()
         raise
-    return Runtime(settings=settings, db=db, tls=tls)
+    return Runtime(settings=settings, db=db, tls=tls, resolver=Resolver(settings.dns))
 
 
 async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None) -> None:

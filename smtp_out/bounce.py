@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -53,19 +51,6 @@ class Notice:
     will_retry_until: dt.datetime | None = None
 
 
-class _InTransaction:
-    """Lets `Delivery.commit` run inside a transaction already open on `conn`: its `acquire()` hands out
-    that connection and its own transaction becomes a savepoint. (A `commit(conn=...)` on the seam would
-    say this more plainly; until then this adapter is the one place that bends it.)"""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self._conn = conn
-
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        yield self._conn
-
-
 async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notice], original: bytes,
                    reporting_mta: str, now: dt.datetime, ret: str | None, envid: str | None,
                    arrival: dt.datetime | None, postmaster: str | None) -> bool:
@@ -99,5 +84,5 @@ async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notic
             delivery.add_remote(RemoteRecipient(target, notify="NEVER"))
     else:
         delivery.add_remote(RemoteRecipient(str(to), notify="NEVER"))
-    await delivery.commit(_InTransaction(conn), raw, summarize(raw))  # type: ignore[arg-type]
+    await delivery.commit(conn, raw, summarize(raw))
     return True

@@ -74,11 +74,21 @@ class Delivery:
         if all(r.address.lower() != recipient.address.lower() for r in self.remote):
             self.remote.append(recipient)
 
-    async def commit(self, pool: asyncpg.Pool, raw: bytes, summary: Any) -> StoredMessage:
-        """Store the message for every recipient in one transaction; return only once it is durable."""
+    async def commit(self, db: asyncpg.Pool | asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
+        """Store the message for every recipient in one transaction; return only once it is durable.
+
+        Given a connection already inside a transaction (a DSN written together with the queue results
+        it reports), the work becomes a savepoint of that transaction and is durable when it commits.
+        """
         if not self.local and not self.remote:
             raise ValueError("a delivery needs at least one recipient")
-        async with pool.acquire() as conn, conn.transaction():
+        if isinstance(db, asyncpg.Pool):
+            async with db.acquire() as conn:
+                return await self._commit_on(conn, raw, summary)
+        return await self._commit_on(db, raw, summary)
+
+    async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
+        async with conn.transaction():
             message_id = await insert_message(conn, raw, summary)
             entries = await self._deliver_local(conn, message_id, len(raw))
             queue_id = await self._enqueue(conn, message_id) if self.remote else None
