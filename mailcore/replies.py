@@ -70,6 +70,7 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients")
 AUTH_TEMPORARILY_LOCKED = Reply(454, "4.7.0", "too many failed authentication attempts, try again later")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 CHECK_TEMPFAIL = Reply(451, "4.7.1", "message could not be verified now, try again later")
+MAILBOX_FULL = Reply(452, "4.2.2", "mailbox full")
 
 # --- 5xx: permanent ------------------------------------------------------------------------------------
 COMMAND_UNRECOGNIZED = Reply(500, "5.5.1", "command not recognized")
@@ -103,7 +104,6 @@ SENDER_NOT_OWNED = Reply(553, "5.7.1", "sender address not owned by the authenti
 MAILBOX_NAME_NOT_ALLOWED = Reply(553, "5.1.3", "address not accepted")
 SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "message size exceeds fixed limit")
-QUOTA_EXCEEDED = Reply(552, "5.2.2", "mailbox full")
 MESSAGE_LINE_TOO_LONG = Reply(550, "5.6.0", "message line longer than 1000 octets (RFC 5321 4.5.3.1.6)")
 BARE_CR_OR_LF = Reply(550, "5.6.0", "message contains a bare CR or LF; lines must end with CRLF")
 NUL_IN_MESSAGE = Reply(550, "5.6.0", "message contains a NUL octet")

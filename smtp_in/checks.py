@@ -81,8 +81,19 @@ async def postmaster_address(pool: asyncpg.Pool, configured: str) -> str | None:
 
 
 async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
-                          postmaster: str) -> RecipientRoute | Reply:
-    """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`."""
+                          postmaster: str, size_hint: int | None = None) -> RecipientRoute | Reply:
+    """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`.
+    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2."""
+    route = await _route(pool, address, authenticated=authenticated, postmaster=postmaster)
+    if isinstance(route, RecipientRoute) and route.local:
+        full = await accounts.accounts_over_quota(pool, [a for a, _ in route.local], size_hint or 0)
+        if full:
+            return replies.MAILBOX_FULL
+    return route
+
+
+async def _route(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
+                 postmaster: str) -> RecipientRoute | Reply:
     if address is None:  # RFC 5321 §4.5.1: bare "postmaster" must be accepted
         pm = await postmaster_address(pool, postmaster)
         account = await accounts.get_account(pool, pm) if pm else None

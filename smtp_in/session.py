@@ -490,7 +490,7 @@ class SMTPSession(SMTP):
             await self._reply(exc.reply)
             return
         route = await checks.route_recipient(self.ctx.pool, args.address, authenticated=self.account is not None,
-                                             postmaster=self.ctx.postmaster)
+                                             postmaster=self.ctx.postmaster, size_hint=self.tx.size_hint)
         if isinstance(route, Reply):
             await self._reply(route)
             return

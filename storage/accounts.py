@@ -322,3 +322,13 @@ async def may_send_as(conn: Conn, account: Account, address: Address) -> bool:
 async def first_account_address(conn: Conn) -> str | None:
     """The oldest account's address: the postmaster when none is configured."""
     return await conn.fetchval("SELECT address FROM accounts ORDER BY id LIMIT 1")
+
+
+async def accounts_over_quota(conn: Conn, account_ids: list[int], incoming: int = 0) -> list[int]:
+    """Those of `account_ids` whose quota is already used up, or would be by `incoming` more bytes."""
+    if not account_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) AND quota_bytes IS NOT NULL"
+        " AND (used_bytes >= quota_bytes OR used_bytes + $2 > quota_bytes)", account_ids, incoming)
+    return [r["id"] for r in rows]

@@ -351,3 +351,34 @@ async def test_store_failure_is_451_without_details(server: Server, caplog: pyte
     assert (await client.cmd("NOOP"))[0] == 250
     await server.pool.execute("ALTER TABLE mailbox_messages_gone RENAME TO mailbox_messages")
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_stop_says_421_to_idle_sessions_and_lets_busy_ones_finish(
+        pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path) -> None:
+    server = await start_server(pool, make_settings(tmp_path), None)
+    idle = await RawClient.connect(server.port("mx"))
+    busy = await RawClient.connect(server.port("mx"))
+    await busy.cmd("EHLO x.example")
+    await busy.cmd("MAIL FROM:<a@remote.example>")
+    await busy.cmd(f"RCPT TO:<{USER}>")
+    assert (await busy.cmd("DATA"))[0] == 354
+    await busy.send(MSG[:20])  # in the middle of DATA when the stop comes
+    stopping = asyncio.create_task(server.stop())
+    assert parsed((await idle.reply())[1]) == code(replies.SERVICE_UNAVAILABLE)
+    await busy.send(MSG[20:] + b".\r\n")
+    assert (await busy.reply())[0] == 250  # the message in flight was finished and stored
+    assert parsed((await busy.reply())[1]) == code(replies.SERVICE_UNAVAILABLE)
+    await asyncio.wait_for(stopping, 5)
+    assert len(await inbox(pool, USER)) == 1
+
+
+@pytest.mark.parametrize(("used", "size_hint", "expect"), [
+    (0, None, replies.RECIPIENT_OK), (1000, None, replies.MAILBOX_FULL), (0, 2000, replies.MAILBOX_FULL),
+])
+async def test_quota_at_rcpt(server: Server, used: int, size_hint: int | None, expect: replies.Reply) -> None:
+    await server.pool.execute("UPDATE accounts SET quota_bytes = 1000, used_bytes = $2 WHERE address = $1",
+                              USER, used)
+    client = await RawClient.connect(server.port("mx"))
+    await client.cmd("EHLO x.example")
+    await client.cmd("MAIL FROM:<a@remote.example>" + (f" SIZE={size_hint}" if size_hint else ""))
+    assert parsed((await client.cmd(f"RCPT TO:<{USER}>"))[1]) == code(expect)
