@@ -56,6 +56,13 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
+async def smtp_in_services(runtime: Runtime) -> list[Service]:
+    """Inbound SMTP: the MX, submission (STARTTLS) and submissions (implicit TLS) listeners."""
+    from smtp_in.server import build_smtp_services
+
+    return list(build_smtp_services(runtime.settings, runtime.db.pool, runtime.tls))
+
+
 async def queue_services(runtime: Runtime) -> list[Service]:
     """The outbound queue workers, with the shared resolver for MX lookups."""
     from smtp_out.worker import build_services
@@ -65,7 +72,7 @@ async def queue_services(runtime: Runtime) -> list[Service]:
 
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return [queue_services]
+    return [smtp_in_services, queue_services]
 
 
 async def seed_demo(db: Database) -> None:
