@@ -1,76 +1,194 @@
-"""Provisional precomputation (header split and display fields); replaced by the full IMAP-ready version."""
+"""`summarize(raw)`: everything IMAP and search need from a message, computed once at delivery.
+
+Owns: the `MessageSummary` / `PartInfo` records stored beside each message, part numbering
+(RFC 3501 §6.4.5) and the decoded search/display fields.
+Must not: raise on any input (malformed MIME yields the best usable structure), decode bodies, or
+know about storage or IMAP sessions.
+"""
 
 from __future__ import annotations
 
 import email.utils
-from dataclasses import dataclass, field
-from datetime import datetime
-from email.header import decode_header, make_header
-from typing import Any
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mailcore.mime.addresses import Address
+from mailcore.mime.bodystructure import disposition, encoding, render
+from mailcore.mime.envelope import addresses, envelope
+from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of
+from mailcore.mime.structure import Entity, walk
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class PartInfo:
+    """Where one numbered MIME part lies in the raw message (all offsets into raw).
+
+    BODY[n]        = raw[body_start:body_end]
+    BODY[n.MIME]   = raw[header_start:body_start]
+    For message/rfc822 parts (`message_body_start` set), the encapsulated message is the body:
+    BODY[n.HEADER] = raw[body_start:message_body_start]
+    BODY[n.TEXT]   = raw[message_body_start:body_end]
+    """
+
+    number: str  # "1", "1.2", "2.1.3"
+    content_type: str  # lower-case "type/subtype"
+    encoding: str  # Content-Transfer-Encoding, lower-case, "7bit" when absent
+    charset: str | None
+    filename: str | None  # decoded (RFC 2231 / RFC 2047), from disposition or type params
+    disposition: str | None  # "inline", "attachment", ...
+    header_start: int
+    body_start: int
+    body_end: int
+    message_body_start: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MessageSummary:
-    """What is computed once at delivery so readers never re-parse."""
+    """The precomputed view of one message. `envelope`, `bodystructure` and `body` are IMAP wire
+    text, sent as UTF-8 (literal counts are UTF-8 lengths)."""
 
-    header: bytes
+    header: bytes  # raw header block, including the blank line that ends it
     body_offset: int
     size: int
-    envelope: str | None = None
-    bodystructure: str | None = None
-    body: str | None = None
-    parts: list[Any] = field(default_factory=list)
-    subject: str | None = None
-    from_addr: str | None = None
-    to_addrs: str | None = None
-    cc_addrs: str | None = None
-    message_id: str | None = None
-    in_reply_to: str | None = None
-    sent_date: datetime | None = None
-    has_attachments: bool = False
+    envelope: str
+    bodystructure: str
+    body: str
+    parts: tuple[PartInfo, ...]
+    subject: str | None
+    from_addr: str | None  # "local@domain" of the first From address
+    from_name: str | None  # its decoded display name
+    to_addrs: tuple[str, ...]
+    cc_addrs: tuple[str, ...]
+    message_id: str | None  # "<id@host>" as in the header, unfolded
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    sent_date: datetime | None  # from Date:, timezone-aware
+    has_attachments: bool
+
+    def part(self, number: str) -> PartInfo | None:
+        """The part numbered `number` ("1.2"), or None."""
+        for p in self.parts:
+            if p.number == number:
+                return p
+        return None
 
 
-def _split(raw: bytes) -> int:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        i = raw.find(sep)
-        if i >= 0:
-            return i + len(sep)
-    return len(raw)
+def _parts(ent: Entity, prefix: str, out: list[PartInfo], top: bool) -> None:
+    """Number the parts below `ent` (RFC 3501 §6.4.5): a multipart's children are prefix.1, ...;
+    a non-multipart message has one part, "1"; a message/rfc822 part's content is numbered
+    under it like a message of its own."""
+    if ent.is_multipart:
+        for i, child in enumerate(ent.children, 1):
+            number = f"{prefix}{i}"
+            out.append(_info(child, number))
+            _below(child, number, out)
+    elif top:
+        out.append(_info(ent, "1"))
+        _below(ent, "1", out)
 
 
-def _field(header: bytes, name: bytes) -> str | None:
-    lines = header.replace(b"\r\n", b"\n").split(b"\n")
-    value = None
-    for i, line in enumerate(lines):
-        if line.lower().startswith(name.lower() + b":"):
-            parts = [line[len(name) + 1:]]
-            for cont in lines[i + 1:]:
-                if cont[:1] in (b" ", b"\t"):
-                    parts.append(cont)
-                else:
-                    break
-            value = b"".join(parts).decode("utf-8", "replace").strip()
-            break
+def _below(ent: Entity, number: str, out: list[PartInfo]) -> None:
+    if ent.is_multipart:
+        _parts(ent, number + ".", out, False)
+    elif ent.message is not None:
+        inner = ent.message
+        if inner.is_multipart:
+            _parts(inner, number + ".", out, False)
+        else:
+            sub = f"{number}.1"
+            out.append(_info(inner, sub))
+            _below(inner, sub, out)
+
+
+def _filename(ent: Entity) -> str | None:
+    disp = disposition(ent.header)
+    name = param(disp[1], "filename") if disp else None
+    if name is None:
+        name = param(ent.params, "name")
+    return decode_words(name) if name is not None else None
+
+
+def _info(ent: Entity, number: str) -> PartInfo:
+    disp = disposition(ent.header)
+    charset = param(ent.params, "charset")
+    return PartInfo(
+        number=number,
+        content_type=ent.content_type,
+        encoding=encoding(ent.header),
+        charset=charset.lower() if charset else None,
+        filename=_filename(ent),
+        disposition=disp[0] if disp else None,
+        header_start=ent.header_start,
+        body_start=ent.body_start,
+        body_end=ent.body_end,
+        message_body_start=ent.message.body_start if ent.message is not None else None,
+    )
+
+
+def _is_attachment(p: PartInfo) -> bool:
+    if p.content_type.startswith("multipart/"):
+        return False
+    if p.disposition == "attachment":
+        return True
+    if p.content_type in ("message/rfc822", "message/global"):
+        return True
+    return p.filename is not None and p.disposition != "inline"
+
+
+_MSGID = re.compile(r"<[^<>\s]*>")
+
+
+def _first_id(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    text = text_of(value).strip()
+    m = _MSGID.search(text)
+    return m.group(0) if m else (text or None)
+
+
+def _date(header: HeaderBlock) -> datetime | None:
+    value = header.get("date")
     if value is None:
         return None
     try:
-        return str(make_header(decode_header(value)))
-    except Exception:
-        return value
+        parsed = email.utils.parsedate_to_datetime(text_of(value).strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if parsed is None:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _specs(addrs: list[Address]) -> tuple[str, ...]:
+    return tuple(a.addr_spec for a in addrs if not a.is_group_marker)
 
 
 def summarize(raw: bytes) -> MessageSummary:
-    """Split the header block and pull the display fields."""
-    offset = _split(raw)
-    header = raw[:offset]
-    date = _field(header, b"Date")
-    try:
-        sent = email.utils.parsedate_to_datetime(date) if date else None
-    except (TypeError, ValueError):
-        sent = None
+    """Precompute the IMAP view of `raw`. Never raises on any byte input."""
+    root = walk(raw)
+    header = root.header
+    parts: list[PartInfo] = []
+    _parts(root, "", parts, True)
+    from_ = [a for a in addresses(header, "from") if not a.is_group_marker]
+    subject = header.get("subject")
+    refs = header.get("references")
     return MessageSummary(
-        header=header, body_offset=offset, size=len(raw), subject=_field(header, b"Subject"),
-        from_addr=_field(header, b"From"), to_addrs=_field(header, b"To"), cc_addrs=_field(header, b"Cc"),
-        message_id=_field(header, b"Message-ID"), in_reply_to=_field(header, b"In-Reply-To"),
-        sent_date=sent,
+        header=raw[: root.body_start],
+        body_offset=root.body_start,
+        size=len(raw),
+        envelope=envelope(header),
+        bodystructure=render(raw, root, True),
+        body=render(raw, root, False),
+        parts=tuple(parts),
+        subject=decode_words(subject).strip() if subject is not None else None,
+        from_addr=from_[0].addr_spec if from_ else None,
+        from_name=from_[0].display_name() if from_ else None,
+        to_addrs=_specs(addresses(header, "to")),
+        cc_addrs=_specs(addresses(header, "cc")),
+        message_id=_first_id(header.get("message-id")),
+        in_reply_to=_first_id(header.get("in-reply-to")),
+        references=tuple(_MSGID.findall(text_of(refs))) if refs is not None else (),
+        sent_date=_date(header),
+        has_attachments=any(_is_attachment(p) for p in parts),
     )

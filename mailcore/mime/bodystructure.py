@@ -1,0 +1,109 @@
+"""BODY and BODYSTRUCTURE wire text for an entity tree (RFC 3501 §7.4.2, RFC 9051 §7.5.2).
+
+Owns: the field order, defaults, NIL-vs-"" choices and extension data. The extensible form
+(BODYSTRUCTURE) carries MD5 (always NIL: we do not compute Content-MD5), disposition, language and
+location; the basic form (BODY) stops after the line count.
+Must not: parse bytes (structure.py did) or raise.
+"""
+
+from __future__ import annotations
+
+from mailcore.mime.envelope import envelope
+from mailcore.mime.headers import HeaderBlock, parse_params, strip_comments
+from mailcore.mime.structure import Entity
+from mailcore.mime.wire import nstring, plist, string, to_text
+
+# RFC 3501 §9 body: a multipart needs at least one part; Dovecot sends an empty text part.
+_EMPTY_PART = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0{ext})'
+
+
+def count_lines(raw: bytes, start: int, end: int) -> int:
+    """Lines in raw[start:end]: LFs, plus a last line without one."""
+    if end <= start:
+        return 0
+    lines = raw.count(b"\n", start, end)
+    if raw[end - 1] != 0x0A:
+        lines += 1
+    return lines
+
+
+def _params(params: list[tuple[str, str]]) -> str:
+    items: list[str] = []
+    for key, value in params:
+        items.append(string(key.encode("utf-8", "surrogateescape")))
+        items.append(string(value.encode("utf-8", "surrogateescape")))
+    return plist(items)
+
+
+def _field(header: HeaderBlock, name: str) -> str | None:
+    value = header.get(name)
+    return None if value is None else to_text(value)
+
+
+def encoding(header: HeaderBlock) -> str:
+    """Content-Transfer-Encoding, lower-cased; RFC 2045 §6.1: absent means 7bit."""
+    value = _field(header, "content-transfer-encoding")
+    if value is None:
+        return "7bit"
+    value = strip_comments(value).strip().lower()
+    return value or "7bit"
+
+
+def disposition(header: HeaderBlock) -> tuple[str, list[tuple[str, str]]] | None:
+    """(type, params) of Content-Disposition (RFC 2183), or None."""
+    value = header.get("content-disposition")
+    if value is None:
+        return None
+    head, params = parse_params(value.decode("utf-8", "surrogateescape"))
+    head = head.strip().lower()
+    if not head:
+        return None
+    return head, params
+
+
+def _extension(ent: Entity) -> str:
+    # RFC 3501 §9 body-ext-1part / body-ext-mpart after MD5: disposition, language, location
+    disp = disposition(ent.header)
+    disp_s = "NIL" if disp is None else "(" + string(disp[0]) + " " + _params(disp[1]) + ")"
+    lang = _field(ent.header, "content-language")
+    if lang is None:
+        lang_s = "NIL"
+    else:
+        tags = [t.strip() for t in strip_comments(lang).split(",") if t.strip()]
+        lang_s = "NIL" if not tags else string(tags[0]) if len(tags) == 1 else plist([string(t) for t in tags])
+    loc = _field(ent.header, "content-location")
+    loc_s = "NIL" if loc is None else string("".join(loc.split()))  # RFC 2557 §4.3: unfold
+    return f" {disp_s} {lang_s} {loc_s}"
+
+
+def render(raw: bytes, ent: Entity, extensible: bool) -> str:
+    """The BODYSTRUCTURE (extensible) or BODY (basic) text of `ent`."""
+    if ent.is_multipart:
+        ext = ""
+        if extensible:
+            ext = " " + _params(ent.params) + _extension(ent)
+        children = "".join(render(raw, c, extensible) for c in ent.children)
+        if not children:
+            children = _EMPTY_PART.format(ext=" NIL NIL NIL NIL" if extensible else "")
+        return f"({children} {string(ent.subtype)}{ext})"
+    fields = [
+        string(ent.type),
+        string(ent.subtype),
+        _params(ent.params),
+        nstring(_field(ent.header, "content-id")),
+        nstring(_field(ent.header, "content-description")),
+        string(encoding(ent.header)),
+        str(ent.body_end - ent.body_start),
+    ]
+    if ent.message is not None:
+        # RFC 3501 §7.4.2: message/rfc822 adds the envelope, body structure and line count
+        fields.append(envelope(ent.message.header))
+        fields.append(render(raw, ent.message, extensible))
+        fields.append(str(count_lines(raw, ent.body_start, ent.body_end)))
+    elif ent.type == "text":
+        fields.append(str(count_lines(raw, ent.body_start, ent.body_end)))
+    out = " ".join(fields)
+    if extensible:
+        md5 = _field(ent.header, "content-md5")
+        out += " " + nstring(md5.strip() if md5 is not None else None) + _extension(ent)
+    return "(" + out + ")"

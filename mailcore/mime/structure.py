@@ -1,0 +1,193 @@
+"""The MIME tree of a raw message, as byte offsets: the boundary walk.
+
+Owns: finding every entity (RFC 2045 §2.4) in the raw bytes, its header block, body range and
+content type, with multipart boundaries found by `bytes.find` (bodies are never decoded, so a
+25 MB attachment costs a few scans). Nested message/rfc822 parts are walked too.
+Must not: raise on any input, copy bodies, or know how IMAP renders the tree.
+
+Boundary rules (RFC 2046 §5.1.1): a delimiter is a line starting `--boundary`, followed by
+optional whitespace (or `--` for the close delimiter); the CRLF before it belongs to it. Lines are
+checked against the innermost boundary first, then the enclosing ones, so an outer delimiter ends
+every open inner part (a missing close delimiter), and an inner multipart reusing its parent's
+boundary owns it until its close delimiter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mailcore.mime.headers import HeaderBlock, parse_header, parse_params
+
+MAX_DEPTH = 40  # deeper multiparts become opaque leaves
+MAX_PARTS = 5000  # beyond this, the rest of a multipart is treated as its epilogue
+
+_MESSAGE_TYPES = ("message/rfc822", "message/global")  # RFC 6532 §3.5: message/global nests too
+_IDENTITY = ("", "7bit", "8bit", "binary")
+
+
+@dataclass(slots=True)
+class Entity:
+    """One MIME entity: its header, body range, type, and children or encapsulated message."""
+
+    header_start: int
+    body_start: int
+    body_end: int
+    header: HeaderBlock
+    type: str  # lower-case main type, e.g. "text"
+    subtype: str  # lower-case subtype
+    params: list[tuple[str, str]]  # Content-Type parameters (RFC 2231 merged)
+    children: list[Entity] = field(default_factory=list)  # multipart parts
+    message: Entity | None = None  # message/rfc822: the encapsulated message (its own header)
+
+    @property
+    def content_type(self) -> str:
+        return f"{self.type}/{self.subtype}"
+
+    @property
+    def is_multipart(self) -> bool:
+        return self.type == "multipart"
+
+
+@dataclass(slots=True)
+class _Delim:
+    start: int  # offset of the "--"
+    after: int  # offset just after the delimiter line
+    boundary: bytes
+    close: bool
+
+
+class _Walker:
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.parts = 0
+
+    def delimiter_at(self, pos: int, limit: int, active: tuple[bytes, ...]) -> _Delim | None:
+        """The delimiter on the line starting at `pos`, if that line is one (innermost first)."""
+        raw = self.raw
+        for boundary in active:
+            blen = len(boundary) + 2
+            if not raw.startswith(boundary, pos + 2, limit):
+                continue
+            nl = raw.find(b"\n", pos + blen, limit)
+            line_end = limit if nl < 0 else nl + 1
+            rest = raw[pos + blen : line_end]
+            if rest.startswith(b"--"):
+                return _Delim(pos, line_end, boundary, True)
+            if rest.strip(b" \t\r\n") == b"":
+                return _Delim(pos, line_end, boundary, False)
+        return None
+
+    def next_delimiter(self, pos: int, limit: int, active: tuple[bytes, ...]) -> _Delim | None:
+        """The first delimiter line at or after `pos` (a line start) and before `limit`."""
+        if not active:
+            return None
+        raw = self.raw
+        if raw.startswith(b"--", pos, limit):
+            d = self.delimiter_at(pos, limit, active)
+            if d is not None:
+                return d
+        while True:
+            hit = raw.find(b"\n--", pos, limit)
+            if hit < 0:
+                return None
+            d = self.delimiter_at(hit + 1, limit, active)
+            if d is not None:
+                return d
+            pos = hit + 1
+
+    def body_end(self, body_start: int, delim_start: int) -> int:
+        """Where a body ends before a delimiter: the CRLF (or LF) belongs to the delimiter."""
+        end = delim_start
+        if end > body_start and self.raw[end - 1 : end] == b"\n":
+            end -= 1
+            if end > body_start and self.raw[end - 1 : end] == b"\r":
+                end -= 1
+        return end
+
+    def entity(
+        self, start: int, limit: int, outer: tuple[bytes, ...], default: str, depth: int
+    ) -> tuple[Entity, int]:
+        """Parse the entity at `start`; return it and where it ends (a delimiter's start or limit)."""
+        stop = self.next_delimiter(start, limit, outer)
+        hard = stop.start if stop else limit
+        header = parse_header(self.raw, start, hard)
+        ctype, subtype, params = content_type(header, default)
+        ent = Entity(start, header.body_start, hard, header, ctype, subtype, params)
+        boundary = _param(params, "boundary")
+        if ctype == "multipart" and boundary and depth < MAX_DEPTH:
+            end = self.multipart(ent, boundary.encode("utf-8", "surrogateescape"), limit, outer, depth)
+        elif ctype == "multipart":
+            # RFC 2046 §5.1.1 requires a boundary: without one (or too deep) the body is opaque
+            if boundary:
+                ent.type, ent.subtype = "application", "octet-stream"
+            else:
+                ent.type, ent.subtype, ent.params = "text", "plain", [("charset", "us-ascii")]
+            end = hard
+        elif f"{ctype}/{subtype}" in _MESSAGE_TYPES and depth < MAX_DEPTH and _encoding(header) in _IDENTITY:
+            inner, end = self.entity(ent.body_start, limit, outer, "text/plain", depth + 1)
+            ent.message = inner
+        else:
+            end = hard
+        ent.body_end = self.body_end(ent.body_start, end) if end < limit else max(end, ent.body_start)
+        if ent.message is not None:
+            ent.message.body_end = ent.body_end
+        return ent, end
+
+    def multipart(self, ent: Entity, boundary: bytes, limit: int, outer: tuple[bytes, ...], depth: int) -> int:
+        active = (boundary, *outer)
+        child_default = "message/rfc822" if ent.subtype == "digest" else "text/plain"  # RFC 2046 §5.1.5
+        d = self.next_delimiter(ent.body_start, limit, active)
+        while d is not None and d.boundary == boundary and not d.close and self.parts < MAX_PARTS:
+            self.parts += 1
+            child, cend = self.entity(d.after, limit, active, child_default, depth + 1)
+            ent.children.append(child)
+            d = self.delimiter_at(cend, limit, active) if cend < limit else None
+        if d is not None and d.boundary == boundary:
+            # the close delimiter (or too many parts): the epilogue runs to the next outer delimiter
+            nxt = self.next_delimiter(d.after, limit, outer)
+            return nxt.start if nxt else limit
+        return d.start if d is not None else limit
+
+
+def _param(params: list[tuple[str, str]], name: str) -> str | None:
+    for key, value in params:
+        if key == name:
+            return value
+    return None
+
+
+def _encoding(header: HeaderBlock) -> str:
+    value = header.get("content-transfer-encoding")
+    if value is None:
+        return ""
+    return value.decode("latin-1").split("(", 1)[0].strip().lower()
+
+
+def content_type(header: HeaderBlock, default: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """(type, subtype, params) from Content-Type; invalid or absent gives the default.
+
+    RFC 2045 §5.2: absent means text/plain; charset=us-ascii (message/rfc822 inside a digest).
+    An unparseable Content-Type is treated as absent.
+    """
+    raw = header.get("content-type")
+    if raw is not None:
+        head, params = parse_params(raw.decode("utf-8", "surrogateescape"))
+        main, slash, sub = head.partition("/")
+        main, sub = main.strip().lower(), sub.strip().lower()
+        if slash and _token(main) and _token(sub):
+            if main == "text" and not any(k in ("charset", "charset*") for k, _ in params):
+                params = [("charset", "us-ascii"), *params]  # RFC 2045 §5.2 default, as Dovecot sends
+            return main, sub, params
+    main, _, sub = default.partition("/")
+    return main, sub, ([("charset", "us-ascii")] if main == "text" else [])
+
+
+def _token(value: str) -> bool:
+    # RFC 2045 §5.1 token: no space, controls or tspecials
+    return bool(value) and all(33 <= ord(c) < 127 and c not in '()<>@,;:\\"/[]?=' for c in value)
+
+
+def walk(raw: bytes) -> Entity:
+    """The MIME tree of `raw` (the whole message is the root entity)."""
+    root, _ = _Walker(raw).entity(0, len(raw), (), "text/plain", 0)
+    return root

@@ -1,0 +1,48 @@
+"""IMAP wire strings for the precomputed ENVELOPE and BODYSTRUCTURE text.
+
+mailcore may not import `imap`, so the small quoting rule the stored text needs lives here.
+The text it produces is a `str` that the IMAP layer sends encoded as UTF-8: every `{n}` literal
+count below is the UTF-8 length of the literal's content. Bytes that are not valid UTF-8 are read
+as Latin-1 first, so the stored text is always valid UTF-8 (and storable in PostgreSQL `text`).
+It must not decide what a value means; callers pass raw header bytes.
+"""
+
+from __future__ import annotations
+
+_MAX_QUOTED = 1000  # longer values go as literals, which no client mis-parses
+
+
+def to_text(value: bytes) -> str:
+    """Bytes of a header value as text: UTF-8 when valid, else Latin-1; NUL dropped."""
+    value = value.replace(b"\x00", b"")
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def string(value: str | bytes) -> str:
+    """An IMAP string: quoted when safe, else a literal.
+
+    RFC 3501 §9: a quoted string holds 7-bit TEXT-CHARs without CR/LF; anything else is a literal.
+    """
+    text = to_text(value) if isinstance(value, bytes) else value.replace("\x00", "")
+    if (
+        len(text) <= _MAX_QUOTED
+        and text.isascii()
+        and "\r" not in text
+        and "\n" not in text
+        and (text.count('"') + text.count("\\")) <= 8
+    ):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{{{len(text.encode('utf-8'))}}}\r\n{text}"
+
+
+def nstring(value: str | bytes | None) -> str:
+    """NIL for None, else `string(value)`."""
+    return "NIL" if value is None else string(value)
+
+
+def plist(items: list[str]) -> str:
+    """A parenthesised list of already-encoded items, or NIL when empty."""
+    return "(" + " ".join(items) + ")" if items else "NIL"
