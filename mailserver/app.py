@@ -54,9 +54,16 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
+async def imap_services(runtime: Runtime) -> list[Service]:
+    """IMAP with STARTTLS and (when a certificate is configured) implicit TLS, issue 6."""
+    from imap.server import IMAPService
+
+    return [IMAPService(runtime.settings, runtime.db.pool, runtime.db.dsn, runtime.tls)]
+
+
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return []
+    return [imap_services]
 
 
 async def seed_demo(db: Database) -> None:
