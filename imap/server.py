@@ -118,7 +118,7 @@ class IMAPService:
                 await asyncio.wait_for(writer.wait_closed(), timeout=5)
 
 
-async def serve(session: Session, reader: asyncio.StreamReader, timeout: float) -> None:
+async def serve(session: Session, reader: asyncio.StreamReader, inactivity: float) -> None:
     """Run one session: read, feed, and during IDLE also wake on mailbox changes."""
     await session.greet()
     read: asyncio.Task[bytes] | None = None
@@ -131,7 +131,7 @@ async def serve(session: Session, reader: asyncio.StreamReader, timeout: float) 
             if wakeup is not None:
                 woke = asyncio.create_task(wakeup.wait())
                 waits.add(woke)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(waits, timeout=inactivity, return_when=asyncio.FIRST_COMPLETED)
             if wakeup is not None:
                 woke.cancel()
             if not done:
