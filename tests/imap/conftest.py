@@ -112,3 +112,49 @@ async def world(pool: asyncpg.Pool) -> AsyncIterator[World]:
 
 
 ClientFactory = Callable[..., Client]
+
+
+# --- a real listener on loopback ------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Listening:
+    world: World
+    service: object
+    imap_port: int
+    imaps_port: int
+    ca_file: str
+
+
+def tls_pair(tmp_path: object) -> tuple[object, str]:
+    """A server SSLContext and a CA file clients can trust (trustme)."""
+    import ssl
+    from pathlib import Path
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ca_path = Path(str(tmp_path)) / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    return ctx, str(ca_path)
+
+
+async def start_listening(world: World, db_dsn: str, tmp_path: object, **imap: object) -> Listening:
+    from config.settings import ListenerSettings
+    from imap.server import IMAPService
+
+    ctx, ca_file = tls_pair(tmp_path)
+    loop = ListenerSettings(enabled=True, address="127.0.0.1", port=0)
+    settings = make_settings(imap=loop, imaps=loop, **imap)
+    service = IMAPService(settings, world.pool, db_dsn, ctx)  # type: ignore[arg-type]
+    await service.start()
+    return Listening(world, service, service.ports["imap"], service.ports["imaps"], ca_file)
+
+
+@pytest.fixture
+async def listening(world: World, db_dsn: str, tmp_path: object) -> AsyncIterator[Listening]:
+    srv = await start_listening(world, db_dsn, tmp_path)
+    yield srv
+    await srv.service.stop(1)  # type: ignore[attr-defined]
