@@ -105,16 +105,15 @@ class IMAPService:
             await serve(session, reader, self.settings.imap.idle_timeout)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # stop(): the listener's own task, so ending quietly is ours to do
             with contextlib.suppress(Exception):
                 writer.write(encoder.bye("server shutting down"))
-            raise
         except Exception:
             log.exception("imap connection failed", extra={"peer": transport.peer_ip})
         finally:
             self._connections.discard(task)
-            await session.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await session.close()
                 await asyncio.wait_for(writer.wait_closed(), timeout=5)
 
 
