@@ -133,7 +133,7 @@ def tls_pair(tmp_path: object) -> tuple[object, str]:
     import trustme
 
     ca = trustme.CA()
-    cert = ca.issue_cert("localhost", "127.0.0.1")
+    cert = ca.issue_cert("localhost", "127.0.0.1", common_name="127.0.0.1")  # mbsync 1.4 checks the CN
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(ctx)
     ca_path = Path(str(tmp_path)) / "ca.pem"

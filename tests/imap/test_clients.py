@@ -164,3 +164,53 @@ async def test_neomutt_reads_a_message(listening: Listening, tmp_path: Path) -> 
     text = saved.read_text()
     assert "Subject: for neomutt" in text and "neomutt can read this" in text
     assert code == 0
+
+
+async def test_mbsync_syncs_1000_messages_and_local_changes_flow_back(listening: Listening,
+                                                                      tmp_path: Path) -> None:
+    need("mbsync")
+    world = listening.world
+    raws = [message(i, f"bulk {i}", body=f"message number {i}\r\n") for i in range(1, 1001)]
+    for start in range(0, 1000, 50):
+        await asyncio.gather(*(world.deliver(r) for r in raws[start : start + 50]))
+    maildir = tmp_path / "mail"
+    maildir.mkdir()
+    rc = tmp_path / "mbsyncrc"
+    rc.write_text(
+        f"IMAPAccount test\nHost 127.0.0.1\nPort {listening.imap_port}\nUser {USER}\nPass \"{PASSWORD}\"\n"
+        f"SSLType STARTTLS\nCertificateFile {listening.ca_file}\nAuthMechs PLAIN\n\n"
+        "IMAPStore remote\nAccount test\n\n"
+        f"MaildirStore local\nPath {maildir}/\nInbox {maildir}/INBOX\nSubFolders Verbatim\n\n"
+        "Channel sync\nFar :remote:\nNear :local:\nPatterns INBOX\nCreate Both\nExpunge Both\n"
+        "SyncState *\nSync All\n")
+
+    async def mbsync() -> str:
+        proc = await asyncio.create_subprocess_exec("mbsync", "-c", str(rc), "sync", stdout=subprocess.PIPE,
+                                                    stderr=subprocess.PIPE, env={"HOME": str(tmp_path)})
+        out, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, (out + err).decode()[-3000:]
+        return (out + err).decode()
+
+    await mbsync()
+    files = sorted((maildir / "INBOX" / "new").iterdir()) + sorted((maildir / "INBOX" / "cur").iterdir())
+    assert len(files) == 1000
+    by_subject = {}
+    for f in files:
+        for line in f.read_bytes().splitlines():
+            if line.startswith(b"Subject: "):
+                by_subject[line[9:].decode()] = f
+                break
+    assert "bulk 1" in by_subject and "bulk 1000" in by_subject
+    # locally: flag "bulk 7", delete "bulk 9"
+    flagged = by_subject["bulk 7"]
+    cur = maildir / "INBOX" / "cur"
+    base = flagged.name.split(":2,")[0]
+    flagged.rename(cur / f"{base}:2,F")
+    by_subject["bulk 9"].unlink()
+    await mbsync()
+    rows = await world.pool.fetch(
+        "SELECT m.subject, mm.flags FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        " JOIN mailboxes b ON b.id = mm.mailbox_id WHERE b.name = 'INBOX'")
+    state = {r["subject"]: list(r["flags"]) for r in rows}
+    assert "\\Flagged" in state["bulk 7"]
+    assert "bulk 9" not in state and len(state) == 999
