@@ -130,7 +130,15 @@ class _Walker:
             end = hard
         ent.body_end = self.body_end(ent.body_start, end) if end < limit else max(end, ent.body_start)
         if ent.message is not None:
+            # the CRLF before a delimiter is the delimiter's, even if the inner header claimed it
+            ent.message.body_start = min(ent.message.body_start, ent.body_end)
             ent.message.body_end = ent.body_end
+        if ent.is_multipart and not ent.children:
+            # no delimiter found (wrong or missing boundary): the body becomes one plain-text part,
+            # so the client can still read it (RFC 3501 §9 needs at least one part anyway)
+            empty = HeaderBlock((), ent.body_start)
+            ent.children.append(Entity(ent.body_start, ent.body_start, ent.body_end, empty, "text", "plain",
+                                       [("charset", "us-ascii")]))
         return ent, end
 
     def multipart(self, ent: Entity, boundary: bytes, limit: int, outer: tuple[bytes, ...], depth: int) -> int:
