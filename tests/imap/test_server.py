@@ -25,8 +25,8 @@ class Line:
         r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
         return cls(r, w)
 
-    async def line(self, timeout: float = 5) -> str:
-        return (await asyncio.wait_for(self.reader.readline(), timeout)).decode()
+    async def line(self, within: float = 5) -> str:
+        return (await asyncio.wait_for(self.reader.readline(), within)).decode()
 
     async def cmd(self, text: str) -> list[str]:
         tag = text.split()[0]
@@ -84,9 +84,9 @@ async def test_idle_sees_a_delivery_within_a_second(listening: Listening) -> Non
     c = await idling(listening.imap_port)
     start = time.monotonic()
     await listening.world.deliver(message(1))  # another connection, through storage.delivery
-    assert await c.line(timeout=1) == "* 1 EXISTS\r\n"
+    assert await c.line(within=1) == "* 1 EXISTS\r\n"
     assert time.monotonic() - start < 1
-    assert (await c.line(timeout=1)) == "* 1 RECENT\r\n"
+    assert (await c.line(within=1)) == "* 1 RECENT\r\n"
     c.writer.write(b"DONE\r\n")
     assert await c.line() == "i OK IDLE terminated\r\n"
     assert (await c.cmd("n NOOP"))[-1].startswith("n OK")
@@ -99,9 +99,9 @@ async def test_idle_sees_flag_changes_and_expunges_from_other_sessions(listening
     other = await listening.world.client()
     await other("s SELECT INBOX")
     await other("a STORE 2 +FLAGS.SILENT (\\Deleted)")
-    assert await c.line(timeout=1) == "* 2 FETCH (FLAGS (\\Deleted \\Recent))\r\n"
+    assert await c.line(within=1) == "* 2 FETCH (FLAGS (\\Deleted \\Recent))\r\n"
     await other("b EXPUNGE")
-    assert await c.line(timeout=1) == "* 2 EXPUNGE\r\n"
+    assert await c.line(within=1) == "* 2 EXPUNGE\r\n"
 
 
 DELIVER_SCRIPT = """
@@ -131,7 +131,7 @@ async def test_idle_sees_a_delivery_from_another_process(listening: Listening, d
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     done = time.monotonic()
-    assert await c.line(timeout=1) == "* 1 EXISTS\r\n"
+    assert await c.line(within=1) == "* 1 EXISTS\r\n"
     assert time.monotonic() - done < 1
 
 
@@ -158,8 +158,8 @@ async def test_inactivity_timeout_says_bye(world: World, db_dsn: str, tmp_path: 
     try:
         c = await Line.open(srv.imap_port)
         await c.line()
-        assert (await c.line(timeout=3)).startswith("* BYE")
-        assert await c.line(timeout=3) == ""
+        assert (await c.line(within=3)).startswith("* BYE")
+        assert await c.line(within=3) == ""
     finally:
         await srv.service.stop(1)  # type: ignore[attr-defined]
 
