@@ -134,3 +134,26 @@ async def test_many_messages_in_batches(world: World) -> None:
     await c("s SELECT INBOX")
     out = await c("a UID FETCH 1:* (UID FLAGS)")
     assert out.count(" FETCH (") == 300 and "* 300 FETCH (UID 300 " in out
+
+
+def test_header_sync_plan_reads_no_raw_bytes() -> None:
+    from imap import fetch
+    from imap.commands import FetchAtt, Section
+
+    fields = FetchAtt("BODY", Section((), "HEADER.FIELDS", ("From", "Subject")), peek=True)
+    plan = fetch.Plan([FetchAtt("UID"), FetchAtt("RFC822.SIZE"), FetchAtt("FLAGS"), fields])
+    assert not plan.needs_raw and plan.batch == fetch.BATCH_WITHOUT_BODIES
+    assert fetch.Plan([FetchAtt("BODY", Section(), peek=True)]).needs_raw
+    assert fetch.Plan([FetchAtt("ENVELOPE"), FetchAtt("BODYSTRUCTURE")]).columns == ["bodystructure", "envelope"]
+
+
+@pytest.mark.parametrize("block,names,exclude,expected", [
+    (b"A: 1\r\nB: 2\r\n continued\r\nC: 3\r\n\r\n", {"b"}, False, b"B: 2\r\n continued\r\n\r\n"),
+    (b"A: 1\r\nB: 2\r\n continued\r\nC: 3\r\n\r\n", {"b"}, True, b"A: 1\r\nC: 3\r\n\r\n"),
+    (b"a: 1\nA: 2\n\nbody", {"a"}, False, b"a: 1\nA: 2\n\r\n"),
+    (b"", {"a"}, False, b"\r\n"),
+])
+def test_header_fields(block: bytes, names: set[str], exclude: bool, expected: bytes) -> None:
+    from imap.fetch import header_fields
+
+    assert header_fields(block, frozenset(names), exclude) == expected
