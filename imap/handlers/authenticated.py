@@ -126,7 +126,7 @@ async def list_(session: Session, cmd: List) -> Reply:
             continue
         attrs = mailboxes.attributes(box, parents, show_subscribed)
         if cmd.name == "LSUB":
-            attrs = [a for a in attrs if a.startswith("\\Has") is False]
+            attrs = [a for a in attrs if not a.startswith("\\Has")]
         session.send(encoder.list_response(attrs, mailstore.DELIMITER, box.name, kind=cmd.name))
         if cmd.status_items:
             await _send_status(session, box, cmd.status_items)

@@ -153,3 +153,11 @@ async def test_append_too_big_is_refused_and_session_goes_on(world: World) -> No
     out = await c(b"a APPEND INBOX {500+}\r\n" + b"x" * 500)
     assert "a BAD [TOOBIG]" in out
     assert (await c("b NOOP")).startswith("b OK")
+
+
+async def test_append_to_the_selected_mailbox_announces_exists(world: World) -> None:
+    c = await world.client()
+    await c("s SELECT INBOX")
+    raw = message(1)
+    out = await c(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw)
+    assert out.startswith("* 1 EXISTS\r\n* 1 RECENT\r\na OK [APPENDUID ")
