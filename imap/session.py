@@ -44,6 +44,7 @@ BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE",
                      "MOVE", "SPECIAL-USE", "CHILDREN", "UNSELECT")
 MAX_BAD_BEFORE_AUTH = 5  # BAD replies (and failed logins) before an unauthenticated client is dropped
 PREAUTH_LITERAL = 8 * 1024  # literals before login: enough for a user name and password
+PREAUTH_COMMAND = 4 * PREAUTH_LITERAL  # a whole command with its literals, before login
 AUTHENTICATED_LITERAL = 1024 * 1024  # literals other than APPEND's once logged in
 # Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1); their UID forms may.
 _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
@@ -156,7 +157,7 @@ class Session:
 
     def _new_parser(self) -> CommandParser:
         return CommandParser(max_line=self.ctx.settings.imap.max_line_length, max_literal=PREAUTH_LITERAL,
-                             max_append_literal=PREAUTH_LITERAL)
+                             max_append_literal=PREAUTH_LITERAL, max_command=PREAUTH_COMMAND)
 
     # --- output
     def send(self, data: bytes | memoryview) -> None:
@@ -283,6 +284,8 @@ class Session:
         self.state = State.AUTHENTICATED
         self.parser.max_literal = AUTHENTICATED_LITERAL
         self.parser.max_append_literal = self.ctx.settings.smtp.max_message_size
+        # one message per APPEND (MULTIAPPEND is not offered), plus room for the rest of the command
+        self.parser.max_command = self.ctx.settings.smtp.max_message_size + AUTHENTICATED_LITERAL
         log.info("imap login", extra={"user": address, "peer": self.transport.peer_ip})
         return None
 

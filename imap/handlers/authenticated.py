@@ -113,6 +113,8 @@ async def list_(session: Session, cmd: List) -> Reply:
         # RFC 3501 §6.3.8: the hierarchy delimiter and root
         session.send(encoder.list_response(["\\Noselect"], mailstore.DELIMITER, ""))
         return replies.completed(cmd.name)
+    if any(i not in _STATUS_ITEMS for i in cmd.status_items):
+        raise Refusal(replies.BAD_ITEMS)
     boxes = await mailstore.list_mailboxes(session.ctx.pool, account_id(session))
     parents = mailboxes.child_index(boxes)
     patterns = [mailboxes.matcher(cmd.reference, p) for p in cmd.patterns]

@@ -161,3 +161,8 @@ async def test_append_to_the_selected_mailbox_announces_exists(world: World) -> 
     raw = message(1)
     out = await c(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw)
     assert out.startswith("* 1 EXISTS\r\n* 1 RECENT\r\na OK [APPENDUID ")
+
+
+async def test_list_return_status_with_unknown_item_is_bad(world: World) -> None:
+    c = await world.client()
+    assert (await c('a LIST "" "*" RETURN (STATUS (FROB))')).startswith("a BAD")
