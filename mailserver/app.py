@@ -70,9 +70,16 @@ async def queue_services(runtime: Runtime) -> list[Service]:
     return list(await build_services(runtime.db.pool, runtime.settings, runtime.resolver))
 
 
+async def imap_services(runtime: Runtime) -> list[Service]:
+    """IMAP with STARTTLS and (when a certificate is configured) implicit TLS, issue 6."""
+    from imap.server import IMAPService
+
+    return [IMAPService(runtime.settings, runtime.db.pool, runtime.db.dsn, runtime.tls)]
+
+
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return [smtp_in_services, queue_services]
+    return [smtp_in_services, queue_services, imap_services]
 
 
 async def seed_demo(db: Database) -> None:

@@ -1,0 +1,192 @@
+"""Commands of the AUTHENTICATED state (RFC 3501 §6.3), also valid when a mailbox is selected:
+SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS,
+APPEND, plus ENABLE (RFC 5161) and IDLE (RFC 2177)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from imap import encoder, mailboxes, replies
+from imap.commands import Append, Create, Enable, List, MailboxCommand, Rename, Select, Simple, Status
+from imap.dispatch import Needs, command
+from imap.encoder import Code
+from imap.replies import Refusal, Reply
+from imap.selected import SelectedMailbox
+from mailcore.mime.precompute import summarize
+from storage import mailstore
+from storage.mailstore import Mailbox
+
+if TYPE_CHECKING:
+    from imap.session import Session
+
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+SUMMARIZE_IN_THREAD_ABOVE = 256 * 1024  # bigger APPENDs are summarised off the event loop
+
+
+def account_id(session: Session) -> int:
+    assert session.account is not None
+    return session.account.id
+
+
+async def find(session: Session, name: str, missing: Reply = replies.NO_SUCH_MAILBOX) -> Mailbox:
+    box = await mailstore.get_mailbox(session.ctx.pool, account_id(session), mailboxes.normalize(name))
+    if box is None:
+        raise Refusal(missing)
+    return box
+
+
+@command("SELECT", "EXAMINE", needs=Needs.AUTHENTICATED)
+async def select(session: Session, cmd: Select) -> Reply:
+    session.deselect()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
+    box = await find(session, cmd.mailbox)
+    snap = await mailstore.snapshot(session.ctx.pool, box.id)
+    sel = SelectedMailbox(snap.mailbox, snap.uids, cmd.readonly)
+    if not cmd.readonly and snap.uids:
+        first = await mailstore.claim_recent(session.ctx.pool, box.id, snap.uids[-1] + 1)
+        sel.recent = {u for u in snap.uids if u >= first}
+    flags = [*SYSTEM_FLAGS, *snap.keywords]
+    session.send(encoder.flags(flags))
+    session.send(encoder.exists(sel.exists))
+    session.send(b"* %d RECENT\r\n" % len(sel.recent))
+    if snap.first_unseen_uid is not None:
+        seq = sel.seq_of(snap.first_unseen_uid)
+        if seq is not None:
+            session.send(encoder.ok("*", "first unseen", Code.unseen(seq)))
+    session.send(encoder.ok("*", "UIDs valid", Code.uidvalidity(snap.mailbox.uidvalidity)))
+    session.send(encoder.ok("*", "predicted next UID", Code.uidnext(snap.mailbox.uidnext)))
+    permanent = () if cmd.readonly else (*SYSTEM_FLAGS, "\\*")
+    session.send(encoder.ok("*", "flags permitted", Code.permanentflags(permanent)))
+    session.select(sel)
+    return replies.completed(cmd.name, encoder.READ_ONLY if cmd.readonly else encoder.READ_WRITE)
+
+
+def _creatable(name: str) -> str:
+    name = mailboxes.normalize(name)
+    if not mailboxes.valid(name):
+        raise Refusal(replies.BAD_NAME)
+    return name
+
+
+@command("CREATE", needs=Needs.AUTHENTICATED)
+async def create(session: Session, cmd: Create) -> Reply:
+    name = _creatable(cmd.mailbox)
+    if name == mailstore.INBOX:
+        raise Refusal(replies.MAILBOX_EXISTS)
+    use = cmd.special_use[0] if cmd.special_use else None
+    if use is not None and use not in ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent",
+                                       "\\Trash"):
+        raise Refusal(Reply("NO", "unknown special-use attribute", Code("USEATTR")))
+    await mailstore.create_mailbox(session.ctx.pool, account_id(session), name, use)
+    return replies.completed(cmd.name)
+
+
+@command("DELETE", needs=Needs.AUTHENTICATED)
+async def delete(session: Session, cmd: MailboxCommand) -> Reply:
+    name = mailboxes.normalize(cmd.mailbox)
+    if name == mailstore.INBOX:
+        raise Refusal(replies.CANNOT)
+    if session.selected is not None and session.selected.mailbox.name == name:
+        session.deselect()
+    await mailstore.delete_mailbox(session.ctx.pool, account_id(session), name)
+    return replies.completed(cmd.name)
+
+
+@command("RENAME", needs=Needs.AUTHENTICATED)
+async def rename(session: Session, cmd: Rename) -> Reply:
+    old = mailboxes.normalize(cmd.old)
+    new = _creatable(cmd.new)
+    await mailstore.rename_mailbox(session.ctx.pool, account_id(session), old, new)
+    return replies.completed(cmd.name)
+
+
+@command("SUBSCRIBE", "UNSUBSCRIBE", needs=Needs.AUTHENTICATED)
+async def subscribe(session: Session, cmd: MailboxCommand) -> Reply:
+    await mailstore.set_subscribed(session.ctx.pool, account_id(session), mailboxes.normalize(cmd.mailbox),
+                                   cmd.name == "SUBSCRIBE")
+    return replies.completed(cmd.name)
+
+
+@command("LIST", "LSUB", needs=Needs.AUTHENTICATED)
+async def list_(session: Session, cmd: List) -> Reply:
+    if cmd.name == "LIST" and len(cmd.patterns) == 1 and cmd.patterns[0] == "":
+        # RFC 3501 §6.3.8: the hierarchy delimiter and root
+        session.send(encoder.list_response(["\\Noselect"], mailstore.DELIMITER, ""))
+        return replies.completed(cmd.name)
+    if any(i not in _STATUS_ITEMS for i in cmd.status_items):
+        raise Refusal(replies.BAD_ITEMS)
+    boxes = await mailstore.list_mailboxes(session.ctx.pool, account_id(session))
+    parents = mailboxes.child_index(boxes)
+    patterns = [mailboxes.matcher(cmd.reference, p) for p in cmd.patterns]
+    only_subscribed = "SUBSCRIBED" in cmd.selection
+    only_special = "SPECIAL-USE" in cmd.selection
+    show_subscribed = cmd.extended and ("SUBSCRIBED" in cmd.returns or only_subscribed)
+    for box in boxes:
+        if not any(p.match(box.name) for p in patterns):
+            continue
+        if (only_subscribed and not box.subscribed) or (only_special and not box.special_use):
+            continue
+        attrs = mailboxes.attributes(box, parents, show_subscribed)
+        if cmd.name == "LSUB":
+            attrs = [a for a in attrs if not a.startswith("\\Has")]
+        session.send(encoder.list_response(attrs, mailstore.DELIMITER, box.name, kind=cmd.name))
+        if cmd.status_items:
+            await _send_status(session, box, cmd.status_items)
+    return replies.completed(cmd.name)
+
+
+@command("NAMESPACE", needs=Needs.AUTHENTICATED)
+async def namespace(session: Session, cmd: Simple) -> Reply:
+    # RFC 2342: one personal namespace, no others
+    session.send(b'* NAMESPACE (("" "/")) NIL NIL\r\n')
+    return replies.completed(cmd.name)
+
+
+_STATUS_ITEMS = ("MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "SIZE", "HIGHESTMODSEQ")
+
+
+async def _send_status(session: Session, box: Mailbox, items: tuple[str, ...]) -> None:
+    status = await mailstore.mailbox_status(session.ctx.pool, box.id)
+    values: list[encoder.Value] = []
+    for item in items:
+        values += [encoder.Atom(item), getattr(status, item.lower())]
+    session.send(encoder.untagged(encoder.Atom("STATUS"), encoder.Atom(encoder.mailbox(box.name)), values))
+
+
+@command("STATUS", needs=Needs.AUTHENTICATED)
+async def status(session: Session, cmd: Status) -> Reply:
+    if any(i not in _STATUS_ITEMS for i in cmd.items):
+        raise Refusal(replies.BAD_ITEMS)
+    box = await find(session, cmd.mailbox)
+    await _send_status(session, box, cmd.items)
+    return replies.completed(cmd.name)
+
+
+@command("APPEND", needs=Needs.AUTHENTICATED)
+async def append(session: Session, cmd: Append) -> Reply:
+    box = await find(session, cmd.mailbox, replies.TRY_CREATE)
+    uids: list[int] = []
+    validity = box.uidvalidity
+    for msg in cmd.messages:
+        if not msg.message:
+            raise Refusal(replies.EMPTY_MESSAGE)
+        if len(msg.message) > SUMMARIZE_IN_THREAD_ABOVE:
+            summary = await asyncio.to_thread(summarize, msg.message)
+        else:
+            summary = summarize(msg.message)
+        flags = [f for f in msg.flags if f != "\\Recent"]
+        validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags, msg.date)
+        uids.append(uid)
+    return replies.completed(cmd.name, Code.appenduid(validity, uids))
+
+
+@command("ENABLE", needs=Needs.AUTHENTICATED)
+async def enable(session: Session, cmd: Enable) -> Reply:
+    session.send(b"* ENABLED\r\n")  # RFC 5161: nothing we offer needs enabling yet
+    return replies.completed(cmd.name)
+
+
+@command("IDLE", needs=Needs.AUTHENTICATED)
+async def idle(session: Session, cmd: Simple) -> None:
+    session.begin_idle(cmd.tag)
+    await session.sync(allow_expunge=True)

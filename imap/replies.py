@@ -1,0 +1,77 @@
+"""Named tagged replies: every OK/NO/BAD the session can end a command with, in one place.
+
+Owns the text and response code of each completion (tests assert against these names) and the
+`Refusal` exception a handler raises to end its command with one of them.
+Must not: carry exception text or any other detail from inside the server to the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from imap import encoder
+from imap.encoder import Code
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A tagged completion: `tag kind [code] text`."""
+
+    kind: str  # OK, NO, BAD
+    text: str
+    code: Code | None = None
+
+    def encode(self, tag: str) -> bytes:
+        return encoder.status(tag, self.kind, self.text, self.code)
+
+    def with_code(self, code: Code) -> Reply:
+        return Reply(self.kind, self.text, code)
+
+
+class Refusal(Exception):
+    """Raised by a handler: the command ends with `reply` (NO or BAD)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.text)
+        self.reply = reply
+
+
+def completed(name: str, code: Code | None = None) -> Reply:
+    return Reply("OK", f"{name} completed", code)
+
+
+# not authenticated
+AUTH_FAILED = Reply("NO", "authentication failed", encoder.AUTHENTICATIONFAILED)
+PRIVACY_REQUIRED = Reply("NO", "use TLS (STARTTLS or port 993) before logging in", encoder.PRIVACYREQUIRED)
+TOO_MANY_CONNECTIONS = Reply("NO", "too many connections for this account from your address", encoder.LIMIT)
+MECHANISM_UNSUPPORTED = Reply("NO", "unsupported authentication mechanism", encoder.CANNOT)
+AUTH_CANCELLED = Reply("BAD", "authentication cancelled")
+AUTH_MALFORMED = Reply("BAD", "malformed authentication response")
+TLS_UNAVAILABLE = Reply("NO", "TLS is not available")
+TLS_ACTIVE = Reply("BAD", "TLS is already active")
+TLS_READY = Reply("OK", "begin TLS negotiation now")
+
+# state and syntax
+WRONG_STATE = Reply("BAD", "command not valid in this state")
+NOT_SUPPORTED = Reply("BAD", "command not supported")
+BAD_SEQUENCE = Reply("BAD", "invalid message sequence number")
+BAD_ITEMS = Reply("BAD", "unsupported data item")
+LOGOUT = Reply("OK", "LOGOUT completed")
+IDLE_DONE = Reply("OK", "IDLE terminated")
+IDLE_BAD = Reply("BAD", "expected DONE")
+
+# mailboxes
+NO_SUCH_MAILBOX = Reply("NO", "no such mailbox", encoder.NONEXISTENT)
+TRY_CREATE = Reply("NO", "no such mailbox", encoder.TRYCREATE)
+MAILBOX_EXISTS = Reply("NO", "mailbox already exists", encoder.ALREADYEXISTS)
+HAS_CHILDREN = Reply("NO", "mailbox has children; delete them first", encoder.INUSE)
+CANNOT = Reply("NO", "not allowed for this mailbox", encoder.CANNOT)
+BAD_NAME = Reply("NO", "invalid mailbox name", encoder.CANNOT)
+READ_ONLY = Reply("NO", "mailbox is read-only", encoder.READ_ONLY)
+OVER_QUOTA = Reply("NO", "over quota", encoder.OVERQUOTA)
+EMPTY_MESSAGE = Reply("NO", "empty message")
+COPY_NOTHING = Reply("NO", "no messages to copy")
+
+# the one reply for anything unexpected: the cause goes to the log, never to the client
+SERVER_BUG = Reply("NO", "internal server error", encoder.SERVERBUG)
+UNAVAILABLE = Reply("NO", "temporary failure, try again", encoder.UNAVAILABLE)

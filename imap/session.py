@@ -1,0 +1,376 @@
+"""One IMAP connection's state machine over the store: bytes in, responses out through a transport.
+
+Owns the session state (NOT AUTHENTICATED / AUTHENTICATED / SELECTED / LOGOUT), feeding the sans-IO
+parser and acting on its events (continuations, AUTHENTICATE exchanges, IDLE), the state check before
+every command (through `imap.dispatch`), the one place where errors become replies (a handler's
+`Refusal`, a store error, or anything unexpected: logged, and the client gets a generic NO), the
+untagged mailbox updates sent at the points RFC 3501 §7.4.1 allows, and the limits on bad input.
+Must not: touch sockets (the `Transport` does: `imap.server` for real, a fake in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import ssl
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+
+from config.settings import Settings
+from imap import encoder, replies
+from imap.commands import (
+    AuthResponse,
+    BadCommand,
+    Command,
+    ContinuationNeeded,
+    Event,
+    IdleDone,
+)
+from imap.dispatch import COMMANDS, State
+from imap.parser import CommandParser
+from imap.replies import Refusal, Reply
+from imap.selected import SelectedMailbox
+from storage import mailstore
+from storage.notify import MailboxNotifier, Subscription
+
+log = logging.getLogger(__name__)
+
+BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
+                     "MOVE", "SPECIAL-USE", "CHILDREN", "UNSELECT")
+MAX_BAD_BEFORE_AUTH = 5  # BAD replies (and failed logins) before an unauthenticated client is dropped
+PREAUTH_LITERAL = 8 * 1024  # literals before login: enough for a user name and password
+PREAUTH_COMMAND = 4 * PREAUTH_LITERAL  # a whole command with its literals, before login
+AUTHENTICATED_LITERAL = 1024 * 1024  # literals other than APPEND's once logged in
+# Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1); their UID forms may.
+_NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
+
+
+class Transport(Protocol):
+    """The connection as the session sees it."""
+
+    peer_ip: str
+    secure: bool
+
+    def write(self, data: bytes | memoryview) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    async def start_tls(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectionLimiter:
+    """Counts sessions per (account, client address); shared by every session of a server."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[tuple[int, str], int] = {}
+
+    def acquire(self, account_id: int, ip: str) -> Callable[[], None] | None:
+        """Take a slot; returns its release function, or None when the limit is reached."""
+        key = (account_id, ip)
+        if self._counts.get(key, 0) >= self.limit:
+            return None
+        self._counts[key] = self._counts.get(key, 0) + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._counts[key] -= 1
+                if not self._counts[key]:
+                    del self._counts[key]
+
+        return release
+
+
+@dataclass
+class ServerContext:
+    """What every session of one server shares."""
+
+    settings: Settings
+    pool: asyncpg.Pool
+    notifier: MailboxNotifier | None
+    tls: ssl.SSLContext | None
+    limiter: ConnectionLimiter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.limiter = ConnectionLimiter(self.settings.imap.max_connections_per_user)
+
+
+@dataclass
+class Account:
+    id: int
+    address: str
+
+
+class Session:
+    """Feed it the client's bytes with `feed`; it writes responses to the transport."""
+
+    def __init__(self, ctx: ServerContext, transport: Transport) -> None:
+        self.ctx = ctx
+        self.transport = transport
+        self.state = State.NOT_AUTHENTICATED
+        self.account: Account | None = None
+        self.selected: SelectedMailbox | None = None
+        self.subscription: Subscription | None = None
+        self.parser = self._new_parser()
+        self.bad_count = 0
+        self.closed = False
+        self.idle_tag: str | None = None
+        self.client_id: dict[str, str | None] | None = None
+        self._pending: deque[Event] = deque()
+        self._auth_tag: str | None = None
+        self._release_slot: Callable[[], None] | None = None
+
+    # --- capabilities and policy
+    @property
+    def tls_available(self) -> bool:
+        return self.ctx.tls is not None and not self.transport.secure
+
+    @property
+    def auth_allowed(self) -> bool:
+        """LOGIN/AUTHENTICATE only over TLS, or in plain text from loopback when configured (dev)."""
+        if self.transport.secure:
+            return True
+        if not self.ctx.settings.imap.allow_plaintext_auth:
+            return False
+        try:
+            return ipaddress.ip_address(self.transport.peer_ip).is_loopback
+        except ValueError:
+            return False
+
+    def capabilities(self) -> list[str]:
+        caps = list(BASE_CAPABILITIES)
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.tls_available:
+                caps.append("STARTTLS")
+            caps.append("AUTH=PLAIN" if self.auth_allowed else "LOGINDISABLED")
+        return caps
+
+    def _new_parser(self) -> CommandParser:
+        return CommandParser(max_line=self.ctx.settings.imap.max_line_length, max_literal=PREAUTH_LITERAL,
+                             max_append_literal=PREAUTH_LITERAL, max_command=PREAUTH_COMMAND)
+
+    # --- output
+    def send(self, data: bytes | memoryview) -> None:
+        self.transport.write(data)
+
+    async def greet(self) -> None:
+        self.send(encoder.ok("*", f"{self.ctx.settings.server.hostname} IMAP4rev1 ready",
+                             encoder.Code.capability(self.capabilities())))
+        await self.transport.drain()
+
+    # --- input
+    async def feed(self, data: bytes) -> None:
+        """Process received bytes: every complete command is answered before this returns."""
+        self._pending.extend(self.parser.feed(data))
+        await self._drain_events()
+
+    async def _drain_events(self) -> None:
+        while self._pending and not self.closed:
+            event = self._pending.popleft()
+            await self._event(event)
+            await self.transport.drain()
+
+    async def _event(self, event: Event) -> None:
+        if isinstance(event, ContinuationNeeded):
+            self.send(encoder.continuation("Ready for literal data"))
+        elif isinstance(event, BadCommand):
+            await self._bad(event.tag, Reply("BAD", event.text, encoder.Code(event.code) if event.code else None))
+        elif isinstance(event, AuthResponse):
+            await self._auth_response(event)
+        elif isinstance(event, IdleDone):
+            await self._idle_done(event)
+        else:
+            await self._command(event)
+
+    async def _bad(self, tag: str, reply: Reply) -> None:
+        self.send(reply.encode(tag))
+        if self.state is State.NOT_AUTHENTICATED:
+            self.bad_count += 1
+            if self.bad_count >= MAX_BAD_BEFORE_AUTH:
+                self.send(encoder.bye("too many invalid commands"))
+                await self.close()
+
+    async def _command(self, cmd: Command) -> None:
+        try:
+            await self._run(cmd)
+        finally:
+            # AUTHENTICATE and IDLE pause the parser; unless their exchange began, carry on parsing
+            if self.parser.paused and self.idle_tag is None and self._auth_tag is None and not self.closed:
+                self._pending.extend(self.parser.resume())
+
+    async def _run(self, cmd: Command) -> None:
+        entry = COMMANDS.get(cmd.name)
+        if entry is None:
+            await self._bad(cmd.tag, replies.NOT_SUPPORTED)
+            return
+        if not entry.needs.allowed(self.state):
+            await self._bad(cmd.tag, replies.WRONG_STATE)
+            return
+        try:
+            reply = await entry.handler(self, cmd)
+        except Refusal as refusal:
+            reply = refusal.reply
+        except mailstore.MailStoreError as exc:
+            reply = _store_reply(exc)
+        except (asyncpg.PostgresConnectionError, OSError, TimeoutError) as exc:
+            if isinstance(exc, ConnectionError):
+                raise  # the client went away
+            log.warning("store unavailable", extra={"command": cmd.name, "error": str(exc)})
+            reply = replies.UNAVAILABLE
+        except Exception:
+            log.exception("command failed", extra={"command": cmd.name})
+            reply = replies.SERVER_BUG
+        if reply is None or self.closed or self.idle_tag is not None or self._auth_tag is not None:
+            return  # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
+        if self.state is State.SELECTED:
+            await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
+        if reply.kind == "BAD":
+            await self._bad(cmd.tag, reply)
+        else:
+            self.send(reply.encode(cmd.tag))
+
+    # --- mailbox updates
+    async def sync(self, allow_expunge: bool = True) -> None:
+        """Tell the client what changed in its selected mailbox since it was last told."""
+        sel = self.selected
+        if sel is None:
+            return
+        changes = await mailstore.changes_since(self.ctx.pool, sel.mailbox.id, sel.modseq)
+        if changes is None:
+            return  # the mailbox was deleted under us; commands on it will fail
+        out, new = sel.apply(changes, allow_expunge)
+        for line in out:
+            self.send(line)
+        if new:
+            recent_from = None
+            if not sel.readonly:
+                recent_from = await mailstore.claim_recent(self.ctx.pool, sel.mailbox.id, new[-1] + 1)
+            for line in sel.add_new(new, recent_from):
+                self.send(line)
+
+    def select(self, sel: SelectedMailbox) -> None:
+        self.deselect()
+        self.selected = sel
+        self.state = State.SELECTED
+        if self.ctx.notifier is not None:
+            self.subscription = self.ctx.notifier.subscribe(sel.mailbox.id)
+
+    def deselect(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+            self.subscription = None
+        self.selected = None
+        if self.state is State.SELECTED:
+            self.state = State.AUTHENTICATED
+
+    # --- authentication
+    def login_succeeded(self, account_id: int, address: str) -> Reply | None:
+        """Enter AUTHENTICATED; returns a refusal if the connection limit is reached."""
+        release = self.ctx.limiter.acquire(account_id, self.transport.peer_ip)
+        if release is None:
+            return replies.TOO_MANY_CONNECTIONS
+        self._release_slot = release
+        self.account = Account(account_id, address)
+        self.state = State.AUTHENTICATED
+        self.parser.max_literal = AUTHENTICATED_LITERAL
+        self.parser.max_append_literal = self.ctx.settings.smtp.max_message_size
+        # one message per APPEND (MULTIAPPEND is not offered), plus room for the rest of the command
+        self.parser.max_command = self.ctx.settings.smtp.max_message_size + AUTHENTICATED_LITERAL
+        log.info("imap login", extra={"user": address, "peer": self.transport.peer_ip})
+        return None
+
+    async def login_failed(self) -> None:
+        await asyncio.sleep(self.ctx.settings.imap.auth_failure_delay)
+        self.bad_count += 1
+
+    def begin_auth_exchange(self, tag: str) -> None:
+        self._auth_tag = tag
+        self.send(encoder.continuation(""))
+        self._pending.extend(self.parser.enter_auth())
+
+    async def _auth_response(self, event: AuthResponse) -> None:
+        from imap.handlers.not_authenticated import finish_plain  # the handler owns SASL
+
+        tag = self._auth_tag or "*"
+        self._auth_tag = None
+        try:
+            reply = await finish_plain(self, event)
+        except Exception:
+            log.exception("authentication failed unexpectedly")
+            reply = replies.SERVER_BUG
+        self.send(reply.encode(tag))
+        self._pending.extend(self.parser.resume())
+        if reply.kind != "OK" and self.bad_count >= MAX_BAD_BEFORE_AUTH:
+            self.send(encoder.bye("too many failed attempts"))
+            await self.close()
+
+    # --- IDLE (RFC 2177)
+    def begin_idle(self, tag: str) -> None:
+        self.idle_tag = tag
+        self.send(encoder.continuation("idling"))
+        self._pending.extend(self.parser.enter_idle())
+
+    @property
+    def idle_wakeup(self) -> asyncio.Event | None:
+        """While idling on a mailbox: set when it may have changed (the server waits on it)."""
+        if self.idle_tag is None or self.subscription is None:
+            return None
+        return self.subscription.event
+
+    async def idle_changed(self) -> None:
+        """The mailbox may have changed during IDLE: send what did."""
+        if self.subscription is not None:
+            self.subscription.event.clear()
+        await self.sync(allow_expunge=True)
+        await self.transport.drain()
+
+    async def _idle_done(self, event: IdleDone) -> None:
+        tag, self.idle_tag = self.idle_tag or "*", None
+        if self.state is State.SELECTED:
+            await self.sync(allow_expunge=True)
+        self.send((replies.IDLE_DONE if event.valid else replies.IDLE_BAD).encode(tag))
+
+    # --- end
+    async def logout(self) -> None:
+        self.send(encoder.bye("logging out"))
+
+    async def close(self) -> None:
+        """End the session: release what it holds; the transport closes the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        self.state = State.LOGOUT
+        self.deselect()
+        if self._release_slot is not None:
+            self._release_slot()
+            self._release_slot = None
+        try:
+            await self.transport.drain()
+        except (ConnectionError, OSError):
+            pass
+        self.transport.close()
+
+
+def _store_reply(exc: mailstore.MailStoreError) -> Reply:
+    if isinstance(exc, mailstore.MailboxNotFound):
+        return replies.NO_SUCH_MAILBOX
+    if isinstance(exc, mailstore.MailboxExists):
+        return replies.MAILBOX_EXISTS
+    if isinstance(exc, mailstore.MailboxHasChildren):
+        return replies.HAS_CHILDREN
+    if isinstance(exc, mailstore.OverQuota):
+        return replies.OVER_QUOTA
+    return replies.CANNOT
+
+
+from imap import handlers  # noqa: E402,F401  (registers the command handlers)

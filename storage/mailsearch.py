@@ -1,0 +1,162 @@
+"""Search criteria over a mailbox's entries, compiled to a parameterised SQL condition.
+
+Owns: a small protocol-neutral criteria tree (the IMAP layer translates SEARCH keys into it, having
+already turned sequence numbers into UIDs) and its translation into SQL over `mailbox_messages mm`
+joined with `messages m`. Every value the client gave travels as a bind parameter; the SQL text is
+assembled only from the fixed fragments below. Substring matches are case-insensitive for ASCII and
+byte-exact otherwise: header and body bytes are compared in PostgreSQL's `escape` encoding (NUL and
+8-bit bytes as `\\ooo`), so any message, even one with NUL bytes, can be searched without decoding.
+Must not: know IMAP syntax or sequence numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HasFlag:
+    flag: str
+
+
+@dataclass(frozen=True)
+class UidIn:
+    ranges: tuple[tuple[int, int], ...]  # inclusive (low, high)
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`what` is one of size, internal_day, sent_day, modseq, age_seconds; `op` one of < = >= >."""
+
+    what: str
+    op: str
+    value: int | date
+
+
+@dataclass(frozen=True)
+class Contains:
+    """`where` is subject, from, to, cc, bcc, body, text, or header (then `field` names it)."""
+
+    where: str
+    text: str
+    field: str = ""
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Criteria, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Criteria, ...]
+
+
+@dataclass(frozen=True)
+class Negate:
+    item: Criteria
+
+
+Criteria = HasFlag | UidIn | Compare | Contains | AllOf | AnyOf | Negate
+
+_COMPARE_SQL = {
+    "size": "(m.size + length(mm.header_prefix))",
+    "internal_day": "(mm.internal_date AT TIME ZONE 'UTC')::date",
+    "sent_day": "(COALESCE(m.sent_date, mm.internal_date) AT TIME ZONE 'UTC')::date",
+    "modseq": "mm.modseq",
+    "age_seconds": "extract(epoch FROM now() - mm.internal_date)",
+}
+_OPS = frozenset({"<", "=", ">=", ">", "<="})
+_HEADER_TEXT = "encode(mm.header_prefix || m.header, 'escape')"
+_BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
+_ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"
+_DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_addrs", "cc": "m.cc_addrs"}
+
+
+def pg_escape(data: bytes) -> str:
+    """What PostgreSQL's `encode(data, 'escape')` returns, so a needle matches escaped haystacks."""
+    out = []
+    for b in data:
+        if b == 0x5C:
+            out.append("\\\\")
+        elif b == 0 or b >= 0x80:
+            out.append(f"\\{b:03o}")
+        else:
+            out.append(chr(b))
+    return "".join(out)
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` with LIKE's wildcards and escape character taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _regex_literal(text: str) -> str:
+    # PostgreSQL ARE: a backslash before a non-alphanumeric character makes it literal.
+    return "".join(c if c.isalnum() else "\\" + c for c in text)
+
+
+def header_regex(field: str, needle: str) -> str:
+    """A case-insensitive regex finding `needle` in the (possibly folded) field `field`."""
+    value = _regex_literal(pg_escape(needle.encode("utf-8")))
+    return f"(^|\n){_regex_literal(field)}[ \t]*:([^\n]|\n[ \t])*{value}"
+
+
+class _Compiler:
+    def __init__(self, first_param: int) -> None:
+        self.args: list[Any] = []
+        self.first = first_param
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${self.first + len(self.args) - 1}"
+
+    def compile(self, c: Criteria) -> str:
+        match c:
+            case HasFlag(flag):
+                return f"({self.param(flag)} = ANY(mm.flags))"
+            case UidIn(ranges):
+                if not ranges:
+                    return "false"
+                lo = self.param([r[0] for r in ranges])
+                hi = self.param([r[1] for r in ranges])
+                return (f"EXISTS (SELECT 1 FROM unnest({lo}::bigint[], {hi}::bigint[]) AS r(lo, hi)"
+                        " WHERE mm.uid BETWEEN r.lo AND r.hi)")
+            case Compare(what, op, value):
+                if op not in _OPS or what not in _COMPARE_SQL:
+                    raise ValueError(f"bad comparison {what} {op}")
+                cast = "::date" if isinstance(value, date) else "::bigint"
+                return f"({_COMPARE_SQL[what]} {op} {self.param(value)}{cast})"
+            case Contains(where, text, field):
+                return self._contains(where, text, field)
+            case AllOf(items):
+                return "(" + " AND ".join(self.compile(i) for i in items) + ")" if items else "true"
+            case AnyOf(items):
+                return "(" + " OR ".join(self.compile(i) for i in items) + ")" if items else "false"
+            case Negate(item):
+                return f"(NOT {self.compile(item)})"
+        raise TypeError(f"not a criterion: {c!r}")
+
+    def _contains(self, where: str, text: str, field: str) -> str:
+        escaped_like = like_pattern(pg_escape(text.encode("utf-8")))
+        if where == "body":
+            return f"({_BODY_TEXT} ILIKE {self.param(escaped_like)})"
+        if where == "text":
+            return f"({_ALL_TEXT} ILIKE {self.param(escaped_like)})"
+        name = field if where == "header" else where
+        if not name or any(ch in name for ch in ":\r\n\0 \t"):
+            return "false"
+        cond = f"({_HEADER_TEXT} ~* {self.param(header_regex(name, text))})"
+        column = _DECODED_COLUMN.get(where)
+        if column is not None:  # decoded values find encoded-word subjects and names too
+            cond = f"({cond} OR COALESCE({column}, '') ILIKE {self.param(like_pattern(text))})"
+        return cond
+
+
+def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, list[Any]]:
+    """(SQL condition, bind values) with placeholders numbered from `first_param`."""
+    comp = _Compiler(first_param)
+    sql = comp.compile(criteria)
+    return sql, comp.args

@@ -1,0 +1,465 @@
+"""The mail store as IMAP sees it: mailboxes, their messages, flags, expunges, copies and appends.
+
+Owns every SQL statement the IMAP server runs (search criteria are compiled in `storage.mailsearch`).
+Each write is one transaction that first locks the mailbox row and takes the next modseq from it, so
+modseqs commit in order per mailbox and `changes_since` can hand a session a consistent view of what
+happened (RFC 7162's bookkeeping kept now, before CONDSTORE is offered). Every write also sends
+`NOTIFY mailbox_changes` so sessions in any process wake up.
+Must not: know IMAP syntax, sequence numbers or sessions; build SQL from names or search strings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from storage.accounts import delete_unreferenced
+from storage.delivery import MAILBOX_CHANNEL, insert_message
+
+INBOX = "INBOX"
+DELIMITER = "/"
+SEEN = "\\Seen"
+DELETED = "\\Deleted"
+
+Conn = asyncpg.Connection | asyncpg.Pool
+
+
+class MailStoreError(Exception):
+    """A refused mailbox operation; subclasses name the reason, the protocol picks the reply."""
+
+
+class MailboxNotFound(MailStoreError):
+    pass
+
+
+class MailboxExists(MailStoreError):
+    pass
+
+
+class MailboxHasChildren(MailStoreError):
+    pass
+
+
+class CannotModify(MailStoreError):
+    """INBOX cannot be deleted, or renamed to / into itself."""
+
+
+class OverQuota(MailStoreError):
+    pass
+
+
+class _NothingToDo(Exception):
+    """Rolls back a transaction that turned out to change nothing (no modseq is spent)."""
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    id: int
+    name: str
+    special_use: str | None
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    subscribed: bool
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    messages: int
+    unseen: int
+    recent: int
+    uidnext: int
+    uidvalidity: int
+    highestmodseq: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What SELECT needs: the mailbox, its UIDs in order, and the first unseen UID."""
+
+    mailbox: Mailbox
+    uids: list[int]
+    first_unseen_uid: int | None
+    keywords: list[str]
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed in a mailbox after a modseq, as one consistent view (up to `highestmodseq`)."""
+
+    highestmodseq: int
+    updated: list[tuple[int, list[str], int]] = field(default_factory=list)  # (uid, flags, modseq)
+    expunged: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    uidvalidity: int
+    source_uids: list[int]
+    dest_uids: list[int]
+
+
+_MAILBOX_COLS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
+
+
+def _mailbox(row: asyncpg.Record) -> Mailbox:
+    return Mailbox(**{k: row[k] for k in Mailbox.__dataclass_fields__})
+
+
+def parents_of(name: str) -> list[str]:
+    """"a/b/c" -> ["a", "a/b"]."""
+    parts = name.split(DELIMITER)
+    return [DELIMITER.join(parts[:i]) for i in range(1, len(parts))]
+
+
+async def _notify(conn: asyncpg.Connection, mailbox_id: int) -> None:
+    await conn.execute("SELECT pg_notify($1, $2)", MAILBOX_CHANNEL, str(mailbox_id))
+
+
+async def _lock(conn: asyncpg.Connection, mailbox_id: int) -> asyncpg.Record:
+    """Lock the mailbox row and take the next modseq (committed in order with the lock)."""
+    row = await conn.fetchrow(
+        "UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1"
+        " RETURNING account_id, highestmodseq, uidvalidity, uidnext", mailbox_id)
+    if row is None:
+        raise MailboxNotFound(str(mailbox_id))
+    return row
+
+
+# --- mailboxes -------------------------------------------------------------------------------------------
+
+async def list_mailboxes(conn: Conn, account_id: int) -> list[Mailbox]:
+    """Every mailbox of the account, by name."""
+    rows = await conn.fetch(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = $1 ORDER BY name",
+                            account_id)
+    return [_mailbox(r) for r in rows]
+
+
+async def get_mailbox(conn: Conn, account_id: int, name: str) -> Mailbox | None:
+    row = await conn.fetchrow(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = $1 AND name = $2",
+                              account_id, name)
+    return _mailbox(row) if row else None
+
+
+async def create_mailbox(pool: asyncpg.Pool, account_id: int, name: str, special_use: str | None = None) -> int:
+    """Create `name` and any missing parents (RFC 3501 §6.3.3); refuse an existing name."""
+    async with pool.acquire() as conn, conn.transaction():
+        for parent in parents_of(name):
+            await conn.execute(
+                "INSERT INTO mailboxes (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                account_id, parent)
+        mailbox_id = await conn.fetchval(
+            "INSERT INTO mailboxes (account_id, name, special_use) VALUES ($1, $2, $3)"
+            " ON CONFLICT DO NOTHING RETURNING id", account_id, name, special_use)
+        if mailbox_id is None:
+            raise MailboxExists(name)
+        return mailbox_id
+
+
+async def delete_mailbox(pool: asyncpg.Pool, account_id: int, name: str) -> None:
+    """Delete a mailbox and its messages. INBOX and mailboxes with children are refused."""
+    if name == INBOX:
+        raise CannotModify(name)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow("SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2 FOR UPDATE",
+                                  account_id, name)
+        if row is None:
+            raise MailboxNotFound(name)
+        if await conn.fetchval("SELECT 1 FROM mailboxes WHERE account_id = $1 AND left(name, length($2) + 1)"
+                               " = $2 || '/'", account_id, name):
+            raise MailboxHasChildren(name)
+        entries = await conn.fetch(
+            "SELECT mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+            " WHERE mm.mailbox_id = $1", row["id"])
+        await conn.execute("DELETE FROM mailboxes WHERE id = $1", row["id"])
+        await _release(conn, account_id, [e["message_id"] for e in entries], sum(e["size"] for e in entries))
+        await _notify(conn, row["id"])
+
+
+async def _release(conn: asyncpg.Connection, account_id: int, message_ids: list[int], size: int) -> None:
+    if size:
+        await conn.execute("UPDATE accounts SET used_bytes = GREATEST(0, used_bytes - $2) WHERE id = $1",
+                           account_id, size)
+    await delete_unreferenced(conn, sorted(set(message_ids)))
+
+
+async def rename_mailbox(pool: asyncpg.Pool, account_id: int, old: str, new: str) -> None:
+    """Rename a mailbox with its children. Renaming INBOX moves its messages to a new mailbox and
+    leaves INBOX empty; INBOX's children stay (RFC 3501 §6.3.5)."""
+    if new == INBOX or new == old or new.startswith(old + DELIMITER):
+        raise CannotModify(new)
+    async with pool.acquire() as conn, conn.transaction():
+        src = await conn.fetchrow("SELECT id FROM mailboxes WHERE account_id = $1 AND name = $2 FOR UPDATE",
+                                  account_id, old)
+        if src is None:
+            raise MailboxNotFound(old)
+        if await conn.fetchval("SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2", account_id, new):
+            raise MailboxExists(new)
+        for parent in parents_of(new):
+            await conn.execute(
+                "INSERT INTO mailboxes (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                account_id, parent)
+        if old == INBOX:
+            dest = await conn.fetchval("INSERT INTO mailboxes (account_id, name) VALUES ($1, $2) RETURNING id",
+                                       account_id, new)
+            uids = [r["uid"] for r in await conn.fetch(
+                "SELECT uid FROM mailbox_messages WHERE mailbox_id = $1 ORDER BY uid", src["id"])]
+            if uids:
+                await _copy_in(conn, src["id"], dest, uids, move=True)
+            return
+        await conn.execute(
+            "UPDATE mailboxes SET name = $3 || substr(name, length($2) + 1)"
+            " WHERE account_id = $1 AND (name = $2 OR left(name, length($2) + 1) = $2 || '/')",
+            account_id, old, new)
+
+
+async def set_subscribed(conn: Conn, account_id: int, name: str, subscribed: bool) -> None:
+    status = await conn.execute("UPDATE mailboxes SET subscribed = $3 WHERE account_id = $1 AND name = $2",
+                                account_id, name, subscribed)
+    if status == "UPDATE 0":
+        raise MailboxNotFound(name)
+
+
+async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
+    row = await conn.fetchrow(
+        "SELECT b.uidnext, b.uidvalidity, b.highestmodseq, count(mm.uid) AS messages,"
+        " count(mm.uid) FILTER (WHERE NOT ($2 = ANY(mm.flags))) AS unseen,"
+        " count(mm.uid) FILTER (WHERE mm.uid >= b.recent_uid) AS recent,"
+        " COALESCE(sum(m.size + length(mm.header_prefix)), 0) AS size"
+        " FROM mailboxes b LEFT JOIN mailbox_messages mm ON mm.mailbox_id = b.id"
+        " LEFT JOIN messages m ON m.id = mm.message_id"
+        " WHERE b.id = $1 GROUP BY b.id", mailbox_id, SEEN)
+    if row is None:
+        raise MailboxNotFound(str(mailbox_id))
+    return MailboxStatus(**dict(row))
+
+
+# --- a selected mailbox ----------------------------------------------------------------------------------
+
+async def snapshot(pool: asyncpg.Pool, mailbox_id: int) -> Snapshot:
+    """The mailbox and its UIDs, read in one consistent view."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        row = await conn.fetchrow(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1", mailbox_id)
+        if row is None:
+            raise MailboxNotFound(str(mailbox_id))
+        agg = await conn.fetchrow(
+            "SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids,"
+            " min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen"
+            " FROM mailbox_messages WHERE mailbox_id = $1", mailbox_id, SEEN)
+        keywords = await conn.fetch(
+            "SELECT DISTINCT f FROM mailbox_messages, unnest(flags) f WHERE mailbox_id = $1"
+            " AND left(f, 1) <> '\\' ORDER BY f LIMIT 100", mailbox_id)
+    return Snapshot(_mailbox(row), list(agg["uids"]), agg["first_unseen"], [r["f"] for r in keywords])
+
+
+async def claim_recent(conn: Conn, mailbox_id: int, upto_uid: int) -> int:
+    """Claim \\Recent for UIDs below `upto_uid` not yet claimed; return the first claimed UID."""
+    return await conn.fetchval(
+        "UPDATE mailboxes b SET recent_uid = GREATEST(old.recent_uid, $2)"
+        " FROM (SELECT recent_uid FROM mailboxes WHERE id = $1 FOR UPDATE) old"
+        " WHERE b.id = $1 RETURNING old.recent_uid", mailbox_id, upto_uid) or upto_uid
+
+
+async def changes_since(pool: asyncpg.Pool, mailbox_id: int, modseq: int) -> Changes | None:
+    """Entries changed or added, and UIDs expunged, after `modseq`; None if the mailbox is gone."""
+    async with pool.acquire() as conn:
+        highest = await conn.fetchval("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
+        if highest is None:
+            return None
+        if highest <= modseq:
+            return Changes(highest)
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            highest = await conn.fetchval("SELECT highestmodseq FROM mailboxes WHERE id = $1", mailbox_id)
+            rows = await conn.fetch(
+                "SELECT uid, flags, modseq FROM mailbox_messages WHERE mailbox_id = $1 AND modseq > $2"
+                " ORDER BY uid", mailbox_id, modseq)
+            gone = await conn.fetch("SELECT uid FROM expunged WHERE mailbox_id = $1 AND modseq > $2 ORDER BY uid",
+                                    mailbox_id, modseq)
+    return Changes(highest, [(r["uid"], list(r["flags"]), r["modseq"]) for r in rows], [r["uid"] for r in gone])
+
+
+# What FETCH may ask for, by name: fixed column expressions, never built from client input.
+FETCH_COLUMNS: dict[str, str] = {
+    "internal_date": "mm.internal_date",
+    "modseq": "mm.modseq",
+    "size": "m.size",
+    "prefix": "mm.header_prefix",
+    "header": "m.header",
+    "body_offset": "m.body_offset",
+    "envelope": "m.envelope",
+    "bodystructure": "m.bodystructure",
+    "body": "m.body",
+    "parts": "m.parts",
+}
+
+
+async def fetch_entries(conn: Conn, mailbox_id: int, uids: Sequence[int], columns: Sequence[str],
+                        raw_below: int | None = None) -> list[dict[str, Any]]:
+    """Rows for `uids` (ascending) with uid, flags, message_id and the named `FETCH_COLUMNS`;
+    with `raw_below`, also `raw` for messages smaller than that (larger ones: `read_raw`)."""
+    cols = ["mm.uid", "mm.flags", "mm.message_id"] + [f"{FETCH_COLUMNS[c]} AS {c}" for c in columns]
+    args: list[Any] = [mailbox_id, list(uids)]
+    if raw_below is not None:
+        cols.append("CASE WHEN m.size < $3 THEN m.raw END AS raw")
+        args.append(raw_below)
+    rows = await conn.fetch(
+        f"SELECT {', '.join(cols)} FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid", *args)
+    out = []
+    for r in rows:
+        d = dict(r)
+        if "parts" in d and isinstance(d["parts"], str):
+            d["parts"] = json.loads(d["parts"])
+        out.append(d)
+    return out
+
+
+async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> bytes:
+    """`length` bytes of a stored message from `offset` (for streaming large bodies in chunks)."""
+    return await conn.fetchval("SELECT substring(raw FROM $2 FOR $3) FROM messages WHERE id = $1",
+                               message_id, offset + 1, length) or b""
+
+
+async def store_flags(pool: asyncpg.Pool, mailbox_id: int, uids: Sequence[int], mode: str,
+                      flags: Sequence[str]) -> tuple[int | None, list[tuple[int, list[str]]]]:
+    """Set (`set`), add (`add`) or remove (`remove`) flags on `uids`. Returns the modseq given to the
+    changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`."""
+    flag_list = sorted(set(flags))
+    change = {
+        "set": "ARRAY(SELECT DISTINCT f FROM unnest($3::text[]) f ORDER BY f)",
+        "add": "ARRAY(SELECT DISTINCT f FROM unnest(flags || $3::text[]) f ORDER BY f)",
+        "remove": "ARRAY(SELECT f FROM unnest(flags) f WHERE NOT f = ANY($3::text[]) ORDER BY f)",
+    }[mode]
+    needs = {
+        "set": "NOT (flags @> $3::text[] AND $3::text[] @> flags)",
+        "add": "NOT (flags @> $3::text[])",
+        "remove": "flags && $3::text[]",
+    }[mode]
+    modseq = None
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                lock = await _lock(conn, mailbox_id)
+                status = await conn.execute(
+                    f"UPDATE mailbox_messages SET flags = {change}, modseq = $4"
+                    f" WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) AND {needs}",
+                    mailbox_id, list(uids), flag_list, lock["highestmodseq"])
+                if status == "UPDATE 0":
+                    raise _NothingToDo
+                modseq = lock["highestmodseq"]
+                await _notify(conn, mailbox_id)
+        except _NothingToDo:
+            pass
+        rows = await conn.fetch("SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = $1"
+                                " AND uid = ANY($2::bigint[]) ORDER BY uid", mailbox_id, list(uids))
+    return modseq, [(r["uid"], list(r["flags"])) for r in rows]
+
+
+async def expunge(pool: asyncpg.Pool, mailbox_id: int, uids: Sequence[int] | None = None) -> list[int]:
+    """Remove the \\Deleted entries (only those in `uids` if given); return the expunged UIDs."""
+    async with pool.acquire() as conn:
+        try:
+            async with conn.transaction():
+                lock = await _lock(conn, mailbox_id)
+                rows = await conn.fetch(
+                    "DELETE FROM mailbox_messages mm USING messages m WHERE m.id = mm.message_id"
+                    " AND mm.mailbox_id = $1 AND $2 = ANY(mm.flags)"
+                    " AND ($3::bigint[] IS NULL OR mm.uid = ANY($3::bigint[]))"
+                    " RETURNING mm.uid, mm.message_id, m.size",
+                    mailbox_id, DELETED, None if uids is None else list(uids))
+                if not rows:
+                    raise _NothingToDo
+                await _log_expunged(conn, mailbox_id, [r["uid"] for r in rows], lock["highestmodseq"])
+                await _release(conn, lock["account_id"], [r["message_id"] for r in rows],
+                               sum(r["size"] for r in rows))
+                await _notify(conn, mailbox_id)
+        except _NothingToDo:
+            return []
+    return sorted(r["uid"] for r in rows)
+
+
+async def _log_expunged(conn: asyncpg.Connection, mailbox_id: int, uids: list[int], modseq: int) -> None:
+    await conn.execute(
+        "INSERT INTO expunged (mailbox_id, uid, modseq) SELECT $1, u, $3 FROM unnest($2::bigint[]) u"
+        " ON CONFLICT (mailbox_id, uid) DO UPDATE SET modseq = EXCLUDED.modseq", mailbox_id, uids, modseq)
+
+
+async def copy(pool: asyncpg.Pool, source_id: int, uids: Sequence[int], dest_id: int,
+               move: bool = False) -> CopyResult:
+    """Copy (or move) entries to another mailbox of the same account in one transaction.
+    Flags and internal dates are kept; UIDs are new in the destination (COPYUID, RFC 4315)."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await _copy_in(conn, source_id, dest_id, list(uids), move)
+
+
+async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids: list[int],
+                   move: bool) -> CopyResult:
+    # Both mailbox rows locked in id order, as delivery does: no deadlock between COPY a->b and b->a.
+    await conn.execute("SELECT 1 FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+                       [source_id, dest_id])
+    rows = await conn.fetch(
+        "SELECT mm.uid, mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid", source_id, uids)
+    dest = await _lock(conn, dest_id)
+    if not rows:
+        return CopyResult(dest["uidvalidity"], [], [])
+    size = sum(r["size"] for r in rows)
+    if not move:
+        await _charge(conn, dest["account_id"], size)
+    first = await conn.fetchval("UPDATE mailboxes SET uidnext = uidnext + $2 WHERE id = $1 RETURNING uidnext - $2",
+                                dest_id, len(rows))
+    src_uids = [r["uid"] for r in rows]
+    await conn.execute(
+        "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, internal_date, modseq)"
+        " SELECT $1, $2 + u.ord - 1, mm.message_id, mm.flags, mm.header_prefix, mm.internal_date, $3"
+        " FROM unnest($5::bigint[]) WITH ORDINALITY AS u(uid, ord)"
+        " JOIN mailbox_messages mm ON mm.mailbox_id = $4 AND mm.uid = u.uid",
+        dest_id, first, dest["highestmodseq"], source_id, src_uids)
+    await _notify(conn, dest_id)
+    if move:
+        src = await _lock(conn, source_id)
+        await conn.execute("DELETE FROM mailbox_messages WHERE mailbox_id = $1 AND uid = ANY($2::bigint[])",
+                           source_id, src_uids)
+        await _log_expunged(conn, source_id, src_uids, src["highestmodseq"])
+        await _notify(conn, source_id)
+    return CopyResult(dest["uidvalidity"], src_uids, list(range(first, first + len(rows))))
+
+
+async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
+    """Count `size` more bytes against the account's quota, refusing to go over it."""
+    row = await conn.fetchrow(
+        "UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = $1"
+        " AND (quota_bytes IS NULL OR used_bytes + $2 <= quota_bytes) RETURNING used_bytes", account_id, size)
+    if row is None:
+        raise OverQuota(str(account_id))
+
+
+async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
+                 internal_date: datetime | None) -> tuple[int, int]:
+    """Store a message given by a client into a mailbox; return (uidvalidity, uid)."""
+    async with pool.acquire() as conn, conn.transaction():
+        lock = await _lock(conn, mailbox_id)
+        await _charge(conn, lock["account_id"], len(raw))
+        message_id = await insert_message(conn, raw, summary)
+        uid = await conn.fetchval("UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = $1 RETURNING uidnext - 1",
+                                  mailbox_id)
+        await conn.execute(
+            "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6)",
+            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"])
+        await _notify(conn, mailbox_id)
+        return lock["uidvalidity"], uid
+
+
+async def search_uids(conn: Conn, mailbox_id: int, where: str, args: Sequence[Any]) -> list[int]:
+    """UIDs matching a condition compiled by `storage.mailsearch.compile_criteria` (parameters from $2)."""
+    rows = await conn.fetch(
+        "SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        f" WHERE mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid", mailbox_id, *args)
+    return [r["uid"] for r in rows]
