@@ -59,11 +59,13 @@ local passed = 0
 if tokens >= need then
   passed = 1
 end
+-- Only a spend is written: refilling is a function of (tokens, ts, now), so a look changes nothing,
+-- and a peek at an unknown key creates none.
 if cost > 0 and (passed == 1 or force == 1) then
   tokens = math.max(0, tokens - cost)
+  redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
 local retry = 0
 if passed == 0 then
   retry = (need - tokens) / rate
@@ -99,14 +101,15 @@ class LocalBuckets:
     async def take(self, key: str, capacity: float, rate: float, cost: float, force: bool, need: float) -> Decision:
         """Refill, test for `need` tokens, spend `cost` if passing (or `force`)."""
         now = self._clock()
-        tokens, stamp = self._buckets.pop(key, (capacity, now))  # re-inserted: dict order is recency
+        tokens, stamp = self._buckets.get(key, (capacity, now))
         tokens = min(capacity, tokens + max(0.0, now - stamp) * rate)
         passed = tokens >= need
-        if cost > 0 and (passed or force):
+        if cost > 0 and (passed or force):  # only a spend is stored (a look creates no bucket)
             tokens = max(0.0, tokens - cost)
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.max_keys:
-            del self._buckets[next(iter(self._buckets))]
+            self._buckets.pop(key, None)  # re-inserted last: dict order is recency order
+            self._buckets[key] = (tokens, now)
+            while len(self._buckets) > self.max_keys:
+                del self._buckets[next(iter(self._buckets))]
         return Decision(passed, 0.0 if passed else (need - tokens) / rate, tokens)
 
     async def forget(self, key: str) -> None:

@@ -51,7 +51,7 @@ class SendResult(BaseModel):
 
     id: int
     message_id: str | None
-    status_url: str
+    status_url: str | None  # for sends; null for /v1/receive
     recipients: list[RecipientResult]
 
 
@@ -198,5 +198,4 @@ async def receive(request: Request, principal: Caller,
     ctx.metrics.messages_received.labels("api_receive").inc()
     if accepted.local:
         ctx.metrics.deliveries.labels("local").inc(len(accepted.local))
-    result = _result(accepted)
-    return JSONResponse(result, status_code=202)
+    return JSONResponse({**_result(accepted), "status_url": None}, status_code=202)

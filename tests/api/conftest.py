@@ -32,8 +32,8 @@ def make_settings(dsn: str, *, http: dict[str, Any] | None = None, redis: dict[s
         base,
         server=dataclasses.replace(base.server, hostname="mail.example.test", data_dir="/nonexistent"),
         database=dataclasses.replace(base.database, dsn=dsn, pool_min=1, pool_max=5),
-        http=dataclasses.replace(HTTPSettings(), listener=ListenerSettings(True, "127.0.0.1", 0), tls=False,
-                                 allow_plaintext_basic=True, **(http or {})),
+        http=dataclasses.replace(HTTPSettings(), listener=ListenerSettings(True, "127.0.0.1", 0),
+                                 **{"tls": False, "allow_plaintext_basic": True, **(http or {})}),
         redis=dataclasses.replace(RedisSettings(), **(redis or {})),
         smtp=dataclasses.replace(base.smtp, **smtp),
     )
