@@ -122,6 +122,11 @@ class SMTPSettings:
     allow_plaintext_auth: bool = setting(False, "Allow AUTH without TLS from loopback clients (dev only).")
     spool_threshold: int = setting(1024 * 1024, "Messages larger than this are spooled to disk while "
                                    "being received.", _positive)
+    auth_lockout_failures: int = setting(10, "Failed AUTH attempts allowed per client address and per "
+                                         "login name within auth_lockout_window; more get 454 4.7.0.",
+                                         _positive)
+    auth_lockout_window: float = setting(600.0, "Seconds over which auth_lockout_failures is counted (the "
+                                         "budget refills evenly over this time).", _positive)
 
 
 @dataclass(frozen=True)

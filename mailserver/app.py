@@ -56,9 +56,16 @@ class Runtime:
 ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
+async def smtp_in_services(runtime: Runtime) -> list[Service]:
+    """Inbound SMTP: the MX, submission (STARTTLS) and submissions (implicit TLS) listeners."""
+    from smtp_in.server import build_smtp_services
+
+    return list(build_smtp_services(runtime.settings, runtime.db.pool, runtime.tls))
+
+
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return [http_service]
+    return [smtp_in_services, http_service]
 
 
 async def http_service(runtime: Runtime) -> list[Service]:

@@ -304,3 +304,31 @@ async def _expand(conn: Conn, key: str, reached_as: str, route: Route, seen: set
                 await _expand(conn, taddr.base_key, reached_as, route, seen, depth + 1)
         elif target not in route.remote:
             route.remote.append(target)
+
+
+async def may_send_as(conn: Conn, account: Account, address: Address) -> bool:
+    """Whether `account` owns `address` as a sender: its own address, a +tag variant of it, or the source
+    of an alias (not a catch-all) whose targets include the account."""
+    if account.address in (address.key, address.base_key):
+        return True
+    for key in dict.fromkeys((address.key, address.base_key)):
+        route = Route()
+        await _expand(conn, key, address.key, route, set(), 0)
+        if any(account_id == account.id for account_id, _ in route.local):
+            return True
+    return False
+
+
+async def first_account_address(conn: Conn) -> str | None:
+    """The oldest account's address: the postmaster when none is configured."""
+    return await conn.fetchval("SELECT address FROM accounts ORDER BY id LIMIT 1")
+
+
+async def accounts_over_quota(conn: Conn, account_ids: list[int], incoming: int = 0) -> list[int]:
+    """Those of `account_ids` whose quota is already used up, or would be by `incoming` more bytes."""
+    if not account_ids:
+        return []
+    rows = await conn.fetch(
+        "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) AND quota_bytes IS NOT NULL"
+        " AND (used_bytes >= quota_bytes OR used_bytes + $2 > quota_bytes)", account_ids, incoming)
+    return [r["id"] for r in rows]

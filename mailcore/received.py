@@ -1,0 +1,88 @@
+"""Trace and origin header fields we add to a message: Received (RFC 5321 §4.4), Message-ID and Date.
+
+Owns the exact text of those fields. Every value that came from a peer (HELO name, addresses, TLS
+facts, the authenticated login) passes `clean()` first: no CR, LF, NUL or other control character can
+reach a header we write (the header-injection class of CVE-2024-6923), and peer text cannot close the
+comment it sits in. Pure functions: no I/O, no clock unless none is passed in.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+# Longest peer-supplied token we copy into a header; a HELO name is at most 255 octets (RFC 5321 §4.5.3.1.2).
+MAX_TOKEN = 255
+
+
+def clean(value: str, limit: int = MAX_TOKEN) -> str:
+    """A peer-supplied value made safe for a header: controls, parentheses and backslashes removed."""
+    out = "".join(c for c in value if c >= " " and c != "\x7f" and c not in "()\\")
+    return out[:limit]
+
+
+def clean_value(value: str, limit: int = 4000) -> str:
+    """A header value from a check or a peer, with control characters (CR, LF, NUL, ...) removed."""
+    return "".join(c for c in value if c >= " " and c != "\x7f")[:limit]
+
+
+@dataclass(frozen=True)
+class TraceInfo:
+    """The facts of one SMTP transaction that a Received field records."""
+
+    helo: str
+    peer_ip: str
+    our_hostname: str
+    protocol: str  # "SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", and "UTF8..." variants (RFC 3848, 6531)
+    queue_id: str
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    authenticated_as: str | None = None
+    recipient: str | None = None  # the "for" clause: only when there is exactly one recipient
+
+
+def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) -> str:
+    """The `with` keyword of RFC 3848 (ESMTPS, ESMTPSA, ...) and RFC 6531 §3.7.3 (UTF8SMTP...)."""
+    if not esmtp:
+        return "SMTP"
+    name = "ESMTP" + ("S" if tls else "") + ("A" if authenticated else "")
+    return ("UTF8" + name[1:]) if utf8 else name
+
+
+def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
+    """A complete `Received:` field (folded, CRLF-terminated) for the top of the message."""
+    helo = clean(info.helo) or "unknown"
+    ip = clean(info.peer_ip, 64)
+    lines = [f"Received: from {helo} ([{ip}])"]
+    by = f"by {clean(info.our_hostname)}"
+    if info.tls_version:
+        tls = clean(info.tls_version, 32)
+        if info.tls_cipher:
+            tls += " with cipher " + clean(info.tls_cipher, 64)
+        by += f" ({tls})"
+    lines.append(by)
+    if info.authenticated_as:
+        lines.append(f"(authenticated as {clean(info.authenticated_as)})")
+    with_id = f"with {clean(info.protocol, 16)} id {clean(info.queue_id, 64)}"
+    if info.recipient:
+        with_id += f" for <{clean(info.recipient).replace('<', '').replace('>', '')}>"
+    lines.append(with_id + ";")
+    lines.append(email.utils.format_datetime(when or datetime.now().astimezone()))
+    return ("\r\n\t".join(lines) + "\r\n").encode("utf-8")
+
+
+def message_id_header(hostname: str) -> bytes:
+    """A fresh `Message-ID:` field (RFC 5322 §3.6.4) for a message submitted without one."""
+    return f"Message-ID: <{secrets.token_hex(16)}@{clean(hostname)}>\r\n".encode()
+
+
+def date_header(when: datetime | None = None) -> bytes:
+    """A `Date:` field (RFC 5322 §3.6.1) for a message submitted without one."""
+    return f"Date: {email.utils.format_datetime(when or datetime.now().astimezone())}\r\n".encode()
+
+
+def new_queue_id() -> str:
+    """A short random id naming one transaction in logs, replies and the Received field."""
+    return secrets.token_hex(8)

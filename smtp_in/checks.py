@@ -1,0 +1,175 @@
+"""Policy checks staged like SMTP itself: connection, sender, recipient, body. Each returns a verdict;
+the session turns verdicts into replies.
+
+- connection: `ConnectionLimits` (overall and per client address; 421 4.7.0 beyond).
+- sender: `check_sender` (submission: the authenticated account must own MAIL FROM, else 553 5.7.1).
+  SPF will plug in here for the MX.
+- recipient: `route_recipient` (our domain and a known user, or relay for authenticated clients).
+- body: `BodyCheck` implementations run after the whole message is in; DKIM/DMARC/ARC will be one.
+  A `BodyVerdict` says accept, quarantine (to Junk), reject or tempfail, and may carry an
+  Authentication-Results value to prepend.
+This module talks to the store only through `storage.accounts`; it sends nothing to the peer.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import asyncpg
+
+from mailcore import replies
+from mailcore.address import Address
+from mailcore.received import clean_value
+from mailcore.replies import Reply
+from storage import accounts
+from storage.accounts import Account
+
+# --- connection ----------------------------------------------------------------------------------------
+
+class ConnectionLimits:
+    """Counts open connections over every listener that shares it, overall and per client address."""
+
+    def __init__(self, max_total: int, max_per_ip: int) -> None:
+        self.max_total = max_total
+        self.max_per_ip = max_per_ip
+        self.total = 0
+        self.per_ip: Counter[str] = Counter()
+
+    def acquire(self, ip: str) -> Reply | None:
+        """Admit a connection (None) or say why not; an admitted one must be `release`d once."""
+        if self.total >= self.max_total or self.per_ip[ip] >= self.max_per_ip:
+            return replies.TOO_MANY_CONNECTIONS
+        self.total += 1
+        self.per_ip[ip] += 1
+        return None
+
+    def release(self, ip: str) -> None:
+        self.total -= 1
+        self.per_ip[ip] -= 1
+        if self.per_ip[ip] <= 0:
+            del self.per_ip[ip]
+
+
+# --- sender --------------------------------------------------------------------------------------------
+
+async def check_sender(pool: asyncpg.Pool, account: Account | None, sender: Address | None) -> Reply | None:
+    """For an authenticated submission: None if `account` may use `sender`, else the refusal."""
+    if account is None:
+        return None
+    if sender is None or not await accounts.may_send_as(pool, account, sender):
+        return replies.SENDER_NOT_OWNED
+    return None
+
+
+# --- recipient -----------------------------------------------------------------------------------------
+
+@dataclass
+class RecipientRoute:
+    """Where one accepted RCPT goes: local (account id, reached-as) pairs and remote addresses."""
+
+    local: list[tuple[int, str]] = field(default_factory=list)
+    remote: list[str] = field(default_factory=list)
+
+
+async def postmaster_address(pool: asyncpg.Pool, configured: str) -> str | None:
+    """The configured postmaster account, else the first account created."""
+    return configured or await accounts.first_account_address(pool)
+
+
+async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
+                          postmaster: str, size_hint: int | None = None) -> RecipientRoute | Reply:
+    """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`.
+    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2."""
+    route = await _route(pool, address, authenticated=authenticated, postmaster=postmaster)
+    if isinstance(route, RecipientRoute) and route.local:
+        full = await accounts.accounts_over_quota(pool, [a for a, _ in route.local], size_hint or 0)
+        if full:
+            return replies.MAILBOX_FULL
+    return route
+
+
+async def _route(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
+                 postmaster: str) -> RecipientRoute | Reply:
+    if address is None:  # RFC 5321 §4.5.1: bare "postmaster" must be accepted
+        pm = await postmaster_address(pool, postmaster)
+        account = await accounts.get_account(pool, pm) if pm else None
+        if account is None:
+            return replies.MAILBOX_UNAVAILABLE
+        return RecipientRoute(local=[(account.id, account.address)])
+    if await accounts.is_local_domain(pool, address.domain):
+        route = await accounts.resolve_recipient(pool, address, await postmaster_address(pool, postmaster))
+        if not route:
+            return replies.MAILBOX_UNAVAILABLE
+        return RecipientRoute(local=list(route.local), remote=list(route.remote))
+    if authenticated:
+        return RecipientRoute(remote=[str(address)])
+    return replies.RELAY_DENIED
+
+
+# --- body ----------------------------------------------------------------------------------------------
+
+class Action(enum.Enum):
+    ACCEPT = "accept"
+    QUARANTINE = "quarantine"  # deliver local copies to Junk
+    TEMPFAIL = "tempfail"  # 451 4.7.x
+    REJECT = "reject"  # 550 5.7.1
+
+
+_SEVERITY = {Action.ACCEPT: 0, Action.QUARANTINE: 1, Action.TEMPFAIL: 2, Action.REJECT: 3}
+
+
+@dataclass(frozen=True)
+class BodyVerdict:
+    """The outcome of one body check. `reply` overrides the default reply for tempfail/reject;
+    `auth_results` is an Authentication-Results value (RFC 8601) without the field name."""
+
+    action: Action = Action.ACCEPT
+    reply: Reply | None = None
+    auth_results: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What a body check may know about the transaction."""
+
+    listener: str
+    peer_ip: str
+    helo: str
+    mail_from: str
+    recipients: tuple[str, ...]
+    tls: bool
+    authenticated_as: str | None
+
+
+class BodyCheck(Protocol):
+    """A check of the complete message (DKIM, DMARC, ARC, spam scoring). Must not modify `message`."""
+
+    async def check(self, ctx: MessageContext, message: bytes | bytearray) -> BodyVerdict: ...
+
+
+async def run_body_checks(checks: Sequence[BodyCheck], ctx: MessageContext,
+                          message: bytes | bytearray) -> tuple[BodyVerdict, list[bytes]]:
+    """Run every check; the strictest action wins. Returns it and the header fields to prepend."""
+    worst = BodyVerdict()
+    headers: list[bytes] = []
+    for check in checks:
+        verdict = await check.check(ctx, message)
+        if verdict.auth_results:
+            value = clean_value(verdict.auth_results)
+            headers.append(f"Authentication-Results: {value}\r\n".encode())
+        if _SEVERITY[verdict.action] > _SEVERITY[worst.action]:
+            worst = verdict
+    return worst, headers
+
+
+def verdict_reply(verdict: BodyVerdict) -> Reply | None:
+    """The reply a rejecting or deferring verdict sends (None: go on and deliver)."""
+    if verdict.action is Action.REJECT:
+        return verdict.reply or replies.CONTENT_REJECTED
+    if verdict.action is Action.TEMPFAIL:
+        return verdict.reply or replies.CHECK_TEMPFAIL
+    return None

@@ -1,0 +1,122 @@
+"""The SMTP listeners as services: MX (25), submission (587, STARTTLS) and submissions (465, implicit TLS).
+
+`SMTPService` implements the server's `Service` protocol (name, start, stop(grace)) for one listener,
+built from explicit arguments (settings, pool, TLS context); it never imports the composition root.
+`build_smtp_services` makes the configured listeners, sharing one connection counter and one AUTH
+limiter between them. Port 0 binds an ephemeral port; `port` tells which one was bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+
+import asyncpg
+
+from config.settings import ListenerSettings, Settings
+from mailcore.ratelimit import Limiter, TokenBucketLimiter
+from smtp_in.auth import Authenticator
+from smtp_in.checks import BodyCheck, ConnectionLimits
+from smtp_in.session import ListenerContext, SMTPSession
+
+log = logging.getLogger("smtp_in")
+
+KINDS = ("mx", "submission", "submissions")
+
+
+class SMTPService:
+    """One SMTP listener. Construct, `await start()`, read `port`, `await stop(grace)`."""
+
+    def __init__(self, name: str, settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None, *,
+                 limits: ConnectionLimits | None = None, limiter: Limiter | None = None,
+                 body_checks: list[BodyCheck] | None = None) -> None:
+        if name not in KINDS:
+            raise ValueError(f"unknown SMTP listener {name!r}")
+        self.name = f"smtp-{name}"
+        self.kind = name
+        smtp = settings.smtp
+        self.listener: ListenerSettings = getattr(smtp, name)
+        implicit = name == "submissions"
+        if implicit and tls is None:
+            raise ValueError("smtp.submissions needs a TLS certificate ([tls])")
+        self._tls_for_socket = tls if implicit else None
+        spool_dir = Path(settings.server.data_dir) / "spool"
+        self.context = ListenerContext(
+            name=name, submission=name != "mx", implicit_tls=implicit, hostname=settings.server.hostname,
+            postmaster=settings.server.postmaster, settings=smtp, pool=pool,
+            starttls_context=None if implicit else tls,
+            limits=limits or ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip),
+            authenticator=Authenticator(pool, limiter or auth_limiter(settings), smtp.auth_failure_delay),
+            spool_dir=spool_dir, body_checks=list(body_checks or []),
+        )
+        self._server: asyncio.Server | None = None
+        self.port: int | None = None
+        self.address = self.listener.address
+
+    async def start(self) -> None:
+        """Bind and start accepting; return once listening."""
+        spool_dir = self.context.spool_dir
+        if spool_dir is not None:
+            try:
+                spool_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:  # not fatal: spool files go to the system temporary directory instead
+                log.warning("smtp spool directory unusable", extra={"path": str(spool_dir)})
+                self.context.spool_dir = None
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: SMTPSession(self.context), self.listener.address, self.listener.port,
+            ssl=self._tls_for_socket, reuse_address=True, start_serving=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("smtp listener started", extra={"listener": self.kind, "address": self.listener.address,
+                                                 "port": self.port, "tls": "implicit" if self._tls_for_socket
+                                                 else ("starttls" if self.context.starttls_context else "none")})
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; idle sessions get 421, busy ones may finish within `grace`, then are cut."""
+        self.context.closing = True
+        if self._server is not None:
+            self._server.close()
+        for session in list(self.context.sessions):
+            session.shutdown()
+        if self.context.sessions:
+            try:
+                await asyncio.wait_for(self.context.drained.wait(), timeout=grace)
+            except TimeoutError:
+                log.warning("smtp sessions cut at shutdown", extra={"listener": self.kind,
+                                                                     "sessions": len(self.context.sessions)})
+        for session in list(self.context.sessions):
+            if session.transport is not None:
+                session.transport.abort()
+        if self._server is not None:
+            try:
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
+            except TimeoutError:
+                pass
+        log.info("smtp listener stopped", extra={"listener": self.kind})
+
+
+def auth_limiter(settings: Settings) -> Limiter:
+    """The AUTH lockout limiter: `auth_lockout_failures` failures per `auth_lockout_window` seconds."""
+    smtp = settings.smtp
+    return TokenBucketLimiter(smtp.auth_lockout_failures, smtp.auth_lockout_window)
+
+
+def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None,
+                        body_checks: list[BodyCheck] | None = None) -> list[SMTPService]:
+    """The enabled SMTP listeners, sharing one connection counter and one AUTH limiter."""
+    smtp = settings.smtp
+    limits = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
+    limiter = auth_limiter(settings)
+    services = []
+    for kind in KINDS:
+        if not getattr(smtp, kind).enabled:
+            continue
+        if kind == "submissions" and tls is None:
+            log.warning("smtp submissions listener disabled: no TLS certificate configured")
+            continue
+        services.append(SMTPService(kind, settings, pool, tls, limits=limits, limiter=limiter,
+                                    body_checks=body_checks if kind == "mx" else None))
+    return services

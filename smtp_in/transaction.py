@@ -1,0 +1,136 @@
+"""One mail transaction (MAIL .. end of data) and how a received message becomes a committed delivery.
+
+Owns the envelope (sender, recipients with their routes and DSN parameters), the headers we add
+(Received; Message-ID and Date on submission when missing), the body-check stage and the single call to
+`storage.delivery.Delivery.commit`. The session answers 250 only after `deliver` returns; any exception
+from here is turned into 451 4.3.0 by the session, and nothing is half-stored because commit is one
+transaction. Per-connection state (peer, TLS, login) lives in the session, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from mailcore.address import Address
+from mailcore.mime.precompute import summarize
+from mailcore.received import TraceInfo, date_header, message_id_header, protocol_name, received_header
+from mailcore.replies import Reply
+from smtp_in.checks import Action, BodyCheck, MessageContext, run_body_checks, verdict_reply
+from smtp_in.spool import Spool
+from storage.delivery import Delivery, LocalRecipient, RemoteRecipient, StoredMessage
+
+# Messages larger than this are summarised in a worker thread so the event loop keeps serving.
+SUMMARIZE_IN_THREAD = 256 * 1024
+# How much of the message is read to find existing Message-ID and Date fields.
+HEADER_SCAN = 256 * 1024
+
+
+@dataclass
+class Recipient:
+    """One accepted RCPT: the address as given, where it goes and its RFC 3461 parameters."""
+
+    address: str
+    local: list[tuple[int, str]]
+    remote: list[str]
+    notify: str | None = None
+    orcpt: str | None = None
+
+
+@dataclass
+class Transaction:
+    """The envelope being built; replaced by a fresh one after each message and on RSET/EHLO."""
+
+    sender: Address | None = None
+    started: bool = False  # MAIL accepted (sender may still be the null path)
+    smtputf8: bool = False
+    body: str | None = None
+    size_hint: int | None = None
+    ret: str | None = None
+    envid: str | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    rcpt_count: int = 0
+    bdat: bool = False  # a BDAT chunk was taken: DATA may not follow
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Per-connection facts a delivery needs."""
+
+    listener: str
+    submission: bool
+    peer_ip: str
+    helo: str
+    esmtp: bool
+    hostname: str
+    tls_version: str | None
+    tls_cipher: str | None
+    account_id: int | None
+    login: str | None
+
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+_FIELD = re.compile(rb"^(message-id|date)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def missing_origin_fields(head: bytes) -> tuple[bool, bool]:
+    """(Message-ID missing, Date missing) judged from the first bytes of a message."""
+    end = _HEADER_END.search(head)
+    block = head[: end.start() + 2] if end else head
+    found = {m.group(1).lower() for m in _FIELD.finditer(block)}
+    return b"message-id" not in found, b"date" not in found
+
+
+async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Spool, queue_id: str,
+                  body_checks: list[BodyCheck]) -> StoredMessage | Reply:
+    """Add our headers, run body checks, commit. Returns what was stored, or the refusal reply."""
+    rcpts = [r.address for r in tx.recipients]
+    info = TraceInfo(
+        helo=origin.helo, peer_ip=origin.peer_ip, our_hostname=origin.hostname,
+        protocol=_protocol(origin, tx), queue_id=queue_id, tls_version=origin.tls_version,
+        tls_cipher=origin.tls_cipher, authenticated_as=origin.login,
+        recipient=rcpts[0] if len(rcpts) == 1 else None,
+    )
+    prefix = received_header(info)
+    if origin.submission:
+        no_id, no_date = missing_origin_fields(spool.head(HEADER_SCAN))
+        if no_id:
+            prefix += message_id_header(origin.hostname)
+        if no_date:
+            prefix += date_header()
+    raw = spool.read_all(prefix)
+    spool.close()
+    mailbox = "INBOX"
+    if body_checks:
+        ctx = MessageContext(listener=origin.listener, peer_ip=origin.peer_ip, helo=origin.helo,
+                             mail_from=str(tx.sender or ""), recipients=tuple(rcpts),
+                             tls=origin.tls_version is not None, authenticated_as=origin.login)
+        verdict, headers = await run_body_checks(body_checks, ctx, raw)
+        refusal = verdict_reply(verdict)
+        if refusal is not None:
+            return refusal
+        if verdict.action is Action.QUARANTINE:
+            mailbox = "Junk"
+        if headers:
+            added = b"".join(headers)
+            raw[len(prefix):len(prefix)] = added  # in place: still one copy of the message
+    if len(raw) > SUMMARIZE_IN_THREAD:
+        summary = await asyncio.to_thread(summarize, raw)
+    else:
+        summary = summarize(raw)
+    delivery = Delivery(sender=str(tx.sender) if tx.sender else "", envid=tx.envid, ret=tx.ret,
+                        account_id=origin.account_id)
+    for rcpt in tx.recipients:
+        for account_id, reached_as in rcpt.local:
+            delivery.add_local(LocalRecipient(account_id, reached_as, mailbox))
+        for address in rcpt.remote:
+            delivery.add_remote(RemoteRecipient(address, notify=rcpt.notify, orcpt=rcpt.orcpt))
+    return await delivery.commit(pool, raw, summary)
+
+
+def _protocol(origin: Origin, tx: Transaction) -> str:
+    return protocol_name(esmtp=origin.esmtp, tls=origin.tls_version is not None,
+                         authenticated=origin.login is not None, utf8=tx.smtputf8)

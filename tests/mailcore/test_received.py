@@ -1,0 +1,42 @@
+"""Trace headers: shape, and that no peer value can inject a header line (CVE-2024-6923 class)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from mailcore.received import TraceInfo, clean, protocol_name, received_header
+
+WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_received_shape() -> None:
+    info = TraceInfo(helo="client.example", peer_ip="192.0.2.1", our_hostname="mx.example",
+                     protocol="ESMTPS", queue_id="abc", tls_version="TLSv1.3", tls_cipher="TLS_AES_256",
+                     recipient="u@mx.example")
+    assert received_header(info, WHEN) == (
+        b"Received: from client.example ([192.0.2.1])\r\n\tby mx.example (TLSv1.3 with cipher TLS_AES_256)\r\n"
+        b"\twith ESMTPS id abc for <u@mx.example>;\r\n\tTue, 02 Jan 2024 03:04:05 +0000\r\n")
+
+
+@pytest.mark.parametrize("evil", ["x\r\nBcc: victim@example", "x\nX: y", "x\0y", "x\rX: y", "a) (b\\", "\x1b[31m"])
+def test_no_injection(evil: str) -> None:
+    info = TraceInfo(helo=evil, peer_ip="192.0.2.1", our_hostname="mx.example", protocol="ESMTP",
+                     queue_id="q", authenticated_as=evil, recipient=evil)
+    header = received_header(info, WHEN)
+    lines = header.split(b"\r\n")
+    assert lines[-1] == b""
+    assert all(line.startswith((b"Received:", b"\t")) for line in lines[:-1])
+    assert b"\n" not in header.replace(b"\r\n", b"") and b"\r" not in header.replace(b"\r\n", b"")
+    assert b"\0" not in header
+    assert "(" not in clean(evil) and ")" not in clean(evil)
+
+
+@pytest.mark.parametrize(("kw", "name"), [
+    ({"esmtp": False, "tls": False, "authenticated": False, "utf8": False}, "SMTP"),
+    ({"esmtp": True, "tls": True, "authenticated": True, "utf8": False}, "ESMTPSA"),
+    ({"esmtp": True, "tls": True, "authenticated": False, "utf8": True}, "UTF8SMTPS"),
+])
+def test_protocol_names(kw: dict[str, bool], name: str) -> None:
+    assert protocol_name(**kw) == name

@@ -1,0 +1,61 @@
+"""A 25 MB message through the MX (spooled to disk on the way) is stored byte-identical apart from the
+trace headers we add; and the same size as BDAT chunks."""
+
+from __future__ import annotations
+
+import base64
+import random
+import time
+
+import aiosmtplib
+
+from tests.smtp_in.harness import USER, RawClient, Server
+from tests.smtp_in.test_mx import inbox
+
+SIZE = 25 * 1024 * 1024
+
+
+def big_message() -> bytes:
+    rng = random.Random(25)
+    head = (b"From: big@remote.example\r\nTo: user@local.example\r\nSubject: 25 MB\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n")
+    encoded = base64.encodebytes(rng.randbytes(SIZE * 3 // 4)).replace(b"\n", b"\r\n")
+    # Lines starting with a dot (stuffed on the wire, unstuffed on arrival) and an 8-bit tail.
+    return head + b".leading dot\r\n..two dots\r\n" + encoded + ".\u00e9t\u00e9\r\n".encode()
+
+
+def only_trace_added(stored: bytes, original: bytes) -> bool:
+    prefix = stored[: len(stored) - len(original)]
+    return stored.endswith(original) and prefix.startswith(b"Return-Path: ") and prefix.count(b"\r\nReceived: ") == 1
+
+
+async def test_25_mb_over_data(server: Server) -> None:
+    original = big_message()
+    assert len(original) > SIZE
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port("mx"), start_tls=False, timeout=60)
+    await client.connect()
+    started = time.monotonic()
+    errors, _ = await client.sendmail("big@remote.example", [USER], original)
+    elapsed = time.monotonic() - started
+    await client.quit()
+    assert errors == {}
+    (stored,) = await inbox(server.pool, USER)
+    assert only_trace_added(stored, original)
+    assert elapsed < 30, f"25 MB took {elapsed:.1f}s"
+
+
+async def test_25_mb_over_bdat(server: Server) -> None:
+    original = big_message()
+    client = await RawClient.connect(server.port("mx"))
+    await client.cmd("EHLO big.example")
+    await client.cmd("MAIL FROM:<big@remote.example>")
+    await client.cmd(f"RCPT TO:<{USER}>")
+    step = 4 * 1024 * 1024 + 17  # chunk boundaries anywhere, also inside CRLF
+    for pos in range(0, len(original), step):
+        part = original[pos:pos + step]
+        last = " LAST" if pos + step >= len(original) else ""
+        await client.send(f"BDAT {len(part)}{last}\r\n".encode() + part)
+        code, text = await client.reply(30)
+        assert code == 250, text
+    (stored,) = await inbox(server.pool, USER)
+    assert only_trace_added(stored, original)
