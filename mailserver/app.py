@@ -73,7 +73,7 @@ async def http_service(runtime: Runtime) -> list[Service]:
     from mailserver.api import create_app
     from mailserver.api.context import ApiContext, build_limits
     from mailserver.api.server import HttpService
-    from mailserver.api.submission import StoreSubmitter
+    from mailserver.api.submission import SmtpInSubmitter
 
     settings = runtime.settings
     if not settings.http.listener.enabled:
@@ -81,9 +81,9 @@ async def http_service(runtime: Runtime) -> list[Service]:
     if settings.http.tls and runtime.tls is None:
         raise TLSConfigError("http.tls: HTTPS needs a certificate (set tls.cert_file, or tls.self_signed)")
     limits = build_limits(settings, runtime.metrics)
-    # PROVISIONAL until smtp_in's submission function lands: see mailserver.api.submission.
-    submitter = StoreSubmitter(runtime.db.pool, settings.server.hostname, settings.smtp.max_message_size,
-                               settings.server.postmaster)
+    # The API submits and receives through smtp_in's own steps (mailserver.api.submission).
+    submitter = SmtpInSubmitter(runtime.db.pool, settings.server.hostname, settings.smtp.max_message_size,
+                                settings.server.postmaster, settings.smtp.spool_threshold)
     ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, limits, submitter)
     return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
                         on_stop=limits.close)]

@@ -33,6 +33,7 @@ REFUSALS = {
     "sender_not_owned": (403, "sender-not-owned"),
     "unknown_recipient": (422, "unknown-recipient"),
     "not_local": (422, "not-local"),
+    "mailbox_full": (422, "mailbox-full"),
     "too_large": (413, "too-large"),
     "policy": (422, "refused"),
     "temporary": (503, "temporarily-unavailable"),

@@ -58,7 +58,7 @@ async def test_send_to_local_user_then_read_it_in_the_inbox(api: Api) -> None:
     raw = await api.client.get(f"/v1/messages/{sent['id']}/raw", headers=api.auth(api.bob))
     assert raw.headers["content-type"] == "message/rfc822"
     parsed = email.message_from_bytes(raw.content, policy=email.policy.default)
-    assert parsed["Return-Path"] == f"<{ALICE}>" and parsed["Received"].startswith("from [127.0.0.1]")
+    assert parsed["Return-Path"] == f"<{ALICE}>" and parsed["Received"].startswith("from http-api ([127.0.0.1])")
 
     status = (await api.client.get(sent["status_url"], headers=api.auth(api.alice))).json()
     assert status["recipients"][0]["recipient"] == BOB and status["recipients"][0]["status"] == "delivered"
