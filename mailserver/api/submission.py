@@ -4,24 +4,19 @@
 DKIM signing, local delivery or the queue), and `POST /v1/receive` the path of the MX listener. The API
 only knows this protocol; the composition root decides what implements it.
 
-`SmtpInSubmitter` (what the server uses) calls smtp_in's own steps. `StoreSubmitter` was the stand-in
-used before smtp_in landed, doing the same steps directly on `storage`; it remains for building the API
-without smtp_in and will be removed once nothing needs it.
+`SmtpInSubmitter` implements it with smtp_in's own steps, so the API is one more client of exactly the
+SMTP paths rather than a copy of them.
 """
 
 from __future__ import annotations
 
-import email.utils
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import asyncpg
 
 from mailcore.address import Address, AddressError, parse_address
-from mailcore.mime.precompute import summarize
-from storage import accounts
 from storage.accounts import Account
-from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
 
 
 class SubmissionRefused(Exception):
@@ -67,92 +62,6 @@ class Submitter(Protocol):
 
     async def receive(self, envelope: Envelope) -> Accepted:
         """Deliver to local recipients as the MX listener would."""
-
-
-class StoreSubmitter:
-    """Provisional `Submitter` on `storage` directly (see the module text for what it lacks)."""
-
-    def __init__(self, pool: asyncpg.Pool, hostname: str, max_size: int, postmaster: str = "") -> None:
-        self.pool = pool
-        self.hostname = hostname
-        self.max_size = max_size
-        self.postmaster = postmaster
-
-    async def submit(self, account: Account, envelope: Envelope) -> Accepted:
-        sender = _parse(envelope.mail_from, "sender")
-        if not await self._owns(account, sender):
-            raise SubmissionRefused("sender_not_owned", f"{account.address} may not send as {sender}")
-        delivery = Delivery(sender=str(sender), account_id=account.id)
-        local, queued = await self._route(delivery, envelope.recipients, relay=True)
-        raw = self._prepare(envelope, "HTTPA" if not envelope.tls else "HTTPSA", submission=True)
-        return await self._commit(delivery, raw, local, queued)
-
-    async def receive(self, envelope: Envelope) -> Accepted:
-        sender = _parse(envelope.mail_from, "sender") if envelope.mail_from else None
-        delivery = Delivery(sender=str(sender) if sender else "")
-        local, queued = await self._route(delivery, envelope.recipients, relay=False)
-        raw = self._prepare(envelope, "HTTPS" if envelope.tls else "HTTP", submission=False)
-        return await self._commit(delivery, raw, local, queued)
-
-    async def _owns(self, account: Account, sender: Address) -> bool:
-        if account.address in (sender.key, sender.base_key):
-            return True
-        if not await accounts.is_local_domain(self.pool, sender.domain):
-            return False
-        route = await accounts.resolve_recipient(self.pool, sender)
-        # An alias is ours to send as when it reaches us; a catch-all is not (it reaches everyone's box).
-        exact = await self.pool.fetchval("SELECT 1 FROM aliases WHERE source = ANY($1::text[])",
-                                         [sender.key, sender.base_key])
-        return bool(exact) and any(account_id == account.id for account_id, _ in route.local)
-
-    async def _route(self, delivery: Delivery, recipients: list[str], *, relay: bool) -> tuple[list[str], list[str]]:
-        local: list[str] = []
-        queued: list[str] = []
-        unknown: list[str] = []
-        for text in recipients:
-            rcpt = _parse(text, "recipient")
-            if await accounts.is_local_domain(self.pool, rcpt.domain):
-                route = await accounts.resolve_recipient(self.pool, rcpt, self.postmaster or None)
-                if not route:
-                    unknown.append(str(rcpt))
-                    continue
-                for account_id, reached_as in route.local:
-                    delivery.add_local(LocalRecipient(account_id, reached_as))
-                for address in route.remote:
-                    delivery.add_remote(RemoteRecipient(address))
-                local.append(str(rcpt))
-            elif relay:
-                delivery.add_remote(RemoteRecipient(str(rcpt)))
-                queued.append(str(rcpt))
-            else:
-                raise SubmissionRefused("not_local", f"{rcpt} is not a local recipient", [str(rcpt)])
-        if unknown:
-            raise SubmissionRefused("unknown_recipient", "no such recipient: " + ", ".join(unknown), unknown)
-        return local, queued
-
-    def _prepare(self, envelope: Envelope, protocol: str, *, submission: bool) -> bytes:
-        head = envelope.raw[: envelope.raw.find(b"\r\n\r\n") + 2] if b"\r\n\r\n" in envelope.raw else envelope.raw
-        lower = head.lower()
-        prefix = (f"Received: from [{envelope.client_ip}] by {self.hostname} with {protocol};\r\n"
-                  f"\t{email.utils.format_datetime(email.utils.localtime())}\r\n").encode()
-        if submission and not (lower.startswith(b"message-id:") or b"\nmessage-id:" in lower):
-            prefix += f"Message-ID: {email.utils.make_msgid(domain=self.hostname)}\r\n".encode()
-        if submission and not (lower.startswith(b"date:") or b"\ndate:" in lower):
-            prefix += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
-        raw = prefix + envelope.raw
-        if len(raw) > self.max_size:
-            raise SubmissionRefused("too_large", f"message exceeds {self.max_size} bytes")
-        return raw
-
-    async def _commit(self, delivery: Delivery, raw: bytes, local: list[str], queued: list[str]) -> Accepted:
-        del queued  # every remote recipient, explicit or reached through an alias, is in the delivery
-        summary = summarize(raw)
-        try:
-            stored = await delivery.commit(self.pool, raw, summary)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise SubmissionRefused("temporary", "temporary failure; try again later") from exc
-        return Accepted(message_id=stored.message_id, rfc_message_id=summary.message_id, local=local,
-                        queued=[r.address for r in delivery.remote])
 
 
 def _parse(text: str, what: str) -> Address:
