@@ -1,4 +1,4 @@
-"""The `mailserver` command: serve, config check, db, domain, user and alias administration.
+"""The `mailserver` command: serve, config check, db, domain, user, alias and API token administration.
 
 Owns argument parsing, exit statuses and what the admin reads. Exit 0 on success, 1 when the store
 refuses an operation (unknown domain, duplicate account, ...), 2 for usage and configuration errors,
@@ -21,7 +21,7 @@ from config import ConfigError, Settings, load_settings
 from mailcore.address import AddressError, parse_address
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError
-from storage import accounts, queue
+from storage import accounts, queue, tokens
 from storage.accounts import StoreError
 from storage.db import Database, StorageUnavailable
 from storage.migrations import applied_versions, apply_migrations, available
@@ -90,6 +90,13 @@ def _parser() -> argparse.ArgumentParser:
                    ).add_argument("id", type=int)
     que.add_parser("hold", parents=[common], help="stop attempts for an entry").add_argument("id", type=int)
     que.add_parser("release", parents=[common], help="release a held entry, due now").add_argument("id", type=int)
+    tok = sub.add_parser("token", help="HTTP API tokens").add_subparsers(dest="action", required=True)
+    tcreate = tok.add_parser("create", parents=[common], help="create a token (printed once) for an account")
+    tcreate.add_argument("address")
+    tcreate.add_argument("--scope", required=True, help="comma-separated: send, read, admin")
+    tcreate.add_argument("--name", default="", help="a label to recognise the token by")
+    tok.add_parser("list", parents=[common], help="list tokens").add_argument("address", nargs="?")
+    tok.add_parser("revoke", parents=[common], help="revoke a token by id").add_argument("id", type=int)
     return p
 
 
@@ -190,6 +197,18 @@ async def _admin(args: argparse.Namespace, db: Database) -> int:
         print(f"alias {args.source.lower()} removed")
     elif cmd == "queue":
         await _queue(args, db)
+    elif cmd == "token" and action == "create":
+        token, secret = await tokens.create_token(pool, args.address, tokens.parse_scopes(args.scope), args.name)
+        print(f"token {token.id} for {token.address} ({','.join(token.scopes)}); shown once, keep it safe:",
+              file=sys.stderr)
+        print(secret)
+    elif cmd == "token" and action == "list":
+        _print_rows([(t.id, t.address, t.name, ",".join(t.scopes), t.created_at.isoformat(timespec="seconds"),
+                      t.last_used.isoformat(timespec="seconds") if t.last_used else "never",
+                      "revoked" if t.revoked_at else "") for t in await tokens.list_tokens(pool, args.address)])
+    elif cmd == "token" and action == "revoke":
+        await tokens.revoke_token(pool, args.id)
+        print(f"token {args.id} revoked")
     else:  # pragma: no cover - argparse restricts the choices
         raise UsageError(f"unknown command {cmd} {action}")
     return 0
