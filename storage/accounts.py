@@ -78,7 +78,7 @@ async def remove_domain(conn: Conn, name: str) -> None:
     domain = _domain(name)
     try:
         status = await conn.execute("DELETE FROM domains WHERE name = $1", domain)
-    except asyncpg.ForeignKeyViolationError:
+    except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):  # PG 18 reports RESTRICT so
         raise StoreError(f"domain {domain} still has accounts or aliases; remove them first") from None
     if status == "DELETE 0":
         raise StoreError(f"no such domain: {domain}")
