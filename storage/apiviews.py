@@ -178,6 +178,16 @@ async def message_status(conn: Conn, account_id: int, message_id: int) -> list[R
         status = "queued" if r["status"] == "pending" else r["status"]
         out.append(RecipientStatus(r["recipient"], status, False, r["attempts"], r["last_error"],
                                    r["updated_at"]))
+    # A finished queue entry is gone; its recipients' outcomes live on in the delivery log.
+    live = [r["recipient"] for r in remote]
+    finished = await conn.fetch(
+        "SELECT DISTINCT ON (recipient) recipient, event, detail, at,"
+        " count(*) OVER (PARTITION BY recipient) AS attempts FROM delivery_log"
+        " WHERE message_id = $1 AND queue_id IS NOT NULL AND event IN ('delivered', 'deferred', 'bounced')"
+        " AND recipient <> ALL($2::text[]) ORDER BY recipient, id DESC", message_id, live)
+    for r in finished:
+        error = None if r["event"] == "delivered" else r["detail"]
+        out.append(RecipientStatus(r["recipient"], r["event"], False, r["attempts"], error, r["at"]))
     return out
 
 

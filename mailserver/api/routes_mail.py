@@ -164,7 +164,7 @@ async def _send(ctx: ApiContext, request: Request, principal: Principal, body: b
     if accepted.local:
         ctx.metrics.deliveries.labels("local").inc(len(accepted.local))
     await apiviews.record_sent(ctx.pool, principal.account.id, accepted.message_id, recipients, "api")
-    log.info("api send accepted", extra={"account": principal.account.address, "message": accepted.message_id,
+    log.info("api send accepted", extra={"account": principal.account.address, "message_row": accepted.message_id,
                                          "local": len(accepted.local), "queued": len(accepted.queued)})
     return _result(accepted)
 
