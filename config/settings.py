@@ -191,6 +191,10 @@ class AuthPolicySettings:
                                 _one_of("reject", "quarantine", "none"))
     dmarc_quarantine: str = setting("quarantine", "What a DMARC p=quarantine failure does.",
                                     _one_of("reject", "quarantine", "none"))
+    timeout: float = setting(30.0, "Seconds SPF (from MAIL FROM) and, separately, the end-of-data checks "
+                             "(DKIM, ARC, DMARC) may take in all; past it the result is a temperror: "
+                             "451 4.7.1 when enforcing, else delivered with the temperror recorded.",
+                             _positive)
 
 
 _TRANSPORT_SCHEMES = ("smtp", "smtp+starttls", "smtps")
@@ -326,6 +330,6 @@ DEV_PROFILE: dict[str, Any] = {
     },
     "http": {"listener": {"address": "127.0.0.1", "port": 8025}, "tls": False, "allow_plaintext_basic": True},
     "dns": {"timeout": 1.0},
-    "auth": {"enforce": False},
+    "auth": {"enforce": False, "timeout": 5.0},
     "queue": {"retry_initial": 60.0},
 }

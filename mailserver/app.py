@@ -59,10 +59,18 @@ ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
 async def smtp_in_services(runtime: Runtime) -> list[Service]:
-    """Inbound SMTP: the MX, submission (STARTTLS) and submissions (implicit TLS) listeners."""
+    """Inbound SMTP: the MX (with sender authentication through the shared resolver), submission
+    (STARTTLS) and submissions (implicit TLS) listeners."""
+    from mailcore.auth.dmarc import OrganizationalDomains
+    from smtp_in.senderauth import SenderAuthentication
     from smtp_in.server import build_smtp_services
 
-    return list(build_smtp_services(runtime.settings, runtime.db.pool, runtime.tls))
+    settings = runtime.settings
+    # Loading the Public Suffix List takes tens of milliseconds: once per process, off the loop.
+    org = await asyncio.to_thread(OrganizationalDomains)
+    sender_auth = SenderAuthentication(runtime.resolver, settings.server.hostname, settings.auth,
+                                       dns_timeout=settings.dns.timeout, org=org)
+    return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth))
 
 
 async def queue_services(runtime: Runtime) -> list[Service]:
