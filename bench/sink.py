@@ -107,16 +107,13 @@ class DNSStub(asyncio.DatagramProtocol):
         self.transport.sendto(header + question, addr)  # type: ignore[attr-defined]
 
 
-async def serve(host: str, port: int, dns_port: int | None, ready_file: str | None) -> None:
+async def serve(host: str, port: int, dns_port: int | None) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(SinkProtocol, host, port, backlog=1024, reuse_address=True)
     if dns_port:
         await loop.create_datagram_endpoint(DNSStub, local_addr=(host, dns_port))
     print(f"sink listening on {host}:{port}" + (f", dns stub on {host}:{dns_port}" if dns_port else ""),
           flush=True)
-    if ready_file:
-        with open(ready_file, "w") as f:
-            f.write("ready\n")
     async with server:
         await server.serve_forever()
 
@@ -126,11 +123,10 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=10026)
     p.add_argument("--dns-port", type=int, default=0)
-    p.add_argument("--ready-file")
     a = p.parse_args()
     if not a.host.startswith("127.") and a.host != "::1":
         p.error("the sink listens on loopback only")
-    asyncio.run(serve(a.host, a.port, a.dns_port or None, a.ready_file))
+    asyncio.run(serve(a.host, a.port, a.dns_port or None))
 
 
 if __name__ == "__main__":
