@@ -41,11 +41,17 @@ class Result:
     p99_ms: float = 0.0
     max_ms: float = 0.0
     client_cpu: float = 0.0  # the generator's CPU seconds / wall seconds (1.0 = one core busy)
+    reconnects: int = 0  # connections the server closed (421, limits) that were opened again
+    per_rcpt: dict[str, int] = field(default_factory=dict)  # accepted messages per recipient
     errors: list[str] = field(default_factory=list)
 
 
 class SMTPError(Exception):
     pass
+
+
+class Closed(SMTPError):
+    """The server closed the connection (or said 421): open another and go on, as an MTA would."""
 
 
 def dot_stuff(raw: bytes) -> bytes:
@@ -62,9 +68,11 @@ async def read_reply(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]:
     while True:
         line = await reader.readline()
         if not line:
-            raise SMTPError("connection closed")
+            raise Closed("connection closed")
         lines.append(line[4:].rstrip())
         if line[3:4] != b"-":
+            if line.startswith(b"421"):
+                raise Closed(f"421 {line[4:60].decode(errors='replace').strip()}")
             return int(line[:3]), lines
 
 
@@ -76,15 +84,23 @@ class Generator:
         self.bodies = [dot_stuff(make_message(seed, i, size, rcpts[i % len(rcpts)], sender))
                        for i in range(min(n, POOL))]
         self.next = 0
+        self.retry: list[int] = []  # messages whose connection closed before their final reply
         self.latencies: list[float] = []
+        self.per_rcpt: dict[str, int] = {}
         self.failed = 0
+        self.reconnects = 0
         self.errors: list[str] = []
 
     def _take(self) -> int | None:
+        if self.retry:
+            return self.retry.pop()
         if self.next >= self.n:
             return None
         self.next += 1
         return self.next - 1
+
+    def _more(self) -> bool:
+        return bool(self.retry) or self.next < self.n
 
     async def connection(self) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
@@ -106,35 +122,45 @@ class Generator:
                     raise SMTPError(f"AUTH {code}")
             first = True
             while (i := self._take()) is not None:
-                rcpt = self.rcpts[i % len(self.rcpts)]
-                cmds = [] if first else [b"RSET\r\n"]
-                cmds += [f"MAIL FROM:<{self.sender}>\r\n".encode(), f"RCPT TO:<{rcpt}>\r\n".encode(), b"DATA\r\n"]
-                first = False
-                t0 = time.perf_counter()
-                codes = []
-                if pipelining:
-                    writer.write(b"".join(cmds))
-                    for _ in cmds:
-                        codes.append((await read_reply(reader))[0])
-                else:
-                    for cmd in cmds:
-                        writer.write(cmd)
-                        codes.append((await read_reply(reader))[0])
-                if codes[-1] != 354:
-                    self.failed += 1
-                    self._note(f"envelope replies {codes}")
-                    continue
-                writer.write(self.bodies[i % len(self.bodies)])
-                code, text = await read_reply(reader)
-                if code == 250:
-                    self.latencies.append(time.perf_counter() - t0)
-                else:
-                    self.failed += 1
-                    self._note(f"DATA {code} {b' '.join(text)[:80]!r}")
+                try:
+                    first = await self._transaction(reader, writer, i, first, pipelining)
+                except Closed:
+                    self.retry.append(i)
+                    raise
             writer.write(b"QUIT\r\n")
             await writer.drain()
         finally:
             writer.close()
+
+    async def _transaction(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, i: int,
+                           first: bool, pipelining: bool) -> bool:
+        """One message: [RSET] MAIL RCPT DATA, body; False once a transaction was attempted."""
+        rcpt = self.rcpts[i % len(self.rcpts)]
+        cmds = [] if first else [b"RSET\r\n"]
+        cmds += [f"MAIL FROM:<{self.sender}>\r\n".encode(), f"RCPT TO:<{rcpt}>\r\n".encode(), b"DATA\r\n"]
+        t0 = time.perf_counter()
+        codes = []
+        if pipelining:
+            writer.write(b"".join(cmds))
+            for _ in cmds:
+                codes.append((await read_reply(reader))[0])
+        else:
+            for cmd in cmds:
+                writer.write(cmd)
+                codes.append((await read_reply(reader))[0])
+        if codes[-1] != 354:
+            self.failed += 1
+            self._note(f"envelope replies {codes}")
+            return False
+        writer.write(self.bodies[i % len(self.bodies)])
+        code, text = await read_reply(reader)
+        if code == 250:
+            self.latencies.append(time.perf_counter() - t0)
+            self.per_rcpt[rcpt] = self.per_rcpt.get(rcpt, 0) + 1
+        else:
+            self.failed += 1
+            self._note(f"DATA {code} {b' '.join(text)[:80]!r}")
+        return False
 
     def _note(self, error: str) -> None:
         if len(self.errors) < 10:
@@ -146,10 +172,19 @@ class Generator:
         t0 = time.perf_counter()
 
         async def worker() -> None:
-            try:
-                await self.connection()
-            except (OSError, SMTPError, ValueError) as e:
-                self._note(f"connection: {e}")
+            while self._more():
+                try:
+                    await self.connection()
+                except Closed as e:
+                    self.reconnects += 1
+                    if self.reconnects > 10 * self.n + 100:
+                        self._note(f"giving up reconnecting: {e}")
+                        return
+                    if self.reconnects <= 3:
+                        self._note(f"reconnected after: {e}")
+                except (OSError, SMTPError, ValueError) as e:
+                    self._note(f"connection: {e}")
+                    return
 
         try:
             await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(self.concurrency))), self.timeout)
@@ -168,6 +203,8 @@ class Generator:
             result.max_ms = round(lat[-1] * 1000, 2)
         cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
         result.client_cpu = round(cpu / elapsed, 2) if elapsed else 0.0
+        result.reconnects = self.reconnects
+        result.per_rcpt = self.per_rcpt
         result.errors = self.errors
         return result
 

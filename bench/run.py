@@ -128,13 +128,9 @@ class Bench:
         cpu.begin()
         res = await asyncio.to_thread(self.loadgen, smtp_port, size, conc, n)
         if poller:
-            expected = {u: base[u] + sum(1 for i in range(res["sent"]) if i % len(USERS) == j)
-                        for j, u in enumerate(USERS)}
-            if res.get("failed"):
-                res["fetchable_s"] = None
-            else:
-                wait = await poller.wait(expected, limit=self.args.step_timeout)
-                res["fetchable_s"] = None if wait is None else res["seconds"] + wait
+            expected = {u: base[u] + res.get("per_rcpt", {}).get(u, 0) for u in USERS}
+            wait = await poller.wait(expected, limit=self.args.step_timeout)
+            res["fetchable_s"] = None if wait is None else res["seconds"] + wait
             await poller.close()
         res["cpu_s"] = cpu.seconds()
         res["cpu_ms_per_msg"] = 1000 * res["cpu_s"] / res["sent"] if res["sent"] else None
@@ -157,15 +153,16 @@ class Bench:
             target = 0.9 if conc == 1 else targets.get((size, conc))
             skipped = "" if o else "ours: no SMTP listener"
             self.rows.append(Row(f"{label} accept", "msg/s", True, o and o["rate"], t["rate"], target,
-                                 skipped or _errors(o, t)))
+                                 skipped or _errors(ours=o, theirs=t)))
             self.rows.append(Row(f"{label} p50", "ms", False, o and o["p50_ms"], t["p50_ms"]))
             self.rows.append(Row(f"{label} p99", "ms", False, o and o["p99_ms"], t["p99_ms"],
                                  0.3 if conc == 50 else None))
             self.rows.append(Row(f"{label} CPU/msg", "ms", False, o and o["cpu_ms_per_msg"],
                                  t["cpu_ms_per_msg"], 0.8))
+            why = ("" if o is None or o.get("fetchable_s") is not None else
+                   "ours: no IMAP listener" if not (self.ours and self.ours.imap) else "ours: timed out")
             self.rows.append(Row(f"{label} until fetchable", "s", False, o and o.get("fetchable_s"),
-                                 t.get("fetchable_s"), note="" if o and o.get("fetchable_s") else
-                                 ("ours: no IMAP listener" if o else "")))
+                                 t.get("fetchable_s"), note=why))
             # the generator's ceiling: the sink's rate must be >= 3x ours (Postfix's while ours is absent)
             ref = o["rate"] if o and o["rate"] else t["rate"]
             self.rows.append(Row(f"{label} generator ceiling", "x", True, ceiling["rate"] / ref if ref else None,
@@ -361,9 +358,20 @@ class Bench:
         self.rows.append(Row("Outbound submit accept", "msg/s", True, o and o["rate"], t["rate"]))
 
 
-def _errors(*results: dict[str, Any] | None) -> str:
-    errs = [e for r in results if r for e in r.get("errors", [])]
-    return ("errors: " + "; ".join(errs[:2]))[:120] if errs else ""
+def _errors(**results: dict[str, Any] | None) -> str:
+    """What went wrong on either side, short enough for the table (the JSON has it all)."""
+    out = []
+    for side, r in results.items():
+        if not r:
+            continue
+        if r.get("failed"):
+            out.append(f"{side}: {r['failed']} failed")
+        if r.get("reconnects"):
+            out.append(f"{side}: {r['reconnects']} reconnects")
+        errs = [e for e in r.get("errors", []) if not e.startswith("reconnected")] or r.get("errors", [])
+        if errs:
+            out.append(f"{side}: {errs[0]}")
+    return "; ".join(out)[:140]
 
 
 # --- main -----------------------------------------------------------------------------------------------
