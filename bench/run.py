@@ -101,9 +101,9 @@ class Bench:
 
     # SMTP inbound -------------------------------------------------------------------------------------
     def loadgen(self, port: int, size: int, conc: int, n: int, domain: str = DOMAIN,
-                auth: str | None = None) -> dict[str, Any]:
+                auth: str | None = None, sender: str = SENDER) -> dict[str, Any]:
         cmd = [sys.executable, str(BENCH / "loadgen.py"), "--port", str(port), "-n", str(n), "-c", str(conc),
-               "--size", str(size), "--domain", domain, "--sender", SENDER, "--json",
+               "--size", str(size), "--domain", domain, "--sender", sender, "--json",
                "--timeout", str(self.args.step_timeout)]
         if auth:
             cmd += ["--auth", auth]
@@ -332,27 +332,37 @@ class Bench:
             if side == "ours":
                 self.rss.reset()
             t0 = time.perf_counter()
+            # submission: the authenticated user is the sender (ours checks that the sender is its own)
+            user = f"u1@{DOMAIN}"
             if side == "ours":
                 res = await asyncio.to_thread(self.loadgen, OURS_SUBMISSION, 2_000, 10, n, "remote.test",
-                                              f"u1@{DOMAIN}:{PASSWORD}")
+                                              f"{user}:{PASSWORD}", user)
             else:
-                res = await asyncio.to_thread(self.loadgen, POSTFIX_SMTP, 2_000, 10, n, "remote.test")
+                res = await asyncio.to_thread(self.loadgen, POSTFIX_SMTP, 2_000, 10, n, "remote.test",
+                                              None, user)
             deadline = time.perf_counter() + self.args.step_timeout
-            count = 0
-            while time.perf_counter() < deadline:
+            count = last = 0
+            moved = time.perf_counter()
+            while time.perf_counter() < deadline and res["sent"]:
                 count = await self.sink_count()
                 if count >= res["sent"]:
                     break
+                if count != last:
+                    last, moved = count, time.perf_counter()
+                elif time.perf_counter() - moved > 30:  # nothing arrived for 30 s: a queue that is not running
+                    res.setdefault("errors", []).append(f"the sink got {count} of {res['sent']}; stalled 30 s")
+                    break
                 await asyncio.sleep(0.05)
             secs = time.perf_counter() - t0
-            res.update(delivered=count, until_sink_s=secs if count >= res["sent"] else None,
-                       rate_to_sink=count / secs, cpu_s=cpu.seconds())
+            done = res["sent"] and count >= res["sent"]
+            res.update(delivered=count, until_sink_s=secs if done else None,
+                       rate_to_sink=count / secs if done else None, cpu_s=cpu.seconds())
             if side == "ours":
                 res["peak_rss_mb"] = self.rss.peak_mb()
             got[side] = res
         self.raw["outbound"].append(got)
         o, t = got.get("ours"), got["theirs"]
-        note = "" if o else "ours: no outbound queue on this branch yet"
+        note = _errors(ours=o, theirs=t) if o else "ours: no outbound queue on this branch yet"
         self.rows.append(Row(f"Outbound 2KB x{n} to sink", "msg/s", True, o and o["rate_to_sink"],
                              t["rate_to_sink"], 1.0, note))
         self.rows.append(Row("Outbound submit accept", "msg/s", True, o and o["rate"], t["rate"]))
