@@ -141,15 +141,18 @@ class Ours:
                 self.notes.append(f"ours: no {what} on this branch yet; its workloads are skipped")
 
     def backend_pids(self) -> list[int]:
-        """PostgreSQL backends serving our database (their CPU is part of ours)."""
-        try:
-            out = subprocess.run(
-                ["psql", self.admin_dsn, "-Atc",
-                 f"SELECT pid FROM pg_stat_activity WHERE datname = '{self.db_name}'"],
-                capture_output=True, text=True, timeout=10).stdout
-            return [int(x) for x in out.split()]
-        except (OSError, subprocess.SubprocessError, ValueError):
-            return []
+        """PostgreSQL backends serving our database (their CPU is part of ours), by their process title."""
+        import psutil
+
+        needle = f" {self.db_name} "
+        pids = []
+        for p in psutil.process_iter(["name", "cmdline"]):
+            try:
+                if p.info["name"] in ("postgres", "postmaster") and needle in " ".join(p.info["cmdline"] or []) + " ":
+                    pids.append(p.pid)
+            except psutil.Error:
+                continue
+        return pids
 
     def stop(self) -> None:
         stop_process(self.proc)
