@@ -272,9 +272,17 @@ class Bench:
                                  None if tv is None else tv * scale, target,
                                  err or ("" if have_ours else "ours: no IMAP listener")))
 
+        for side, r in (("ours", o), ("theirs", t)):
+            for key in ("cold", "warm"):
+                got = r.get(key, {}).get("messages")
+                if got is not None and got != n:
+                    self.rows.append(Row(f"IMAP {k}: {side} {key} sync returned {got} of {n}", "count", True,
+                                         got if side == "ours" else None, got if side == "theirs" else None,
+                                         note="incomplete answer: its time is not comparable"))
         add("header sync, first after delivery", "cold", target=0.3)
         add("header sync, warm", "warm", target=1.0)
         add("SELECT, warm", "warm", "select_s")
+        add(f"CPU of {self.mode.warm_reps} warm syncs (ours incl. PostgreSQL)", "warm", "cpu_s", unit="ms")
         add("header sync warm, 10 clients", "sync_x10")
         add("100 body fetches", "body_fetch_100")
         add("SEARCH SUBJECT", "search_header", target=0.5)
