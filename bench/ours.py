@@ -76,8 +76,8 @@ class Ours:
             "[auth]", "enforce = false",
         ]
         if "transports" in queue_fields:
-            lines += ["[queue]", "retry_initial = 5.0", "poll_interval = 1.0",
-                      "[queue.transports]", f'"remote.test" = "smtp://127.0.0.1:{SINK}"']
+            # only the route to the sink; the queue's own settings stay at their defaults
+            lines += ["[queue.transports]", f'"remote.test" = "smtp://127.0.0.1:{SINK}"']
         return "\n".join(lines) + "\n"
 
     async def create(self) -> None:
