@@ -107,9 +107,12 @@ class Bench:
                "--timeout", str(self.args.step_timeout)]
         if auth:
             cmd += ["--auth", auth]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.args.step_timeout + 60)
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, timeout=self.args.step_timeout + 60)
+        except subprocess.TimeoutExpired:
+            return {"sent": 0, "failed": n, "rate": 0.0, "seconds": 0.0, "errors": ["load generator timed out"]}
         if out.returncode != 0:
-            return {"sent": 0, "failed": n, "rate": 0.0, "errors": [out.stderr[-400:]]}
+            return {"sent": 0, "failed": n, "rate": 0.0, "seconds": 0.0, "errors": [out.stderr[-400:]]}
         return json.loads(out.stdout)
 
     async def smtp_side(self, side: str, size: int, conc: int, n: int) -> dict[str, Any] | None:
@@ -121,15 +124,23 @@ class Bench:
             smtp_port, imap_port, cpu = POSTFIX_SMTP, DOVECOT_IMAP, self.cpu_postfix
         poller = None
         if imap_port:
-            poller = await imapbench.Poller.open("127.0.0.1", imap_port, USERS, PASSWORD)
-            base = await poller.counts()
+            try:
+                poller = await imapbench.Poller.open("127.0.0.1", imap_port, USERS, PASSWORD)
+                base = await poller.counts()
+            except (OSError, imapbench.IMAPError) as e:
+                log(f"{side}: cannot watch the mailboxes over IMAP: {e}")
+                poller = None
         if side == "ours":
             self.rss.reset()
         cpu.begin()
         res = await asyncio.to_thread(self.loadgen, smtp_port, size, conc, n)
         if poller:
             expected = {u: base[u] + res.get("per_rcpt", {}).get(u, 0) for u in USERS}
-            wait = await poller.wait(expected, limit=self.args.step_timeout)
+            try:
+                wait = await poller.wait(expected, limit=self.args.step_timeout)
+            except (OSError, imapbench.IMAPError) as e:
+                res.setdefault("errors", []).append(f"watching over IMAP: {e}")
+                wait = None
             res["fetchable_s"] = None if wait is None else res["seconds"] + wait
             await poller.close()
         res["cpu_s"] = cpu.seconds()
@@ -185,7 +196,12 @@ class Bench:
         fill: dict[str, Any] = {"theirs_s": fill_t}
         if have_ours:
             assert self.ours is not None
-            fill["ours_s"] = await fill_ours(self.ours, n)
+            try:
+                fill["ours_s"] = await fill_ours(self.ours, n)
+            except Exception as e:  # the store changed under the bench: measure theirs, say why not ours
+                log(f"IMAP {n}: filling ours failed: {type(e).__name__}: {e}")
+                self.ours.notes.append(f"filling box{n} failed: {type(e).__name__}: {e}")
+                have_ours = False
         log(f"IMAP {n}: filled ({', '.join(f'{k} {v:.1f}' for k, v in fill.items())})")
         ports = {"ours": OURS_IMAP, "theirs": DOVECOT_IMAP}
         sides = [s for s in ("ours", "theirs") if s == "theirs" or have_ours]
@@ -270,7 +286,8 @@ class Bench:
             err = o.get(key, {}).get("error") or t.get(key, {}).get("error") or ""
             self.rows.append(Row(f"IMAP {k}: {name}", unit, False, None if ov is None else ov * scale,
                                  None if tv is None else tv * scale, target,
-                                 err or ("" if have_ours else "ours: no IMAP listener")))
+                                 err or ("" if have_ours else "ours: no IMAP listener" if not (
+                                     self.ours and self.ours.imap) else "ours: fill failed (see notes)")))
 
         for side, r in (("ours", o), ("theirs", t)):
             for key in ("cold", "warm"):

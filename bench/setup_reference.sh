@@ -46,6 +46,12 @@ chown -R benchmail:benchmail "$BENCH_MAIL"
 # --- Postfix ----------------------------------------------------------------------------------------------
 # Stop a running instance first so the new master.cf never coexists with an old listener.
 postfix status >/dev/null 2>&1 && postfix stop >/dev/null 2>&1 || true
+# This Postfix exists for the bench: its main.cf and master.cf are ours. Keep the package's originals once.
+for f in main.cf master.cf; do
+    if [ -f "/etc/postfix/$f" ] && ! grep -q "bench/setup_reference.sh" "/etc/postfix/$f" && [ ! -f "/etc/postfix/$f.bench-orig" ]; then
+        cp -p "/etc/postfix/$f" "/etc/postfix/$f.bench-orig"
+    fi
+done
 for u in $USERS; do echo "$u@bench.test bench.test/$u/"; done > /etc/postfix/bench_vmailbox
 echo "remote.test smtp:[127.0.0.1]:$SINK_PORT" > /etc/postfix/bench_transport
 
