@@ -85,7 +85,7 @@ class Bench:
     def __init__(self, mode: Mode, args: argparse.Namespace, ours: Ours | None) -> None:
         self.mode, self.args, self.ours = mode, args, ours
         self.rows: list[Row] = []
-        self.raw: dict[str, Any] = {"smtp": [], "imap": [], "append": [], "outbound": [], "ceiling": []}
+        self.raw: dict[str, Any] = {"smtp": [], "imap": [], "append": [], "outbound": []}
         self.rss = PeakRSS(ours.proc.pid if ours and ours.proc else None)
         pid = ours.proc.pid if ours and ours.proc else None
         # ours: our process and the PostgreSQL backends of our database, each counted by its own delta
@@ -470,7 +470,9 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
 
 
 def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: str) -> None:
-    print()
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n{mode.name} run of {git_rev() or 'this checkout'}, {os.cpu_count()} CPUs, load average at the end "
+          f"{load}; ratio = ours/theirs, measured back to back in this run\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
         print("note:", note.splitlines()[0][:200])
