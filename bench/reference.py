@@ -46,6 +46,11 @@ def fill_maildir(n: int) -> float:
     return time.perf_counter() - t0
 
 
+def drop_maildir(n: int) -> None:
+    """Remove box<n>'s Maildir (up to a gigabyte at 100,000 messages) once its workloads are done."""
+    shutil.rmtree(MAIL_ROOT / DOMAIN / f"box{n}", ignore_errors=True)
+
+
 def reset_reference_mail() -> None:
     """Empty the Maildirs the SMTP and APPEND workloads fill, so every run starts from the same state."""
     for user in [u.split("@")[0] for u in USERS] + ["appender"]:

@@ -56,6 +56,7 @@ from reference import (  # noqa: E402
     DOVECOT_PID,
     POSTFIX_PID,
     POSTFIX_SMTP,
+    drop_maildir,
     fill_maildir,
     reset_reference_mail,
 )
@@ -276,6 +277,7 @@ class Bench:
         await measure("search_header_x10", conc(imapbench.search_command("SUBJECT")))
         await measure("search_body_x10", conc(imapbench.search_command("BODY")))
         self.raw["imap"].append({"messages": n, "fill": fill, **res})
+        await asyncio.to_thread(drop_maildir, n)
 
         o, t = res.get("ours", {}), res["theirs"]
         k = f"{n // 1000}k"
