@@ -1,0 +1,198 @@
+"""Our server for the benchmark: a fresh database, the bench accounts, this checkout's server on its own
+ports, what this branch of it offers (listeners, outbound queue), and filling a mailbox through the
+store's delivery seam. Everything is removed afterwards unless asked to keep it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from messages import mailbox_size, make_message
+from probes import port_open, stop_process
+
+REPO = Path(__file__).resolve().parent.parent
+PASSWORD = "benchpass"
+DOMAIN = "bench.test"
+USERS = [f"u{i}@{DOMAIN}" for i in range(1, 51)]
+BOXES = [f"box{n}@{DOMAIN}" for n in (1000, 10000, 100000)] + [f"appender@{DOMAIN}"]
+SENDER = "sender@example.org"
+SINK, DNS_STUB = 10026, 10053
+OURS_MX, OURS_SUBMISSION, OURS_IMAP = 11025, 11587, 11143
+
+
+def fill_seed(n: int) -> int:
+    return 1000 + n
+
+
+def fill_message(n: int, i: int) -> bytes:
+    """Message i of mailbox box<n>: the same bytes for ours and for Dovecot."""
+    rng = random.Random(fill_seed(n) * 7919 + i)
+    return make_message(fill_seed(n), i, mailbox_size(rng), f"box{n}@{DOMAIN}")
+
+
+@dataclass
+class Ours:
+    """Our server from this checkout, on a fresh database, and what this branch of it offers."""
+
+    admin_dsn: str
+    workdir: Path
+    db_name: str = ""
+    dsn: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+    smtp: bool = False
+    submission: bool = False
+    imap: bool = False
+    outbound: bool = False
+    log_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def config_text(self) -> str:
+        from config.settings import QueueSettings
+
+        queue_fields = {f.name for f in dataclasses.fields(QueueSettings)}
+        lines = [
+            "[server]", 'hostname = "ours.bench.test"', f'data_dir = "{self.workdir / "data"}"',
+            "shutdown_grace = 5.0",  # log level: the default (info), as an admin runs it and Postfix logs
+            "[database]", f'dsn = "{self.dsn}"', "pool_max = 20",
+            "[tls]", "self_signed = true",
+            "[smtp]", "allow_plaintext_auth = true", "max_connections_per_ip = 1000",
+            "max_connections = 2000",
+            "[smtp.mx]", 'address = "127.0.0.1"', f"port = {OURS_MX}",
+            "[smtp.submission]", 'address = "127.0.0.1"', f"port = {OURS_SUBMISSION}",
+            "[smtp.submissions]", "enabled = false",
+            "[imap]", "allow_plaintext_auth = true", "max_connections_per_user = 200",
+            "[imap.imap]", 'address = "127.0.0.1"', f"port = {OURS_IMAP}",
+            "[imap.imaps]", "enabled = false",
+            "[http.listener]", "enabled = false",
+            "[dns]", 'nameservers = ["127.0.0.1"]', f"port = {DNS_STUB}", "timeout = 1.0",
+            "[auth]", "enforce = false",
+        ]
+        if "transports" in queue_fields:
+            # only the route to the sink; the queue's own settings stay at their defaults
+            lines += ["[queue.transports]", f'"remote.test" = "smtp://127.0.0.1:{SINK}"']
+        return "\n".join(lines) + "\n"
+
+    async def create(self) -> None:
+        """A fresh database with the schema and the accounts; nothing is reused from an earlier run."""
+        import asyncpg
+
+        from config.settings import DatabaseSettings
+        from mailcore.passwords import hash_password
+        from storage import accounts
+        from storage.db import Database
+
+        self.db_name = f"mailbench_{os.getpid()}_{int(time.time())}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        finally:
+            await conn.close()
+        base = self.admin_dsn.rsplit("/", 1)[0]
+        self.dsn = f"{base}/{self.db_name}"
+        db = await Database.open(DatabaseSettings(dsn=self.dsn), self.workdir / "data")
+        try:
+            pw = await hash_password(PASSWORD)
+            await accounts.add_domain(db.pool, DOMAIN)
+            for box in [*USERS, *(f"box{n}@{DOMAIN}" for n in (1000, 10000, 100000)), f"appender@{DOMAIN}"]:
+                await accounts.add_account(db.pool, box, pw)
+        finally:
+            await db.close()
+
+    def start(self) -> None:
+        cfg = self.workdir / "mailserver.toml"
+        cfg.write_text(self.config_text())
+        self.log_path = self.workdir / "server.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MAILSERVER_")}
+        env["PYTHONPATH"] = str(REPO)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mailserver", "serve", "--config", str(cfg)], cwd=REPO, env=env,
+            stdin=subprocess.DEVNULL, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if b"server ready" in self.log_path.read_bytes():
+                break
+            time.sleep(0.2)
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-800:]
+            self.notes.append(f"our server exited at start ({self.proc.returncode}): {tail}")
+            return
+        self.smtp = port_open(OURS_MX)
+        self.submission = port_open(OURS_SUBMISSION)
+        self.imap = port_open(OURS_IMAP)
+        try:
+            import importlib.util
+
+            has_worker = importlib.util.find_spec("smtp_out.worker") is not None
+        except ImportError:
+            has_worker = False
+        self.outbound = self.submission and has_worker and "[queue.transports]" in cfg.read_text()
+        for what, ok in (("SMTP MX listener", self.smtp), ("IMAP listener", self.imap),
+                         ("outbound queue with transports + submission", self.outbound)):
+            if not ok:
+                self.notes.append(f"ours: no {what} on this branch yet; its workloads are skipped")
+
+    def backend_pids(self) -> list[int]:
+        """PostgreSQL backends serving our database (their CPU is part of ours), by their process title."""
+        import psutil
+
+        needle = f" {self.db_name} "
+        pids = []
+        for p in psutil.process_iter(["name", "cmdline"]):
+            try:
+                if p.info["name"] in ("postgres", "postmaster") and needle in " ".join(p.info["cmdline"] or []) + " ":
+                    pids.append(p.pid)
+            except psutil.Error:
+                continue
+        return pids
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    async def drop(self) -> None:
+        import asyncpg
+
+        if not self.db_name:
+            return
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def fill_ours(ours: Ours, n: int, workers: int = 8) -> float:
+    """Deliver n messages into box<n>'s INBOX through the store's delivery seam (as the MX would)."""
+    from config.settings import DatabaseSettings
+    from mailcore.mime.precompute import summarize
+    from storage import accounts
+    from storage.db import Database
+    from storage.delivery import Delivery, LocalRecipient
+
+    t0 = time.perf_counter()
+    db = await Database.open(DatabaseSettings(dsn=ours.dsn), ours.workdir / "data", migrate=False,
+                             pool_max=workers)
+    try:
+        account = await accounts.get_account(db.pool, f"box{n}@{DOMAIN}")
+        assert account is not None
+        queue = iter(range(n))
+
+        async def worker() -> None:
+            for i in queue:
+                raw = fill_message(n, i)
+                d = Delivery(sender=SENDER)
+                d.add_local(LocalRecipient(account_id=account.id, delivered_to=f"box{n}@{DOMAIN}"))
+                await d.commit(db.pool, raw, summarize(raw))
+
+        await asyncio.gather(*(worker() for _ in range(workers)))
+    finally:
+        await db.close()
+    return time.perf_counter() - t0
