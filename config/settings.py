@@ -171,6 +171,22 @@ class HTTPSettings:
 
     listener: ListenerSettings = setting(doc="HTTP API listener.", factory=_listener(8443))
     tls: bool = setting(True, "Serve HTTPS with the certificate from [tls].")
+    allow_plaintext_basic: bool = setting(False, "Accept HTTP Basic (account passwords) over plain HTTP "
+                                          "from loopback clients (dev only). API tokens work over "
+                                          "plain HTTP regardless; prefer tls.")
+    max_request_size: int = setting(72 * 1024 * 1024, "Largest request body accepted, in bytes (413 "
+                                    "beyond). Leave room for base64 (4/3) over smtp.max_message_size.",
+                                    _positive)
+    requests_per_minute: float = setting(600.0, "API requests per minute per token or account "
+                                         "(token bucket; 429 with Retry-After beyond).", _positive)
+    messages_per_hour: float = setting(500.0, "Messages an account may send per hour over the API "
+                                       "and submission together (token bucket).", _positive)
+    auth_failures_per_hour: float = setting(20.0, "Failed logins allowed per client address and per "
+                                            "account per hour (token bucket) before 429.", _positive)
+    idempotency_ttl: float = setting(86400.0, "Seconds an Idempotency-Key is remembered with its "
+                                     "response.", _positive)
+    metrics: bool = setting(True, "Serve Prometheus metrics at /metrics (unauthenticated: restrict "
+                            "it at the network if the numbers are private).")
 
 
 @dataclass(frozen=True)
@@ -195,6 +211,10 @@ class AuthPolicySettings:
                                 _one_of("reject", "quarantine", "none"))
     dmarc_quarantine: str = setting("quarantine", "What a DMARC p=quarantine failure does.",
                                     _one_of("reject", "quarantine", "none"))
+    timeout: float = setting(30.0, "Seconds SPF (from MAIL FROM) and, separately, the end-of-data checks "
+                             "(DKIM, ARC, DMARC) may take in all; past it the result is a temperror: "
+                             "451 4.7.1 when enforcing, else delivered with the temperror recorded.",
+                             _positive)
 
 
 _TRANSPORT_SCHEMES = ("smtp", "smtp+starttls", "smtps")
@@ -285,6 +305,11 @@ class RedisSettings:
     url: str = setting("", "redis://host:port/db. Empty: in-process limits and caches.")
     timeout: float = setting(0.25, "Seconds before a Redis call is given up (then the local fallback).",
                              _positive)
+    key_prefix: str = setting("mailserver:", "Prefix of every key we write, so one Redis can serve "
+                              "several installations.")
+    retry_after: float = setting(5.0, "Seconds the local fallback is used after a Redis failure before "
+                                 "Redis is tried again (so an outage costs one timeout, not one per "
+                                 "request).", _positive)
 
 
 @dataclass(frozen=True)
@@ -323,8 +348,8 @@ DEV_PROFILE: dict[str, Any] = {
         "allow_plaintext_auth": True,
         "auth_failure_delay": 0.2,
     },
-    "http": {"listener": {"address": "127.0.0.1", "port": 8025}, "tls": False},
+    "http": {"listener": {"address": "127.0.0.1", "port": 8025}, "tls": False, "allow_plaintext_basic": True},
     "dns": {"timeout": 1.0},
-    "auth": {"enforce": False},
+    "auth": {"enforce": False, "timeout": 5.0},
     "queue": {"retry_initial": 60.0},
 }

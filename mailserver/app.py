@@ -17,8 +17,9 @@ from typing import Protocol
 
 from config.settings import Settings
 from mailcore.dns.resolver import Resolver
+from mailcore.metrics import Metrics
 from mailcore.passwords import hash_password
-from mailcore.tls import certificate_paths, server_context
+from mailcore.tls import TLSConfigError, certificate_paths, server_context
 from storage import accounts
 from storage.db import Database
 
@@ -43,13 +44,14 @@ class Service(Protocol):
 
 @dataclass
 class Runtime:
-    """What the parts are built from: settings, the store, TLS."""
+    """What the parts are built from: settings, the store, TLS, the metrics every part counts in."""
 
     settings: Settings
     db: Database
     tls: ssl.SSLContext | None
     resolver: Resolver
     services: list[Service] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 # Builders of services, registered by the protocol issues; each returns the services it wants run.
@@ -57,10 +59,18 @@ ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 
 async def smtp_in_services(runtime: Runtime) -> list[Service]:
-    """Inbound SMTP: the MX, submission (STARTTLS) and submissions (implicit TLS) listeners."""
+    """Inbound SMTP: the MX (with sender authentication through the shared resolver), submission
+    (STARTTLS) and submissions (implicit TLS) listeners."""
+    from mailcore.auth.dmarc import OrganizationalDomains
+    from smtp_in.senderauth import SenderAuthentication
     from smtp_in.server import build_smtp_services
 
-    return list(build_smtp_services(runtime.settings, runtime.db.pool, runtime.tls))
+    settings = runtime.settings
+    # Loading the Public Suffix List takes tens of milliseconds: once per process, off the loop.
+    org = await asyncio.to_thread(OrganizationalDomains)
+    sender_auth = SenderAuthentication(runtime.resolver, settings.server.hostname, settings.auth,
+                                       dns_timeout=settings.dns.timeout, org=org)
+    return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth))
 
 
 async def queue_services(runtime: Runtime) -> list[Service]:
@@ -79,7 +89,28 @@ async def imap_services(runtime: Runtime) -> list[Service]:
 
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return [smtp_in_services, queue_services, imap_services]
+    return [smtp_in_services, queue_services, imap_services, http_service]
+
+
+async def http_service(runtime: Runtime) -> list[Service]:
+    """The HTTP API (HTTPS with the runtime's certificate when `http.tls`)."""
+    from mailserver.api import create_app
+    from mailserver.api.context import ApiContext, build_limits
+    from mailserver.api.server import HttpService
+    from mailserver.api.submission import SmtpInSubmitter
+
+    settings = runtime.settings
+    if not settings.http.listener.enabled:
+        return []
+    if settings.http.tls and runtime.tls is None:
+        raise TLSConfigError("http.tls: HTTPS needs a certificate (set tls.cert_file, or tls.self_signed)")
+    limits = build_limits(settings, runtime.metrics)
+    # The API submits and receives through smtp_in's own steps (mailserver.api.submission).
+    submitter = SmtpInSubmitter(runtime.db.pool, settings.server.hostname, settings.smtp.max_message_size,
+                                settings.server.postmaster, settings.smtp.spool_threshold)
+    ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, limits, submitter)
+    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
+                        on_stop=limits.close)]
 
 
 async def seed_demo(db: Database) -> None:

@@ -1,4 +1,5 @@
-"""The `mailserver` command: serve, config check, db, domain, user and alias administration.
+"""The `mailserver` command: serve, config check, db, domain, user, alias, queue, API token, DKIM key
+and DNS record administration.
 
 Owns argument parsing, exit statuses and what the admin reads. Exit 0 on success, 1 when the store
 refuses an operation (unknown domain, duplicate account, ...), 2 for usage and configuration errors,
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import getpass
 import os
 import sys
@@ -19,9 +21,11 @@ from typing import Any
 
 from config import ConfigError, Settings, load_settings
 from mailcore.address import AddressError, parse_address
+from mailcore.auth.dkim import ALGORITHMS, generate_key, public_record
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError
-from storage import accounts, queue
+from mailserver import dnsrecords
+from storage import accounts, dkim_keys, queue, tokens
 from storage.accounts import StoreError
 from storage.db import Database, StorageUnavailable
 from storage.migrations import applied_versions, apply_migrations, available
@@ -94,6 +98,24 @@ def _parser() -> argparse.ArgumentParser:
                    ).add_argument("id", type=int)
     que.add_parser("hold", parents=[common], help="stop attempts for an entry").add_argument("id", type=int)
     que.add_parser("release", parents=[common], help="release a held entry, due now").add_argument("id", type=int)
+    tok = sub.add_parser("token", help="HTTP API tokens").add_subparsers(dest="action", required=True)
+    tcreate = tok.add_parser("create", parents=[common], help="create a token (printed once) for an account")
+    tcreate.add_argument("address")
+    tcreate.add_argument("--scope", required=True, help="comma-separated: send, read, admin")
+    tcreate.add_argument("--name", default="", help="a label to recognise the token by")
+    tok.add_parser("list", parents=[common], help="list tokens").add_argument("address", nargs="?")
+    tok.add_parser("revoke", parents=[common], help="revoke a token by id").add_argument("id", type=int)
+
+    dk = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(dest="action", required=True)
+    gen = dk.add_parser("generate", parents=[common], help="make and store a signing key; print its DNS record")
+    gen.add_argument("domain")
+    gen.add_argument("--selector", help="DNS selector (default: <algorithm><YYYYMMDD>)")
+    gen.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa",
+                     help="rsa (2048 bits, the default: every receiver verifies it) or ed25519 (RFC 8463)")
+    dk.add_parser("show", parents=[common], help="a domain's keys and their DNS records").add_argument("domain")
+
+    sub.add_parser("dns", parents=[common], help="print every DNS record a hosted domain needs"
+                   ).add_argument("domain")
     return p
 
 
@@ -161,9 +183,9 @@ def _print_rows(rows: Sequence[Sequence[Any]]) -> None:
         print("\t".join("" if v is None else str(v) for v in row))
 
 
-async def _admin(args: argparse.Namespace, db: Database) -> int:
+async def _admin(args: argparse.Namespace, db: Database, settings: Settings) -> int:
     pool = db.pool
-    cmd, action = args.command, args.action
+    cmd, action = args.command, getattr(args, "action", None)
     if cmd == "db" and action == "migrate":
         async with pool.acquire() as conn:
             done = await apply_migrations(conn)
@@ -211,6 +233,22 @@ async def _admin(args: argparse.Namespace, db: Database) -> int:
         print(f"alias {args.source.lower()} removed")
     elif cmd == "queue":
         await _queue(args, db)
+    elif cmd == "token" and action == "create":
+        token, secret = await tokens.create_token(pool, args.address, tokens.parse_scopes(args.scope), args.name)
+        print(f"token {token.id} for {token.address} ({','.join(token.scopes)}); shown once, keep it safe:",
+              file=sys.stderr)
+        print(secret)
+    elif cmd == "token" and action == "list":
+        _print_rows([(t.id, t.address, t.name, ",".join(t.scopes), t.created_at.isoformat(timespec="seconds"),
+                      t.last_used.isoformat(timespec="seconds") if t.last_used else "never",
+                      "revoked" if t.revoked_at else "") for t in await tokens.list_tokens(pool, args.address)])
+    elif cmd == "token" and action == "revoke":
+        await tokens.revoke_token(pool, args.id)
+        print(f"token {args.id} revoked")
+    elif cmd == "dkim":
+        await _dkim(args, db)
+    elif cmd == "dns":
+        await _dns(args, db, settings)
     else:  # pragma: no cover - argparse restricts the choices
         raise UsageError(f"unknown command {cmd} {action}")
     return 0
@@ -257,6 +295,48 @@ async def _queue(args: argparse.Namespace, db: Database) -> None:
         print(f"queue entry {args.id} released")
 
 
+def _key_record(key: dkim_keys.DKIMKey, signing: bool) -> dnsrecords.KeyRecord:
+    return dnsrecords.KeyRecord(key.selector, public_record(key.private_key), signing)
+
+
+async def _dkim(args: argparse.Namespace, db: Database) -> None:
+    domain = args.domain.lower().rstrip(".")
+    if args.action == "generate":
+        algorithm = ALGORITHMS[args.algorithm]
+        selector = args.selector or f"{args.algorithm}{dt.date.today():%Y%m%d}"
+        await dkim_keys.list_keys(db.pool, domain)  # refuse an unknown domain before the slow part
+        pem, value = await asyncio.to_thread(generate_key, args.algorithm)
+        await dkim_keys.add_key(db.pool, domain, selector, pem, algorithm)
+        record = dnsrecords.KeyRecord(selector, value, True)
+        print(f"DKIM key {selector} ({algorithm}) stored for {domain}; it signs {domain}'s mail from now on.\n"
+              "Publish this DNS TXT record now: receivers cannot verify the signatures until they see it.\n\n"
+              f"  name:  {dnsrecords.dkim_name(domain, selector)}\n  value: {value}\n\n"
+              f"As a zone-file line:\n{dnsrecords.dkim_record(domain, record)}")
+        if args.algorithm == "ed25519":
+            print("\nNote: many receivers do not verify ed25519 signatures yet (RFC 8463) and treat such mail as\n"
+                  "unsigned. Only the newest key signs: an RSA key is the safer choice for now.")
+        return
+    keys = await dkim_keys.list_keys(db.pool, domain)
+    if not keys:
+        raise StoreError(f"no DKIM key for {domain} (create one with 'mailserver dkim generate {domain}')")
+    for i, key in enumerate(keys):
+        record = _key_record(key, i == 0)
+        print(f"{dnsrecords.dkim_name(domain, key.selector)}\t{key.algorithm}\tcreated {_when(key.created_at)}"
+              + ("\tsigning" if record.signing else "\tnot signing (older)"))
+        print(f"  value: {record.value}\n{dnsrecords.dkim_record(domain, record)}\n")
+
+
+async def _dns(args: argparse.Namespace, db: Database, settings: Settings) -> None:
+    domain = args.domain.lower().rstrip(".")
+    keys = await dkim_keys.list_keys(db.pool, domain)
+    hostname = settings.server.hostname
+    if "." not in hostname or hostname.endswith(".localhost"):
+        print(f"mailserver: warning: server.hostname is {hostname!r}, not a public name; set it before "
+              "publishing these records", file=sys.stderr)
+    lines = dnsrecords.domain_records(domain, hostname, [_key_record(k, i == 0) for i, k in enumerate(keys)])
+    print("\n".join(lines))
+
+
 def _check_address(text: str) -> None:
     try:
         parse_address(text)
@@ -282,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "health":
             return asyncio.run(_health(settings, args.timeout))
-        return asyncio.run(_with_db(settings, lambda db: _admin(args, db)))
+        return asyncio.run(_with_db(settings, lambda db: _admin(args, db, settings)))
     except (ConfigError, TLSConfigError) as exc:
         print(f"mailserver: configuration error: {exc}", file=sys.stderr)
         return 2

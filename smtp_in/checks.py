@@ -2,10 +2,11 @@
 the session turns verdicts into replies.
 
 - connection: `ConnectionLimits` (overall and per client address; 421 4.7.0 beyond).
-- sender: `check_sender` (submission: the authenticated account must own MAIL FROM, else 553 5.7.1).
-  SPF will plug in here for the MX.
+- sender: `check_sender` (submission: the authenticated account must own MAIL FROM, else 553 5.7.1);
+  on the MX, SPF (`smtp_in.senderauth`) starts here and its `SenderResults` reach the body checks.
 - recipient: `route_recipient` (our domain and a known user, or relay for authenticated clients).
-- body: `BodyCheck` implementations run after the whole message is in; DKIM/DMARC/ARC will be one.
+- body: `BodyCheck` implementations run after the whole message is in; DKIM/ARC/DMARC
+  (`smtp_in.senderauth.SenderAuthentication`) is one.
   A `BodyVerdict` says accept, quarantine (to Junk), reject or tempfail, and may carry an
   Authentication-Results value to prepend.
 This module talks to the store only through `storage.accounts`; it sends nothing to the peer.
@@ -23,6 +24,7 @@ import asyncpg
 
 from mailcore import replies
 from mailcore.address import Address
+from mailcore.auth.spf import SPFResult
 from mailcore.received import clean_value
 from mailcore.replies import Reply
 from storage import accounts
@@ -63,6 +65,15 @@ async def check_sender(pool: asyncpg.Pool, account: Account | None, sender: Addr
     if sender is None or not await accounts.may_send_as(pool, account, sender):
         return replies.SENDER_NOT_OWNED
     return None
+
+
+@dataclass(frozen=True)
+class SenderResults:
+    """What the sender stage learnt on the MX: SPF of MAIL FROM (of postmaster@HELO for a null sender)
+    and, when MAIL FROM was not null, of the HELO name on its own (recorded only, RFC 7208 §2.3)."""
+
+    spf: SPFResult
+    helo_spf: SPFResult | None = None
 
 
 # --- recipient -----------------------------------------------------------------------------------------
@@ -143,6 +154,7 @@ class MessageContext:
     recipients: tuple[str, ...]
     tls: bool
     authenticated_as: str | None
+    sender_results: SenderResults | None = None
 
 
 class BodyCheck(Protocol):

@@ -3,7 +3,8 @@
 `SMTPService` implements the server's `Service` protocol (name, start, stop(grace)) for one listener,
 built from explicit arguments (settings, pool, TLS context); it never imports the composition root.
 `build_smtp_services` makes the configured listeners, sharing one connection counter and one AUTH
-limiter between them. Port 0 binds an ephemeral port; `port` tells which one was bound.
+limiter between them; the MX alone gets the sender authentication (`smtp_in.senderauth`) and the body
+checks. Port 0 binds an ephemeral port; `port` tells which one was bound.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
 from mailcore.ratelimit import Limiter, TokenBucketLimiter
 from smtp_in.auth import Authenticator
 from smtp_in.checks import BodyCheck, ConnectionLimits
+from smtp_in.senderauth import SenderAuthentication
 from smtp_in.session import ListenerContext, SMTPSession
 
 log = logging.getLogger("smtp_in")
@@ -33,7 +35,8 @@ class SMTPService:
 
     def __init__(self, name: str, settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None, *,
                  limits: ConnectionLimits | None = None, limiter: Limiter | None = None,
-                 body_checks: list[BodyCheck] | None = None) -> None:
+                 body_checks: list[BodyCheck] | None = None,
+                 sender_auth: SenderAuthentication | None = None) -> None:
         if name not in KINDS:
             raise ValueError(f"unknown SMTP listener {name!r}")
         self.name = f"smtp-{name}"
@@ -43,6 +46,9 @@ class SMTPService:
         implicit = name == "submissions"
         if implicit and tls is None:
             raise ValueError("smtp.submissions needs a TLS certificate ([tls])")
+        if sender_auth is not None and name != "mx":
+            raise ValueError("sender authentication (SPF/DKIM/DMARC verdicts) is for the MX listener only")
+        checks: list[BodyCheck] = ([sender_auth] if sender_auth else []) + list(body_checks or [])
         self._tls_for_socket = tls if implicit else None
         spool_dir = Path(settings.server.data_dir) / "spool"
         self.context = ListenerContext(
@@ -51,7 +57,7 @@ class SMTPService:
             starttls_context=None if implicit else tls,
             limits=limits or ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip),
             authenticator=Authenticator(pool, limiter or auth_limiter(settings), smtp.auth_failure_delay),
-            spool_dir=spool_dir, body_checks=list(body_checks or []),
+            spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth,
         )
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
         self.proxy_timeout = settings.server.proxy_protocol_timeout
@@ -116,8 +122,10 @@ def auth_limiter(settings: Settings) -> Limiter:
 
 
 def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None,
-                        body_checks: list[BodyCheck] | None = None) -> list[SMTPService]:
-    """The enabled SMTP listeners, sharing one connection counter and one AUTH limiter."""
+                        body_checks: list[BodyCheck] | None = None,
+                        sender_auth: SenderAuthentication | None = None) -> list[SMTPService]:
+    """The enabled SMTP listeners, sharing one connection counter and one AUTH limiter. `sender_auth`
+    and `body_checks` apply to the MX only."""
     smtp = settings.smtp
     limits = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
     limiter = auth_limiter(settings)
@@ -129,5 +137,6 @@ def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLCont
             log.warning("smtp submissions listener disabled: no TLS certificate configured")
             continue
         services.append(SMTPService(kind, settings, pool, tls, limits=limits, limiter=limiter,
-                                    body_checks=body_checks if kind == "mx" else None))
+                                    body_checks=body_checks if kind == "mx" else None,
+                                    sender_auth=sender_auth if kind == "mx" else None))
     return services

@@ -35,6 +35,7 @@ from smtp_in.auth import MECHANISMS, Authenticator, SASLError, decode_b64, decod
 from smtp_in.checks import BodyCheck, ConnectionLimits
 from smtp_in.dataread import ChunkReader, DataReader, Verdict
 from smtp_in.params import ParamError, parse_mail, parse_rcpt
+from smtp_in.senderauth import SenderAuthentication
 from smtp_in.spool import Spool
 from smtp_in.transaction import Origin, Recipient, Transaction, deliver
 from storage.db import is_unavailable
@@ -79,6 +80,7 @@ class ListenerContext:
     authenticator: Authenticator
     spool_dir: Path | None = None
     body_checks: list[BodyCheck] = field(default_factory=list)
+    sender_auth: SenderAuthentication | None = None  # MX only; also among body_checks
     sessions: set[SMTPSession] = field(default_factory=set)
     closing: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set when closing and no session is left
@@ -141,6 +143,7 @@ class SMTPSession(SMTP):
             self.ctx.limits.release(self.peer_ip)
             self._admitted = False
         self.ctx.sessions.discard(self)
+        self.tx.discard()
         if self.ctx.closing and not self.ctx.sessions:
             self.ctx.drained.set()
         self._drop_bdat()
@@ -161,10 +164,15 @@ class SMTPSession(SMTP):
     def tls_active(self) -> bool:
         return self.transport is not None and self.transport.get_extra_info("ssl_object") is not None
 
+    def _new_transaction(self) -> None:
+        """Forget the current transaction (and stop its sender checks) and start an empty one."""
+        self.tx.discard()
+        self.tx = Transaction()
+
     def _reset_state(self) -> None:
         self.helo = None
         self.esmtp = False
-        self.tx = Transaction()
+        self._new_transaction()
         self.account = None
         self._drop_bdat()
 
@@ -305,7 +313,7 @@ class SMTPSession(SMTP):
             else:
                 log.exception("smtp command failed", extra={"listener": self.ctx.name, "peer": self.peer_ip,
                                                             "verb": verb})
-            self.tx = Transaction()
+            self._new_transaction()
             self._drop_bdat()
             await self._reply(replies.TEMPORARY_FAILURE)
 
@@ -324,7 +332,7 @@ class SMTPSession(SMTP):
             return
         self.helo = clean(name)
         self.esmtp = esmtp
-        self.tx = Transaction()
+        self._new_transaction()
         self._drop_bdat()
         if not esmtp:
             await self._send_raw([f"250 {self.ctx.hostname}"])
@@ -363,7 +371,7 @@ class SMTPSession(SMTP):
         if arg:
             await self._reply(replies.SYNTAX_ERROR)
             return
-        self.tx = Transaction()
+        self._new_transaction()
         self._drop_bdat()
         await self._reply(replies.RESET)
 
@@ -483,6 +491,9 @@ class SMTPSession(SMTP):
             return
         self.tx = Transaction(sender=args.sender, started=True, smtputf8=args.smtputf8, body=args.body,
                               size_hint=args.size, ret=args.ret, envid=args.envid)
+        if self.ctx.sender_auth is not None:  # MX only: SPF runs while RCPT and DATA arrive
+            self.tx.sender_check = self.ctx.sender_auth.start_spf(self.peer_ip, self.helo,
+                                                                  str(args.sender or ""))
         await self._reply(replies.SENDER_OK)
 
     async def smtp_RCPT(self, arg: str) -> None:
@@ -534,7 +545,7 @@ class SMTPSession(SMTP):
             self._reset_timeout()
             if reader.verdict is not Verdict.OK:
                 self._log_refused(reader.verdict, reader.size)
-                self.tx = Transaction()
+                self._new_transaction()
                 await self._reply(_VERDICT_REPLIES[reader.verdict])
                 return
             await self._finish(spool)
@@ -575,7 +586,7 @@ class SMTPSession(SMTP):
         self._reset_timeout()
         if refusal is not None:
             if refusal is replies.MESSAGE_TOO_BIG:
-                self.tx = Transaction()
+                self._new_transaction()
                 self._drop_bdat()
             await self._reply(refusal)
             return
@@ -589,7 +600,7 @@ class SMTPSession(SMTP):
             verdict = reader.finish()
             if verdict is not Verdict.OK:
                 self._log_refused(verdict, reader.size)
-                self.tx = Transaction()
+                self._new_transaction()
                 await self._reply(_VERDICT_REPLIES[verdict])
                 return
             await self._finish(spool)
@@ -621,7 +632,10 @@ class SMTPSession(SMTP):
             account_id=self.account.id if self.account else None,
             login=self.account.address if self.account else None,
         )
-        result = await deliver(self.ctx.pool, tx, origin, spool, queue_id, self.ctx.body_checks)
+        try:
+            result = await deliver(self.ctx.pool, tx, origin, spool, queue_id, self.ctx.body_checks)
+        finally:
+            tx.discard()
         if isinstance(result, Reply):
             log.info("smtp message refused by check", extra={"listener": self.ctx.name, "peer": self.peer_ip,
                                                              "queue_id": queue_id, "reply": str(result)})

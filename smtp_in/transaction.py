@@ -1,8 +1,9 @@
 """One mail transaction (MAIL .. end of data) and how a received message becomes a committed delivery.
 
-Owns the envelope (sender, recipients with their routes and DSN parameters), the headers we add
-(Received; Message-ID and Date on submission when missing), the body-check stage and the single call to
-`storage.delivery.Delivery.commit`. The session answers 250 only after `deliver` returns; any exception
+Owns the envelope (sender, recipients with their routes and DSN parameters, the sender-stage SPF task),
+the headers we add (Received; Message-ID and Date on submission when missing; the body checks'
+Authentication-Results) and remove (Authentication-Results forged with our authserv-id, RFC 8601 §5, on
+every listener), the body-check stage and the single call to `storage.delivery.Delivery.commit`. The session answers 250 only after `deliver` returns; any exception
 from here is turned into 451 4.3.0 by the session, and nothing is half-stored because commit is one
 transaction. Per-connection state (peer, TLS, login) lives in the session, not here.
 """
@@ -16,10 +17,11 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from mailcore.address import Address
+from mailcore.auth.results import remove_own_results
 from mailcore.mime.precompute import summarize
 from mailcore.received import TraceInfo, date_header, message_id_header, protocol_name, received_header
 from mailcore.replies import Reply
-from smtp_in.checks import Action, BodyCheck, MessageContext, run_body_checks, verdict_reply
+from smtp_in.checks import Action, BodyCheck, MessageContext, SenderResults, run_body_checks, verdict_reply
 from smtp_in.spool import Spool
 from storage.delivery import Delivery, LocalRecipient, RemoteRecipient, StoredMessage
 
@@ -54,6 +56,12 @@ class Transaction:
     recipients: list[Recipient] = field(default_factory=list)
     rcpt_count: int = 0
     bdat: bool = False  # a BDAT chunk was taken: DATA may not follow
+    sender_check: asyncio.Task[SenderResults] | None = None  # MX: SPF, started when MAIL was accepted
+
+    def discard(self) -> None:
+        """The transaction is over (delivered, refused or reset): stop work still running for it."""
+        if self.sender_check is not None and not self.sender_check.done():
+            self.sender_check.cancel()
 
 
 @dataclass(frozen=True)
@@ -104,19 +112,24 @@ async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Sp
     raw = spool.read_all(prefix)
     spool.close()
     mailbox = "INBOX"
+    headers: list[bytes] = []
     if body_checks:
+        sender_results = await tx.sender_check if tx.sender_check is not None else None
         ctx = MessageContext(listener=origin.listener, peer_ip=origin.peer_ip, helo=origin.helo,
                              mail_from=str(tx.sender or ""), recipients=tuple(rcpts),
-                             tls=origin.tls_version is not None, authenticated_as=origin.login)
+                             tls=origin.tls_version is not None, authenticated_as=origin.login,
+                             sender_results=sender_results)
         verdict, headers = await run_body_checks(body_checks, ctx, raw)
         refusal = verdict_reply(verdict)
         if refusal is not None:
             return refusal
         if verdict.action is Action.QUARANTINE:
             mailbox = "Junk"
-        if headers:
-            added = b"".join(headers)
-            raw[len(prefix):len(prefix)] = added  # in place: still one copy of the message
+    # After the checks (which see the message as it came) and before ours go in.
+    strip_forged_results(raw, len(prefix), origin.hostname)
+    if headers:
+        added = b"".join(headers)
+        raw[len(prefix):len(prefix)] = added  # in place: still one copy of the message
     if len(raw) > SUMMARIZE_IN_THREAD:
         summary = await asyncio.to_thread(summarize, raw)
     else:
@@ -129,6 +142,19 @@ async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Sp
         for address in rcpt.remote:
             delivery.add_remote(RemoteRecipient(address, notify=rcpt.notify, orcpt=rcpt.orcpt))
     return await delivery.commit(pool, raw, summary)
+
+
+def strip_forged_results(raw: bytearray, start: int, authserv_id: str) -> None:
+    """Remove, in place, every Authentication-Results field of the header block at `raw[start:]` that
+    claims our authserv-id: RFC 8601 §5, it cannot be ours since we have not added one yet."""
+    end = raw.find(b"\r\n\r\n", start)
+    end = len(raw) if end < 0 else end + 2
+    head = bytes(raw[start:end])
+    if b"authentication-results" not in head.lower():
+        return
+    kept = remove_own_results(head, authserv_id)
+    if len(kept) != len(head):
+        raw[start:end] = kept
 
 
 def _protocol(origin: Origin, tx: Transaction) -> str:

@@ -211,7 +211,7 @@ class Outbound:
         delay_noticed = any(n.action == "delayed" for n in notices)
         async with self.pool.acquire() as conn, conn.transaction():
             if not await store.record(conn, entry.id, self.owner, outcomes, now, next_attempt,
-                                      delay_notified=delay_noticed):
+                                      delay_notified=delay_noticed, counted=bool(outcomes)):
                 raise LeaseLost()
             await bounce.send_dsn(conn, sender=entry.sender, notices=notices, original=raw,
                                   reporting_mta=self.settings.server.hostname, now=now, ret=entry.ret,

@@ -78,7 +78,7 @@ async def remove_domain(conn: Conn, name: str) -> None:
     domain = _domain(name)
     try:
         status = await conn.execute("DELETE FROM domains WHERE name = $1", domain)
-    except asyncpg.ForeignKeyViolationError:
+    except (asyncpg.ForeignKeyViolationError, asyncpg.RestrictViolationError):  # PG 18 reports RESTRICT so
         raise StoreError(f"domain {domain} still has accounts or aliases; remove them first") from None
     if status == "DELETE 0":
         raise StoreError(f"no such domain: {domain}")
@@ -186,19 +186,24 @@ async def remove_account(pool: asyncpg.Pool, address: str) -> None:
             raise StoreError(f"no such account: {address}")
         msg_ids = await conn.fetch(
             "SELECT DISTINCT mm.message_id FROM mailbox_messages mm JOIN mailboxes m ON m.id = mm.mailbox_id"
-            " WHERE m.account_id = $1", account_id)
+            " WHERE m.account_id = $1 UNION SELECT message_id FROM sent_messages WHERE account_id = $1",
+            account_id)
         await conn.execute("DELETE FROM accounts WHERE id = $1", account_id)
         await delete_unreferenced(conn, [r["message_id"] for r in msg_ids])
 
 
 async def delete_unreferenced(conn: asyncpg.Connection, message_ids: list[int]) -> int:
-    """Delete those of `message_ids` that no mailbox entry or queue entry points at any more."""
+    """Delete those of `message_ids` that no mailbox entry, queue entry or sent record points at any more.
+
+    A sent record (the API's /v1/sent) keeps a message whose remote delivery has finished readable,
+    with its final per-recipient status, until the sender's account is removed."""
     if not message_ids:
         return 0
     status = await conn.execute(
         "DELETE FROM messages m WHERE m.id = ANY($1::bigint[])"
         " AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)"
-        " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)", message_ids)
+        " AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id)"
+        " AND NOT EXISTS (SELECT 1 FROM sent_messages s WHERE s.message_id = m.id)", message_ids)
     return int(status.split()[-1])
 
 

@@ -1,12 +1,14 @@
 """DKIM signing keys of hosted domains (the `dkim_keys` table).
 
 Owns storing and finding keys; it neither generates nor uses them (signing is `mailcore.auth.dkim`'s).
-How keys are provisioned (CLI, API, rotation) is not decided yet: this is the minimal seam the outbound
-queue needs, "the newest key of the sender's domain signs".
+Keys are provisioned by `mailserver dkim generate`; the outbound queue asks for "the newest key of the
+sender's domain", which is the one that signs. Rotation is: generate, publish, wait for DNS, and the new
+key signs from its creation on (publish the record first: see docs/authentication.md).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import asyncpg
@@ -24,6 +26,7 @@ class DKIMKey:
     selector: str
     algorithm: str
     private_key: str
+    created_at: dt.datetime | None = None
 
 
 async def add_key(conn: Conn, domain: str, selector: str, private_key_pem: str,
@@ -49,3 +52,14 @@ async def signing_key(conn: Conn, domain: str) -> DKIMKey | None:
         " JOIN domains d ON d.id = k.domain_id WHERE d.name = $1 ORDER BY k.created_at DESC, k.id DESC"
         " LIMIT 1", domain.lower())
     return DKIMKey(*row) if row else None
+
+
+async def list_keys(conn: Conn, domain: str) -> list[DKIMKey]:
+    """Every key of a hosted domain, newest (the signing one) first. StoreError for an unknown domain."""
+    name = domain.lower().rstrip(".")
+    if await conn.fetchval("SELECT id FROM domains WHERE name = $1", name) is None:
+        raise StoreError(f"unknown domain: {domain}")
+    rows = await conn.fetch(
+        "SELECT d.name, k.selector, k.algorithm, k.private_key, k.created_at FROM dkim_keys k"
+        " JOIN domains d ON d.id = k.domain_id WHERE d.name = $1 ORDER BY k.created_at DESC, k.id DESC", name)
+    return [DKIMKey(*row) for row in rows]

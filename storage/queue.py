@@ -126,7 +126,8 @@ async def save_signature(conn: Conn, queue_id: int, owner: str, prefix: bytes | 
 
 
 async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: list[Outcome],
-                 now: dt.datetime, next_attempt: dt.datetime, *, delay_notified: bool = False) -> bool:
+                 now: dt.datetime, next_attempt: dt.datetime, *, delay_notified: bool = False,
+                 counted: bool = True) -> bool:
     """Write an attempt's per-recipient outcomes and reschedule or finish the entry, releasing the lease.
 
     Must run inside the caller's transaction (so DSNs can commit with it). Returns False, writing
@@ -152,10 +153,14 @@ async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: 
         await delete_unreferenced(conn, [held])
         return True
     last_error = next((o.reply for o in outcomes if o.status == "deferred"), None)
+    # An attempt that reached no server (every destination behind an open breaker) does not count:
+    # the claim raised `attempts`, and backoff must not grow while a breaker holds the mail.
     await conn.execute(
         "UPDATE queue SET next_attempt = $3, lease_owner = NULL, lease_expires = NULL,"
-        " last_error = COALESCE($4, last_error), delay_notified = delay_notified OR $5"
-        " WHERE id = $1 AND lease_owner = $2", queue_id, owner, next_attempt, last_error, delay_notified)
+        " last_error = COALESCE($4, last_error), delay_notified = delay_notified OR $5,"
+        " attempts = attempts - CASE WHEN $6 THEN 0 ELSE 1 END"
+        " WHERE id = $1 AND lease_owner = $2", queue_id, owner, next_attempt, last_error, delay_notified,
+        counted)
     return True
 
 

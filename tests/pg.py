@@ -6,6 +6,7 @@ and the schema is applied once per run. Never skipped silently: if no server can
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import tempfile
@@ -69,10 +70,21 @@ class PgServer:
 
     async def drop_all(self) -> None:
         """Drop every database this run created."""
+        # Dropping is fsync-bound; a few connections in parallel make it several times faster.
+        names = list(self.created)
+
+        async def dropper() -> None:
+            admin = await asyncpg.connect(self.admin_dsn)
+            try:
+                while names:
+                    await admin.execute(f'DROP DATABASE IF EXISTS "{names.pop()}" WITH (FORCE)')
+            finally:
+                await admin.close()
+
+        await asyncio.gather(*[dropper() for _ in range(4)])
         admin = await asyncpg.connect(self.admin_dsn)
         try:
-            for name in [*self.created, self.template]:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
         finally:
             await admin.close()
         if self.embedded is not None:

@@ -69,12 +69,14 @@ def _disposition(dmarc: DMARCResult, spf: SPFResult, dkim: tuple[DKIMResult, ...
 
 async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: str, mail_from: str,
                                authserv_id: str, *, policy: AuthPolicySettings | None = None,
-                               spf: SPFResult | None = None, org: OrganizationalDomains | None = None,
+                               spf: SPFResult | None = None, helo_spf: SPFResult | None = None,
+                               org: OrganizationalDomains | None = None,
                                sample: Callable[[], float] = random.random,
                                lookup_timeout: float = 10.0) -> AuthVerdict:
     """Authenticate a received message.
 
-    `spf` may be computed earlier (at MAIL FROM) and passed in; it is computed here otherwise. `org`
+    `spf` may be computed earlier (at MAIL FROM) and passed in; it is computed here otherwise.
+    `helo_spf`, the HELO identity's own result, is only reported (DMARC uses the MAIL FROM one). `org`
     should be built once by the caller and shared (loading the PSL is slow); a new one is built when
     omitted. `sample` drives DMARC pct sampling."""
     policy = policy or AuthPolicySettings()
@@ -101,5 +103,6 @@ async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: s
     disposition, reason = _disposition(dmarc_r, spf_r, dkim_r, policy, org)
     dis = {"accept": "none", "tempfail": "none"}.get(disposition, disposition)
     header = authentication_results(authserv_id, spf_r, dkim_r, dmarc_r, arc_r, mail_from=mail_from,
-                                    helo=helo, dmarc_disposition=dis if dmarc_r.result == "fail" else "")
+                                    helo=helo, dmarc_disposition=dis if dmarc_r.result == "fail" else "",
+                                    helo_spf=helo_spf)
     return AuthVerdict(disposition, header, spf_r, dkim_r, dmarc_r, arc_r, reason)

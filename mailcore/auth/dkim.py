@@ -8,7 +8,8 @@ to RFC 8601 result words:
     pass       the signature verified
     fail       the signature or the body hash did not verify (RFC 6376 §6.1.3)
     neutral    the signature could not be processed: syntax errors, missing tags, expired (RFC 8601 §2.7.1)
-    permerror  the key: none published (NXDOMAIN/NODATA), revoked, unparsable, too small (RFC 6376 §6.1.2)
+    permerror  the key: none published (NXDOMAIN/NODATA), revoked, unparsable, too small (RFC 6376 §6.1.2),
+               or not allowing the signature's hash (h=); or a historic algorithm: rsa-sha1 (RFC 8301 §3.1)
     temperror  the key could not be fetched (DNS timeout, SERVFAIL) (RFC 6376 §6.1.2 step 3)
     none       the message carries no signature
 
@@ -61,6 +62,8 @@ MIN_RSA_BITS = 1024  # RFC 8301 §3.2
 # Signed when present; From is signed once more than it occurs so no From can be added (RFC 6376 §8.15).
 SIGNED_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To",
                   "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding")
+# RFC 8301 §3.1: rsa-sha1 "MUST NOT be used for signing or verifying"; such signatures permanently fail.
+HISTORIC_ALGORITHMS = frozenset({"rsa-sha1"})
 ALGORITHMS = MappingProxyType({"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256",
               "ed25519": "ed25519-sha256", "ed25519-sha256": "ed25519-sha256"})
 
@@ -85,8 +88,12 @@ class _KeyInvalid(Exception):
     """A key record that cannot be used: RFC 6376 §6.1.2 steps 4-7, PERMFAIL."""
 
 
-def _lookup_key(bridge: LoopBridge, resolver: DNSLookup, name: bytes | str, timeout: float = 5) -> bytes:
-    """dkimpy's `dnsfunc`: the selector's TXT record. Called in the worker thread."""
+def _lookup_key(bridge: LoopBridge, resolver: DNSLookup, name: bytes | str, timeout: float = 5, *,
+                hash_name: bytes = b"sha256") -> bytes:
+    """dkimpy's `dnsfunc`: the selector's TXT record. Called in the worker thread.
+
+    `hash_name` is the hash of the signature being verified: a key whose h= does not list it is
+    refused (RFC 6376 §3.6.1, §6.1.2 step 6), which dkimpy does not check."""
     qname = name.decode("ascii", "replace") if isinstance(name, bytes) else name
     qname = qname.rstrip(".")
     try:
@@ -101,6 +108,9 @@ def _lookup_key(bridge: LoopBridge, resolver: DNSLookup, name: bytes | str, time
         raise _KeyInvalid(f"unusable key at {qname}: {exc}") from exc
     if pk is None:
         raise _KeyInvalid(f"key at {qname} is not for email")
+    allowed = _tags(record).get(b"h")
+    if allowed is not None and hash_name not in {h.strip().lower() for h in allowed.split(b":")}:
+        raise _KeyInvalid(f"key at {qname} does not allow {hash_name.decode()} (h=)")
     return record
 
 
@@ -132,8 +142,13 @@ def _verify_all(raw: bytes, dnsfunc: Any, minkey: int) -> list[DKIMResult]:
     results = []
     for idx, value in enumerate(signatures):
         info = _describe(_tags(value))
+        if info["algorithm"] in HISTORIC_ALGORITHMS:
+            results.append(DKIMResult("permerror", reason=f"{info['algorithm']} is not accepted (RFC 8301)",
+                                      **info))
+            continue
+        hash_name = info["algorithm"].rpartition("-")[2].encode("ascii", "replace")
         try:
-            ok = verifier.verify(idx=idx, dnsfunc=dnsfunc)
+            ok = verifier.verify(idx=idx, dnsfunc=functools.partial(dnsfunc, hash_name=hash_name))
             result, reason = ("pass", "") if ok else ("fail", "signature did not verify")
         except DNSTempError as exc:
             result, reason = "temperror", f"key lookup failed: {exc.reason}"
@@ -216,24 +231,39 @@ def sign_message(raw: bytes, domain: str, selector: str, private_key_pem: bytes 
     return header
 
 
-def generate_key(algorithm: str = "rsa", bits: int = 2048) -> tuple[str, str]:
-    """A new signing key: (private key PEM, value of the selector's DNS TXT record).
-
-    "rsa" (PKCS#8 PEM, `bits` >= 1024; RFC 8301 §3.2) or "ed25519" (RFC 8463 §4)."""
-    kind = algorithm.lower().removesuffix("-sha256")
-    if kind == "ed25519":
-        key = ed25519.Ed25519PrivateKey.generate()
+def public_record(private_key_pem: bytes | str) -> str:
+    """The value of the selector's DNS TXT record (RFC 6376 §3.6.1) for a private key PEM:
+    `v=DKIM1; k=rsa; p=<SubjectPublicKeyInfo>` or `v=DKIM1; k=ed25519; p=<raw key>` (RFC 8463 §4).
+    Raises ValueError for anything but an RSA or Ed25519 key."""
+    pem = private_key_pem.encode("ascii") if isinstance(private_key_pem, str) else private_key_pem
+    key = serialization.load_pem_private_key(pem, password=None)
+    if isinstance(key, ed25519.Ed25519PrivateKey):
         public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         k = "ed25519"
-    elif kind == "rsa":
-        if bits < MIN_RSA_BITS:
-            raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits (RFC 8301 §3.2)")
-        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    elif isinstance(key, rsa.RSAPrivateKey):
         public = key.public_key().public_bytes(serialization.Encoding.DER,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
         k = "rsa"
     else:
+        raise ValueError("a DKIM key must be RSA or Ed25519")
+    return f"v=DKIM1; k={k}; p={base64.b64encode(public).decode('ascii')}"
+
+
+def generate_key(algorithm: str = "rsa", bits: int = 2048) -> tuple[str, str]:
+    """A new signing key: (private key PEM, value of the selector's DNS TXT record).
+
+    "rsa" (PKCS#8 PEM, `bits` >= 1024; RFC 8301 §3.2) or "ed25519" (RFC 8463 §4). CPU-bound (RSA
+    takes up to a second): call it in a thread from async code."""
+    kind = algorithm.lower().removesuffix("-sha256")
+    key: ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+    if kind == "ed25519":
+        key = ed25519.Ed25519PrivateKey.generate()
+    elif kind == "rsa":
+        if bits < MIN_RSA_BITS:
+            raise ValueError(f"RSA keys must have at least {MIN_RSA_BITS} bits (RFC 8301 §3.2)")
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    else:
         raise ValueError(f"unsupported key algorithm {algorithm!r}")
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode("ascii")
-    return pem, f"v=DKIM1; k={k}; p={base64.b64encode(public).decode('ascii')}"
+    return pem, public_record(pem)

@@ -41,11 +41,13 @@ def _comment(text: str) -> str:
 
 def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequence[DKIMResult],
                            dmarc: DMARCResult | None, arc: ARCResult | None, *, mail_from: str = "",
-                           helo: str = "", dmarc_disposition: str = "") -> str:
+                           helo: str = "", dmarc_disposition: str = "",
+                           helo_spf: SPFResult | None = None) -> str:
     """The value of an Authentication-Results field (one line, no field name).
 
     `mail_from` and `helo` are what the client said (smtp.mailfrom / smtp.helo); `dmarc_disposition`
-    is what we did about DMARC (shown in a comment)."""
+    is what we did about DMARC (shown in a comment). `helo_spf`, the separate check of the HELO
+    identity (RFC 7208 §2.3), is reported as a second spf result with smtp.helo."""
     parts = [_value(authserv_id)]
     if spf is not None:
         if spf.identity == "helo" or not mail_from:
@@ -53,6 +55,8 @@ def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequen
         else:
             prop = f"smtp.mailfrom={_value(mail_from)}"
         parts.append(f"spf={spf.result}{_comment(spf.smtp_comment)} {prop}")
+    if helo_spf is not None and helo:
+        parts.append(f"spf={helo_spf.result}{_comment(helo_spf.smtp_comment)} smtp.helo={_value(helo)}")
     if not dkim:
         parts.append("dkim=none")
     for result in dkim:

@@ -11,6 +11,7 @@ import asyncpg
 
 from config.settings import ListenerSettings, Settings
 from mailcore.passwords import hash_password_sync
+from smtp_in.senderauth import SenderAuthentication
 from smtp_in.server import SMTPService, build_smtp_services
 from storage import accounts
 
@@ -64,8 +65,9 @@ class Server:
             await service.stop(1.0)
 
 
-async def start_server(pool: asyncpg.Pool, settings: Settings, tls: ssl.SSLContext | None) -> Server:
-    services = {s.kind: s for s in build_smtp_services(settings, pool, tls)}
+async def start_server(pool: asyncpg.Pool, settings: Settings, tls: ssl.SSLContext | None,
+                       sender_auth: SenderAuthentication | None = None) -> Server:
+    services = {s.kind: s for s in build_smtp_services(settings, pool, tls, sender_auth=sender_auth)}
     for service in services.values():
         await service.start()
     return Server(services, pool, settings)

@@ -27,6 +27,18 @@ shutdown_grace = 1.0
 dsn = "{dsn}"
 pool_min = 1
 pool_max = 4
+[smtp.mx]
+enabled = false
+[smtp.submission]
+enabled = false
+[smtp.submissions]
+enabled = false
+[imap.imap]
+enabled = false
+[imap.imaps]
+enabled = false
+[http.listener]
+enabled = false
 [queue]
 workers = 2
 lease_seconds = 2.0

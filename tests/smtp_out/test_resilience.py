@@ -23,9 +23,11 @@ async def test_breaker_opens_holds_then_probes_and_closes(pool: asyncpg.Pool, ou
         assert await ob.run_once() == 1
         clock.advance(75)
     assert ob.breaker.state(key) == "open" and sink.connections == 2
-    # Open: the entry comes due but no connection is tried; it waits for the probe time.
+    # Open: the entry comes due but no connection is tried; it waits for the probe time, and the
+    # attempt that reached no server is not counted (backoff does not grow behind an open breaker).
     assert await ob.run_once() == 1
     assert sink.connections == 2
+    assert await pool.fetchval("SELECT attempts FROM queue WHERE id=$1", qid) == 2
     row = await pool.fetchrow("SELECT next_attempt FROM queue WHERE id=$1", qid)
     assert row["next_attempt"] == ob.breaker.retry_at(key)
     status = await pool.fetchval("SELECT status FROM queue_recipients WHERE queue_id=$1", qid)

@@ -181,3 +181,51 @@ async def test_end_to_end_over_loopback_dns_with_a_2048_bit_key(dns_server) -> N
     assert (await verify_dkim(resolver, slow))[0].result == "temperror"
     missing = sign_message(MESSAGE, "example.test", "gone", private_pem) + normalize_crlf(MESSAGE)
     assert (await verify_dkim(resolver, missing))[0].result == "permerror"
+
+
+def _dkimpy_signed(pem: str, algorithm: bytes) -> bytes:
+    """A message signed by dkimpy directly (which still signs rsa-sha1, unlike `sign_message`)."""
+    import dkim as dkimpy
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(pem.encode(), None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption())
+    raw = normalize_crlf(b"From: a@example.test\nTo: b@ours.test\nSubject: s\n\nbody\n")
+    return dkimpy.sign(raw, b"s1", b"example.test", key, signature_algorithm=algorithm) + raw
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> tuple[str, str]:
+    return generate_key("rsa", 1024)
+
+
+async def test_rsa_sha1_is_never_a_pass(rsa_key: tuple[str, str]) -> None:
+    # RFC 8301 §3.1: rsa-sha1 "MUST NOT be used for signing or verifying"; dkimpy alone would pass it.
+    pem, txt = rsa_key
+    message = _dkimpy_signed(pem, b"rsa-sha1")
+    (result,) = await verify_dkim(FakeResolver({"s1._domainkey.example.test": {"TXT": [txt]}}), message)
+    assert (result.result, result.algorithm) == ("permerror", "rsa-sha1")
+    assert "RFC 8301" in result.reason
+
+
+@pytest.mark.parametrize(("h", "expected"), [
+    ("sha256", "pass"), ("sha1:sha256", "pass"), ("SHA256", "pass"),
+    ("sha1", "permerror"),  # RFC 6376 §3.6.1 h=: the key does not allow the signature's hash
+])
+async def test_key_h_tag_limits_the_hash(rsa_key: tuple[str, str], h: str, expected: str) -> None:
+    pem, txt = rsa_key
+    record = txt.replace("v=DKIM1; ", f"v=DKIM1; h={h}; ")
+    message = _dkimpy_signed(pem, b"rsa-sha256")
+    (result,) = await verify_dkim(FakeResolver({"s1._domainkey.example.test": {"TXT": [record]}}), message)
+    assert result.result == expected
+    if expected == "permerror":
+        assert "h=" in result.reason
+
+
+def test_public_record_matches_generated_key(rsa_key: tuple[str, str]) -> None:
+    from mailcore.auth.dkim import public_record
+
+    pem, txt = rsa_key
+    assert public_record(pem) == txt
+    ed_pem, ed_txt = generate_key("ed25519")
+    assert public_record(ed_pem) == ed_txt and ed_txt.startswith("v=DKIM1; k=ed25519; p=")

@@ -83,3 +83,10 @@ def test_remove_own_results() -> None:
 @pytest.mark.parametrize("raw", [b"", b"From: a\n\nbody", b"no header block at all"])
 def test_remove_own_results_leaves_other_messages_alone(raw: bytes) -> None:
     assert remove_own_results(raw, "mx.ours.test") == raw
+
+
+def test_helo_identity_reported_beside_mail_from() -> None:
+    helo = SPFResult("fail", "client.example.test", identity="helo")
+    value = authentication_results("mx.ours.test", SPF, DKIM, None, None, mail_from="alice@example.test",
+                                   helo="client.example.test", helo_spf=helo)
+    assert "smtp.mailfrom=alice@example.test; spf=fail smtp.helo=client.example.test; dkim=pass" in value

@@ -1,0 +1,130 @@
+"""Who is calling: HTTP Basic with account credentials, or a bearer API token with scopes.
+
+Owns authentication, the per-caller request limit and the failed-login limits for the API. Basic sends the
+account password, so it is accepted only over TLS (or from loopback when `http.allow_plaintext_basic`).
+Before a password is checked, the failure buckets for the client address and the account must have room;
+a failure is charged to both, so guessing costs the attacker a 429 long before it costs us argon2 time.
+A Basic caller has the `send` and `read` scopes; `admin` exists only on tokens made for it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from mailcore.passwords import verify_password
+from mailserver.api.context import ApiContext
+from mailserver.api.problems import Problem, too_many, unauthorized
+from storage import accounts, tokens
+from storage.accounts import Account
+
+BASIC_SCOPES = ("send", "read")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    account: Account
+    scopes: tuple[str, ...]
+    token_id: int | None
+
+    @property
+    def limit_key(self) -> str:
+        """The request-rate bucket: per token, or per account for Basic."""
+        return f"token:{self.token_id}" if self.token_id is not None else f"account:{self.account.id}"
+
+
+def client_ip(request: Request) -> str:
+    """The peer address of the connection (no proxy headers are trusted)."""
+    return request.client.host if request.client else "unknown"
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+async def authenticate(request: Request) -> Principal:
+    """Authenticate the request and spend one token of its request budget; raise 401 or 429."""
+    ctx: ApiContext = request.app.state.ctx
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        principal = await _bearer(ctx, request, credentials.strip())
+    elif scheme == "basic":
+        principal = await _basic(ctx, request, credentials.strip())
+    else:
+        raise unauthorized()
+    decision = await ctx.limits.requests.take(principal.limit_key)
+    if not decision.allowed:
+        raise too_many(ctx.limits.requests.name, decision.retry_after)
+    request.state.principal = principal
+    return principal
+
+
+async def _guard(ctx: ApiContext, ip: str, login: str | None) -> None:
+    keys = [(ctx.limits.auth_ip, f"ip:{ip}")]
+    if login:
+        keys.append((ctx.limits.auth_account, f"login:{login.lower()}"))
+    for limiter, key in keys:
+        decision = await limiter.check(key)
+        if not decision.allowed:
+            raise too_many(limiter.name, decision.retry_after)
+
+
+async def _failed(ctx: ApiContext, ip: str, login: str | None) -> Problem:
+    ctx.metrics.auth_failures.labels("http").inc()
+    await ctx.limits.auth_ip.charge(f"ip:{ip}")
+    if login:
+        await ctx.limits.auth_account.charge(f"login:{login.lower()}")
+    return unauthorized("invalid credentials")
+
+
+async def _bearer(ctx: ApiContext, request: Request, secret: str) -> Principal:
+    ip = client_ip(request)
+    await _guard(ctx, ip, None)
+    token = await tokens.authenticate_token(ctx.pool, secret) if secret else None
+    if token is None:
+        raise await _failed(ctx, ip, None)
+    account = await accounts.get_account(ctx.pool, token.address)
+    if account is None or account.disabled:
+        raise await _failed(ctx, ip, None)
+    return Principal(account=account, scopes=token.scopes, token_id=token.id)
+
+
+async def _basic(ctx: ApiContext, request: Request, blob: str) -> Principal:
+    ip = client_ip(request)
+    secure = request.url.scheme == "https"
+    if not secure and not (ctx.settings.http.allow_plaintext_basic and _is_loopback(ip)):
+        raise unauthorized("Basic authentication needs HTTPS; use an API token (Bearer) or TLS")
+    try:
+        login, sep, password = base64.b64decode(blob, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        login, sep, password = "", "", ""
+    if not sep or not login:
+        raise await _failed(ctx, ip, None)
+    await _guard(ctx, ip, login)
+    account = await accounts.get_account(ctx.pool, login)
+    ok = await verify_password(account.password_hash if account else None, password)
+    if not ok or account is None or account.disabled:
+        raise await _failed(ctx, ip, login)
+    return Principal(account=account, scopes=BASIC_SCOPES, token_id=None)
+
+
+def require(principal: Principal, scope: str) -> None:
+    """403 unless the caller has `scope`."""
+    if scope not in principal.scopes:
+        raise Problem(403, f"this credential lacks the '{scope}' scope", kind="insufficient-scope")
+
+
+# The dependency every authenticated route declares: `principal: Caller`.
+Caller = Annotated[Principal, Depends(authenticate)]

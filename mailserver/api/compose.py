@@ -1,0 +1,263 @@
+"""Turning a `POST /v1/send` body into an envelope and RFC 5322 bytes, and a stored message into JSON.
+
+Owns the request and response shapes of messages (pydantic models, which also make the OpenAPI schema)
+and the MIME building and reading, via the standard library's `email` package with the SMTP policy
+(CRLF, RFC 2047 encoded words, lines folded at 78). Header names and values from the client are checked
+here: no CR, LF or NUL, and no header the submission path owns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.policy
+import email.utils
+import re
+from email.message import EmailMessage
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mailcore.address import AddressError, parse_address
+
+# Headers the client may not set through `headers`: they come from named fields or from the server.
+RESERVED_HEADERS = frozenset({
+    "from", "to", "cc", "bcc", "subject", "date", "message-id", "mime-version", "content-type",
+    "content-transfer-encoding", "content-disposition", "received", "return-path", "delivered-to",
+    "dkim-signature", "arc-seal", "arc-message-signature", "arc-authentication-results",
+    "authentication-results", "sender",
+})
+_FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §3.6.8 ftext
+
+
+class Attachment(BaseModel):
+    """A file to attach: name, MIME type and the content in base64."""
+
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=255)
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content: str = Field(description="base64 (RFC 4648 §4)")
+
+    def data(self) -> bytes:
+        """The decoded bytes; ValueError if `content` is not base64."""
+        try:
+            return base64.b64decode(self.content, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"attachment {self.filename!r}: content is not base64") from exc
+
+
+class SendRequest(BaseModel):
+    """A message to send, as JSON."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from", description="Sender: `addr` or `Name <addr>`; must be yours.")
+    to: list[str] = Field(default_factory=list)
+    cc: list[str] = Field(default_factory=list)
+    bcc: list[str] = Field(default_factory=list, description="Envelope recipients not shown in the headers.")
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = Field(default_factory=list)
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers, e.g. Reply-To, "
+                                    "In-Reply-To, References, List-Unsubscribe, X-*.")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_ok(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _FIELD_NAME.fullmatch(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in RESERVED_HEADERS:
+                raise ValueError(f"header {name} cannot be set here")
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name}: value contains CR, LF or NUL")
+        return value
+
+    @field_validator("subject", "from_")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("must be one line")
+        return value
+
+
+class ComposeError(ValueError):
+    """The request cannot become a message; the text is for the client."""
+
+
+def _mailboxes(text: str, what: str) -> list[str]:
+    """The addr-specs in an address-list header value, parsed by the modern (RFC 5322) header parser
+    rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043)."""
+    if any(c in text for c in "\r\n\0"):
+        raise ComposeError(f"{what}: must be one line")
+    header = email.policy.default.header_factory("To", text)
+    if any(type(d).__name__ in ("InvalidHeaderDefect", "ObsoleteHeaderDefect") for d in header.defects) \
+            and not header.addresses:
+        raise ComposeError(f"{what} {text!r}: not an address")
+    out = []
+    for addr in header.addresses:
+        try:
+            out.append(str(parse_address(addr.addr_spec)))
+        except AddressError as exc:
+            raise ComposeError(f"{what} {text!r}: {exc}") from None
+    if not out:
+        raise ComposeError(f"{what} {text!r}: not an address")
+    return out
+
+
+def _address_of(text: str, what: str) -> str:
+    found = _mailboxes(text, what)
+    if len(found) != 1:
+        raise ComposeError(f"{what} {text!r}: exactly one address expected")
+    return found[0]
+
+
+def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
+    """(envelope sender, envelope recipients, RFC 5322 bytes) for a JSON send request."""
+    sender = _address_of(req.from_, "from")
+    recipients: list[str] = []
+    for field_name in ("to", "cc", "bcc"):
+        for item in getattr(req, field_name):
+            addr = _address_of(item, field_name)
+            if addr.lower() not in (r.lower() for r in recipients):
+                recipients.append(addr)
+    if not recipients:
+        raise ComposeError("at least one recipient (to, cc or bcc) is needed")
+    if req.text is None and req.html is None and not req.attachments:
+        raise ComposeError("a message needs text, html or an attachment")
+    msg = EmailMessage(policy=email.policy.SMTP)
+    msg["From"] = req.from_
+    if req.to:
+        msg["To"] = ", ".join(req.to)
+    if req.cc:
+        msg["Cc"] = ", ".join(req.cc)
+    if req.subject:
+        msg["Subject"] = req.subject
+    for name, value in req.headers.items():
+        msg[name] = value
+    if req.text is not None:
+        msg.set_content(req.text)
+    if req.html is not None:
+        if req.text is None:
+            msg.set_content(req.html, subtype="html")
+        else:
+            msg.add_alternative(req.html, subtype="html")
+    for att in req.attachments:
+        try:
+            data = att.data()
+        except ValueError as exc:
+            raise ComposeError(str(exc)) from None
+        maintype, subtype = att.content_type.split("/", 1)
+        msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=att.filename)
+    try:
+        raw = msg.as_bytes()
+    except (ValueError, TypeError) as exc:  # e.g. an unencodable header the policy refuses
+        raise ComposeError(f"message cannot be built: {exc}") from None
+    return sender, recipients, raw
+
+
+def envelope_of_raw(raw: bytes) -> tuple[str, list[str], bytes]:
+    """(sender, recipients, bytes without Bcc) for a raw message: From must name one mailbox; the
+    recipients are To, Cc and Bcc. Bcc is removed before sending (RFC 5322 §3.6.3)."""
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    if not msg.keys():
+        raise ComposeError("not an RFC 5322 message")
+    froms = msg.get_all("From", [])
+    if len(froms) != 1:
+        raise ComposeError("From must appear once")
+    sender = _address_of(str(froms[0]), "From")
+    recipients: list[str] = []
+    for name in ("To", "Cc", "Bcc"):
+        for value in msg.get_all(name, []):
+            for clean in _mailboxes(" ".join(str(value).split()), name):
+                if clean.lower() not in (r.lower() for r in recipients):
+                    recipients.append(clean)
+    if not recipients:
+        raise ComposeError("no recipients in To, Cc or Bcc")
+    if "Bcc" in msg:
+        raw = _drop_header(raw, b"bcc")
+    return sender, recipients, raw
+
+
+def _drop_header(raw: bytes, name: bytes) -> bytes:
+    """Remove every field `name` (with its folded lines) from the header block, leaving the rest as is."""
+    end = raw.find(b"\r\n\r\n")
+    end = end + 2 if end >= 0 else len(raw)
+    out: list[bytes] = []
+    skipping = False
+    for line in raw[:end].splitlines(keepends=True):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                out.append(line)
+            continue
+        skipping = line.split(b":", 1)[0].strip().lower() == name
+        if not skipping:
+            out.append(line)
+    return b"".join(out) + raw[end:]
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+def _attachments(msg: EmailMessage, body_parts: set[int]) -> list[EmailMessage]:
+    found = []
+    for part in msg.walk():
+        if part.is_multipart() or id(part) in body_parts:
+            continue
+        if part.get_content_disposition() == "attachment" or part.get_filename() \
+                or part.get_content_maintype() not in ("text", "multipart"):
+            found.append(part)
+    return found
+
+
+def parse(raw: bytes) -> tuple[EmailMessage, EmailMessage | None, EmailMessage | None, list[EmailMessage]]:
+    """(message, text part, html part, attachments) of stored bytes."""
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    chosen = {id(p) for p in (text, html) if p is not None}
+    return msg, text, html, _attachments(msg, chosen)
+
+
+def _content(part: EmailMessage | None) -> str | None:
+    if part is None:
+        return None
+    try:
+        return part.get_content()
+    except (LookupError, ValueError):  # unknown charset, broken encoding: best effort
+        payload = part.get_payload(decode=True)
+        return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+
+
+def attachment_bytes(part: EmailMessage) -> bytes:
+    """The decoded content of an attachment part."""
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
+
+
+def message_json(message_id: int, raw: bytes, extra: dict[str, Any]) -> dict[str, Any]:
+    """The JSON view of one message: headers, text and html, and the attachment list."""
+    msg, text, html, atts = parse(raw)
+    headers = []
+    for name, value in msg.items():
+        try:
+            headers.append({"name": name, "value": str(value)})
+        except Exception:  # noqa: BLE001 - a malformed header must not hide the message
+            headers.append({"name": name, "value": ""})
+    return {
+        "id": message_id,
+        **extra,
+        "subject": str(msg.get("Subject", "")) or None,
+        "from": str(msg.get("From", "")) or None,
+        "to": str(msg.get("To", "")) or None,
+        "cc": str(msg.get("Cc", "")) or None,
+        "date": str(msg.get("Date", "")) or None,
+        "message_id": str(msg.get("Message-ID", "")) or None,
+        "headers": headers,
+        "text": _content(text),
+        "html": _content(html),
+        "attachments": [{"index": i, "filename": p.get_filename(), "content_type": p.get_content_type(),
+                         "size": len(attachment_bytes(p)),
+                         "url": f"/v1/messages/{message_id}/attachments/{i}"} for i, p in enumerate(atts, 1)],
+        "raw_url": f"/v1/messages/{message_id}/raw",
+    }

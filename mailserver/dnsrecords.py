@@ -1,0 +1,70 @@
+"""The DNS records an admin publishes for a hosted domain, as zone-file lines ready to paste.
+
+Owns the wording and formatting of `mailserver dns` and of the TXT record `mailserver dkim generate`
+prints: RFC 1035 §5.1 master-file lines, with TXT values split into character-strings of at most 255
+octets (RFC 1035 §3.3.14, RFC 6376 §3.6.2.2), which a resolver joins back. Pure functions: no store, no
+network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TTL = 3600
+CHUNK = 255
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """One DKIM key as published: its selector and the TXT value (`v=DKIM1; k=...; p=...`)."""
+
+    selector: str
+    value: str
+    signing: bool = False
+
+
+def txt_strings(value: str) -> str:
+    """A TXT value as quoted character-strings of at most 255 octets each (the value is ASCII)."""
+    parts = [value[i:i + CHUNK] for i in range(0, len(value), CHUNK)] or [""]
+    return " ".join('"' + p.replace("\\", "\\\\").replace('"', '\\"') + '"' for p in parts)
+
+
+def zone_line(name: str, rtype: str, data: str, ttl: int = TTL) -> str:
+    """One master-file line for an absolute owner name."""
+    return f"{name.rstrip('.')}.\t{ttl}\tIN\t{rtype}\t{data}"
+
+
+def dkim_name(domain: str, selector: str) -> str:
+    """Where a selector's key is published (RFC 6376 §3.6.2.1)."""
+    return f"{selector}._domainkey.{domain}"
+
+
+def dkim_record(domain: str, key: KeyRecord) -> str:
+    return zone_line(dkim_name(domain, key.selector), "TXT", txt_strings(key.value))
+
+
+def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord]) -> list[str]:
+    """Every record a hosted domain needs, with comments, in zone-file form."""
+    domain = domain.lower().rstrip(".")
+    host = hostname.lower().rstrip(".")
+    out = [f"; DNS records for {domain}: paste into its zone (TTLs are suggestions).",
+           f"; Mail for {domain} is received by {host} (RFC 5321 §5.1).",
+           zone_line(domain, "MX", f"10 {host}."),
+           f"; {host} needs A/AAAA records with this server's public addresses, and each address a PTR",
+           f"; record naming {host} (reverse DNS, set by whoever owns the address).",
+           "; SPF (RFC 7208): only the MX hosts of the domain send its mail; everything else fails.",
+           zone_line(domain, "TXT", txt_strings("v=spf1 mx -all"))]
+    if keys:
+        out.append("; DKIM (RFC 6376): the newest key signs; keep older ones published until mail signed")
+        out.append(";   with them has been delivered (a few days).")
+        out.extend(dkim_record(domain, k) for k in keys)
+    else:
+        out.append(f"; DKIM: no key yet. Run: mailserver dkim generate {domain}")
+    out += ["; DMARC (RFC 7489): ask receivers to quarantine mail failing SPF and DKIM alignment, and",
+            f";   to send aggregate reports to postmaster@{domain}.",
+            zone_line(f"_dmarc.{domain}", "TXT",
+                      txt_strings(f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}")),
+            "; Later (not served yet): MTA-STS (_mta-sts TXT and https://mta-sts.<domain>/ policy),",
+            "; TLS-RPT (_smtp._tls TXT) and client autoconfiguration (autoconfig/autodiscover, SRV)."]
+    return out
