@@ -268,7 +268,14 @@ class Session:
         if new:
             recent_from = None
             if not sel.readonly:
-                recent_from = await mailstore.claim_recent(self.ctx.pool, sel.mailbox.id, new[-1] + 1)
+                try:
+                    recent_from = await mailstore.claim_recent(self.ctx.pool, sel.mailbox.id, new[-1] + 1)
+                except Exception as exc:
+                    # `apply` has moved our modseq past these messages: announce them now, without
+                    # \Recent, or they would never be (the database went away between the two calls).
+                    if not is_unavailable(exc):
+                        raise
+                    log.warning("store unavailable claiming \\Recent", extra={"error": repr(exc)})
             for line in sel.add_new(new, recent_from):
                 self.send(line)
 
