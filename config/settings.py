@@ -40,6 +40,17 @@ def _hostname(value: str) -> str | None:
     return None
 
 
+def _networks(value: list[str]) -> str | None:
+    import ipaddress
+
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry.strip(), strict=False)
+        except ValueError:
+            return f"not an address or network: {entry!r}"
+    return None
+
+
 def setting(default: Any = None, doc: str = "", check: Callable[[Any], str | None] | None = None,
             factory: Callable[[], Any] | None = None) -> Any:
     """Declare one setting with its documentation and an optional validity check."""
@@ -62,6 +73,15 @@ class ServerSettings:
     log_level: str = setting("info", "Log level.", _one_of("debug", "info", "warning", "error"))
     shutdown_grace: float = setting(10.0, "Seconds allowed for in-flight work to finish on SIGTERM.",
                                     _non_negative)
+    proxy_protocol_from: list[str] = setting(
+        doc="Load balancers (addresses or CIDR networks, e.g. [\"10.0.0.5\", \"10.1.0.0/24\"]) whose "
+        "connections must start with a PROXY protocol v1/v2 header, on every SMTP and IMAP listener (before "
+        "TLS on 465/993); its source address is then the client's for relay decisions, SPF, rate limits, "
+        "Received headers and logs, and loopback trust never applies to it. Connections from other "
+        "addresses are served directly, and a PROXY header from them is refused. Empty: no balancer.",
+        check=_networks, factory=list)
+    proxy_protocol_timeout: float = setting(10.0, "Seconds a trusted balancer has to send the PROXY header "
+                                            "before the connection is closed.", _positive)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import asyncpg
 from config.settings import ListenerSettings, Settings
 from imap import encoder
 from imap.session import ServerContext, Session
+from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
 from storage.notify import MailboxNotifier
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,19 @@ class StreamTransport:
     """A session's connection over asyncio streams."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 tls: ssl.SSLContext | None, secure: bool) -> None:
+                 tls: ssl.SSLContext | None, secure: bool, client: ClientAddress | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self._tls = tls
         self.secure = secure
-        peer = writer.get_extra_info("peername")
-        self.peer_ip = str(peer[0]) if peer else ""
+        if client is None:
+            peer = writer.get_extra_info("peername")
+            client = ClientAddress(str(peer[0]), int(peer[1])) if peer else ClientAddress("", 0)
+        self.peer_ip = client.ip  # the real client, also behind a balancer (PROXY protocol)
+        self.proxied = client.proxied
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
 
     def write(self, data: bytes | memoryview) -> None:
         self.writer.write(data)
@@ -67,6 +74,8 @@ class IMAPService:
         self.ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []
         self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()  # connections running a command (drained on stop)
+        self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
 
     async def start(self) -> None:
         await self.notifier.start()
@@ -76,33 +85,49 @@ class IMAPService:
         for label, conf, implicit in listeners:
             if not conf.enabled:
                 continue
-            server = await asyncio.start_server(
-                lambda r, w, implicit=implicit: self._accept(r, w, implicit),
-                conf.address, conf.port, ssl=self.tls if implicit else None, limit=READ_SIZE * 2)
+            loop = asyncio.get_running_loop()
+            server = await loop.create_server(lambda implicit=implicit, label=label: self._gate(label, implicit),
+                                              conf.address, conf.port, reuse_address=True)
             self._servers.append(server)
             self.ports[label] = server.sockets[0].getsockname()[1]
             log.info("imap listening", extra={"listener": label, "address": conf.address,
                                               "port": self.ports[label]})
 
+    def _gate(self, label: str, implicit: bool) -> ProxyGate:
+        """Every connection passes the PROXY gate first (which also does implicit TLS, after the header)."""
+        loop = asyncio.get_running_loop()
+
+        def session(client: ClientAddress) -> asyncio.BaseProtocol:
+            reader = asyncio.StreamReader(limit=READ_SIZE * 2, loop=loop)
+            return asyncio.StreamReaderProtocol(
+                reader, lambda r, w: self._accept(r, w, implicit, client), loop=loop)
+
+        return ProxyGate(session, self.trusted, tls=self.tls if implicit else None,
+                         refusal=encoder.bye("PROXY header not accepted from this address"),
+                         timeout=self.settings.server.proxy_protocol_timeout, listener=label)
+
     async def stop(self, grace: float) -> None:
+        """Stop accepting; sessions in the middle of a command get `grace` seconds to finish it; then
+        every session gets BYE and is closed."""
         for server in self._servers:
             server.close()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*(s.wait_closed() for s in self._servers)), timeout=grace)
+        if self._busy:
+            await asyncio.wait(set(self._busy), timeout=grace)
         for task in list(self._connections):
             task.cancel()
         if self._connections:
             await asyncio.wait(self._connections, timeout=grace or 1)
         await self.notifier.stop()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool) -> None:
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, implicit: bool,
+                      client: ClientAddress | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        transport = StreamTransport(reader, writer, self.tls, implicit)
+        transport = StreamTransport(reader, writer, self.tls, implicit, client)
         session = Session(self.ctx, transport)
         try:
-            await serve(session, reader, self.settings.imap.idle_timeout)
+            await serve(session, reader, self.settings.imap.idle_timeout, busy=self._busy)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:  # stop(): the listener's own task, so ending quietly is ours to do
@@ -112,13 +137,17 @@ class IMAPService:
             log.exception("imap connection failed", extra={"peer": transport.peer_ip})
         finally:
             self._connections.discard(task)
+            self._busy.discard(task)
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await session.close()
                 await asyncio.wait_for(writer.wait_closed(), timeout=5)
 
 
-async def serve(session: Session, reader: asyncio.StreamReader, inactivity: float) -> None:
-    """Run one session: read, feed, and during IDLE also wake on mailbox changes."""
+async def serve(session: Session, reader: asyncio.StreamReader, inactivity: float,
+                busy: set[asyncio.Task[None]] | None = None) -> None:
+    """Run one session: read, feed, and during IDLE also wake on mailbox changes. While a command runs,
+    the task is in `busy` (so a graceful stop lets it finish)."""
+    task = asyncio.current_task()
     await session.greet()
     read: asyncio.Task[bytes] | None = None
     try:
@@ -141,7 +170,13 @@ async def serve(session: Session, reader: asyncio.StreamReader, inactivity: floa
                 read = None
                 if not data:
                     return
-                await session.feed(data)
+                if busy is not None and task is not None:
+                    busy.add(task)
+                try:
+                    await session.feed(data)
+                finally:
+                    if busy is not None and task is not None:
+                        busy.discard(task)
             else:
                 await session.idle_changed()
     finally:

@@ -36,6 +36,7 @@ from imap.parser import CommandParser
 from imap.replies import Refusal, Reply
 from imap.selected import SelectedMailbox
 from storage import mailstore
+from storage.db import is_unavailable
 from storage.notify import MailboxNotifier, Subscription
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ PREAUTH_LITERAL = 8 * 1024  # literals before login: enough for a user name and 
 PREAUTH_COMMAND = 4 * PREAUTH_LITERAL  # a whole command with its literals, before login
 AUTHENTICATED_LITERAL = 1024 * 1024  # literals other than APPEND's once logged in
 # Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1); their UID forms may.
+IDLE_RETRY = 1.0  # seconds between looks at the store while it is unavailable during IDLE
 _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
 
 
@@ -132,6 +134,17 @@ class Session:
 
     # --- capabilities and policy
     @property
+    def client_gone(self) -> bool:
+        """The client's connection is closing (so a ConnectionError is its, not the database's)."""
+        closing = getattr(self.transport, "is_closing", None)
+        return bool(closing()) if closing is not None else False
+
+    @property
+    def proxied(self) -> bool:
+        """The client came through a trusted load balancer (its PROXY header named it)."""
+        return bool(getattr(self.transport, "proxied", False))
+
+    @property
     def tls_available(self) -> bool:
         return self.ctx.tls is not None and not self.transport.secure
 
@@ -140,8 +153,8 @@ class Session:
         """LOGIN/AUTHENTICATE only over TLS, or in plain text from loopback when configured (dev)."""
         if self.transport.secure:
             return True
-        if not self.ctx.settings.imap.allow_plaintext_auth:
-            return False
+        if not self.ctx.settings.imap.allow_plaintext_auth or self.proxied:
+            return False  # loopback trust is for direct connections only, never through a balancer
         try:
             return ipaddress.ip_address(self.transport.peer_ip).is_loopback
         except ValueError:
@@ -222,14 +235,15 @@ class Session:
             reply = refusal.reply
         except mailstore.MailStoreError as exc:
             reply = _store_reply(exc)
-        except (asyncpg.PostgresConnectionError, OSError, TimeoutError) as exc:
-            if isinstance(exc, ConnectionError):
-                raise  # the client went away
-            log.warning("store unavailable", extra={"command": cmd.name, "error": str(exc)})
-            reply = replies.UNAVAILABLE
-        except Exception:
-            log.exception("command failed", extra={"command": cmd.name})
-            reply = replies.SERVER_BUG
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) and self.client_gone:
+                raise
+            if is_unavailable(exc):  # the database went away: NO [UNAVAILABLE], the client retries
+                log.warning("store unavailable", extra={"command": cmd.name, "error": repr(exc)})
+                reply = replies.UNAVAILABLE
+            else:
+                log.exception("command failed", extra={"command": cmd.name})
+                reply = replies.SERVER_BUG
         if reply is None or self.closed or self.idle_tag is not None or self._auth_tag is not None:
             return  # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
         if self.state is State.SELECTED:
@@ -254,7 +268,14 @@ class Session:
         if new:
             recent_from = None
             if not sel.readonly:
-                recent_from = await mailstore.claim_recent(self.ctx.pool, sel.mailbox.id, new[-1] + 1)
+                try:
+                    recent_from = await mailstore.claim_recent(self.ctx.pool, sel.mailbox.id, new[-1] + 1)
+                except Exception as exc:
+                    # `apply` has moved our modseq past these messages: announce them now, without
+                    # \Recent, or they would never be (the database went away between the two calls).
+                    if not is_unavailable(exc):
+                        raise
+                    log.warning("store unavailable claiming \\Recent", extra={"error": repr(exc)})
             for line in sel.add_new(new, recent_from):
                 self.send(line)
 
@@ -305,9 +326,13 @@ class Session:
         self._auth_tag = None
         try:
             reply = await finish_plain(self, event)
-        except Exception:
-            log.exception("authentication failed unexpectedly")
-            reply = replies.SERVER_BUG
+        except Exception as exc:
+            if is_unavailable(exc):
+                log.warning("store unavailable", extra={"command": "AUTHENTICATE", "error": repr(exc)})
+                reply = replies.UNAVAILABLE
+            else:
+                log.exception("authentication failed unexpectedly")
+                reply = replies.SERVER_BUG
         self.send(reply.encode(tag))
         self._pending.extend(self.parser.resume())
         if reply.kind != "OK" and self.bad_count >= MAX_BAD_BEFORE_AUTH:
@@ -331,7 +356,18 @@ class Session:
         """The mailbox may have changed during IDLE: send what did."""
         if self.subscription is not None:
             self.subscription.event.clear()
-        await self.sync(allow_expunge=True)
+        try:
+            await self.sync(allow_expunge=True)
+        except Exception as exc:
+            if not is_unavailable(exc) or (isinstance(exc, ConnectionError) and self.client_gone):
+                raise
+            # The database is away (restarting): keep idling and look again shortly; nothing is lost,
+            # the changes are still there to be found.
+            log.warning("store unavailable during IDLE", extra={"error": repr(exc)})
+            await asyncio.sleep(IDLE_RETRY)
+            if self.subscription is not None:
+                self.subscription.event.set()
+            return
         await self.transport.drain()
 
     async def _idle_done(self, event: IdleDone) -> None:

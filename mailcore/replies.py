@@ -65,6 +65,7 @@ TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "too many connections, try again late
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "too many errors, closing connection")
 TOO_MANY_COMMANDS = Reply(421, "4.7.0", "command used too many times, closing connection")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "timeout, closing connection")
+PROXY_REFUSED = Reply(421, "4.7.0", "PROXY header not accepted from this address")
 TEMPORARY_FAILURE = Reply(451, "4.3.0", "temporary failure, try again later")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients")
 AUTH_TEMPORARILY_LOCKED = Reply(454, "4.7.0", "too many failed authentication attempts, try again later")

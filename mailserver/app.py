@@ -157,10 +157,11 @@ async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None
         await stop.wait()
         log.info("shutting down", extra={"grace": settings.server.shutdown_grace})
     finally:
-        for service in reversed(runtime.services):
-            try:
-                await service.stop(settings.server.shutdown_grace)
-            except Exception:
-                log.exception("service stop failed", extra={"service": service.name})
+        # All at once: every listener stops accepting now, and in-flight work everywhere shares the grace.
+        results = await asyncio.gather(*(service.stop(settings.server.shutdown_grace)
+                                         for service in reversed(runtime.services)), return_exceptions=True)
+        for service, result in zip(reversed(runtime.services), results, strict=True):
+            if isinstance(result, Exception):
+                log.error("service stop failed", exc_info=result, extra={"service": service.name})
         await runtime.db.close()
         log.info("stopped")

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("serve", parents=[common], help="run the server until SIGTERM/SIGINT")
 
+    health = sub.add_parser("health", parents=[common], help="check the database is reachable and migrated "
+                            "(exit 0 healthy, 1 not)")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the database")
+
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
     check = cfg.add_parser("check", parents=[common], help="validate a configuration file and exit")
     check.add_argument("file", nargs="?", help="file to check (default: --config)")
@@ -155,6 +159,23 @@ async def _with_db(settings: Settings, work: Callable[[Database], Awaitable[int]
         return await work(db)
     finally:
         await db.close()
+
+
+async def _health(settings: Settings, within: float) -> int:
+    """`mailserver health`: one line, exit 0 when the database answers and every migration is applied."""
+    from storage.health import database_health
+
+    if settings.database.dsn:
+        report = await database_health(settings.database.dsn, within)
+    else:  # the embedded server: join it (or start it) just to ask
+        db = await Database.open(settings.database, settings.server.data_dir, migrate=False, pool_min=0,
+                                 pool_max=1)
+        try:
+            report = await database_health(db.dsn, within)
+        finally:
+            await db.close()
+    print(report.summary(), file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
 
 
 def _print_rows(rows: Sequence[Sequence[Any]]) -> None:
@@ -339,6 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             setup_logging(settings.server.log_level)
             asyncio.run(run(settings))
             return 0
+        if args.command == "health":
+            return asyncio.run(_health(settings, args.timeout))
         return asyncio.run(_with_db(settings, lambda db: _admin(args, db, settings)))
     except (ConfigError, TLSConfigError) as exc:
         print(f"mailserver: configuration error: {exc}", file=sys.stderr)

@@ -17,6 +17,8 @@ from pathlib import Path
 import asyncpg
 
 from config.settings import ListenerSettings, Settings
+from mailcore import replies
+from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
 from mailcore.ratelimit import Limiter, TokenBucketLimiter
 from smtp_in.auth import Authenticator
 from smtp_in.checks import BodyCheck, ConnectionLimits
@@ -57,6 +59,8 @@ class SMTPService:
             authenticator=Authenticator(pool, limiter or auth_limiter(settings), smtp.auth_failure_delay),
             spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth,
         )
+        self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
+        self.proxy_timeout = settings.server.proxy_protocol_timeout
         self._server: asyncio.Server | None = None
         self.port: int | None = None
         self.address = self.listener.address
@@ -72,13 +76,20 @@ class SMTPService:
                 self.context.spool_dir = None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: SMTPSession(self.context), self.listener.address, self.listener.port,
-            ssl=self._tls_for_socket, reuse_address=True, start_serving=True,
-        )
+            self._gate, self.listener.address, self.listener.port, reuse_address=True, start_serving=True)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("smtp listener started", extra={"listener": self.kind, "address": self.listener.address,
                                                  "port": self.port, "tls": "implicit" if self._tls_for_socket
                                                  else ("starttls" if self.context.starttls_context else "none")})
+
+    def _gate(self) -> ProxyGate:
+        """Every connection passes the PROXY gate first (which also does implicit TLS, after the header)."""
+        refusal = "".join(line + "\r\n" for line in replies.PROXY_REFUSED.lines()).encode()
+        return ProxyGate(self._session, self.trusted, tls=self._tls_for_socket, refusal=refusal,
+                         timeout=self.proxy_timeout, listener=self.name)
+
+    def _session(self, client: ClientAddress) -> SMTPSession:
+        return SMTPSession(self.context, client)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; idle sessions get 421, busy ones may finish within `grace`, then are cut."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto as sslproto
-import ipaddress
 import logging
 import ssl
 from collections import Counter
@@ -28,6 +27,7 @@ from aiosmtpd.smtp import SMTP
 
 from config.settings import SMTPSettings
 from mailcore import replies
+from mailcore.proxygate import ClientAddress
 from mailcore.received import clean, new_queue_id
 from mailcore.replies import Reply
 from smtp_in import checks
@@ -38,6 +38,7 @@ from smtp_in.params import ParamError, parse_mail, parse_rcpt
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.spool import Spool
 from smtp_in.transaction import Origin, Recipient, Transaction, deliver
+from storage.db import is_unavailable
 
 log = logging.getLogger("smtp_in")
 
@@ -99,14 +100,15 @@ class SMTPSession(SMTP):
     # The StreamReader's buffer limit (aiosmtpd uses it for flow control only with our loop).
     line_length_limit = 2 * READ_CHUNK
 
-    def __init__(self, ctx: ListenerContext) -> None:
+    def __init__(self, ctx: ListenerContext, client: ClientAddress | None = None) -> None:
         super().__init__(
             object(), hostname=ctx.hostname, ident="ESMTP", tls_context=ctx.starttls_context,
             timeout=ctx.settings.idle_timeout, enable_SMTPUTF8=True,
             data_size_limit=ctx.settings.max_message_size, loop=asyncio.get_running_loop(),
         )
         self.ctx = ctx
-        self.peer_ip = ""
+        self.client = client  # from the PROXY gate: the real client, maybe behind a balancer
+        self.peer_ip = client.ip if client else ""
         self.helo: str | None = None
         self.esmtp = False
         self.tx = Transaction()
@@ -125,8 +127,10 @@ class SMTPSession(SMTP):
         first = self.transport is None
         super().connection_made(transport)
         if first:
-            peer = transport.get_extra_info("peername")
-            self.peer_ip = str(peer[0]) if peer else ""
+            if self.client is None:
+                peer = transport.get_extra_info("peername")
+                self.client = ClientAddress(str(peer[0]), int(peer[1])) if peer else ClientAddress("", 0)
+            self.peer_ip = self.client.ip
             self.ctx.sessions.add(self)
             self._refusal = self.ctx.limits.acquire(self.peer_ip)
             self._admitted = self._refusal is None
@@ -298,11 +302,17 @@ class SMTPSession(SMTP):
         handler: Callable[[str], Any] = getattr(self, "smtp_" + verb)
         try:
             await handler(arg)
-        except (_Close, asyncio.CancelledError, ConnectionError, ssl.SSLError):
+        except (_Close, asyncio.CancelledError, ssl.SSLError):
             raise
-        except Exception:
-            log.exception("smtp command failed", extra={"listener": self.ctx.name, "peer": self.peer_ip,
-                                                        "verb": verb})
+        except Exception as exc:
+            if isinstance(exc, ConnectionError) and self._client_gone():
+                raise
+            if is_unavailable(exc):  # the database went away: 451, the sender retries
+                log.warning("smtp store unavailable", extra={"listener": self.ctx.name, "peer": self.peer_ip,
+                                                             "verb": verb, "error": repr(exc)})
+            else:
+                log.exception("smtp command failed", extra={"listener": self.ctx.name, "peer": self.peer_ip,
+                                                            "verb": verb})
             self._new_transaction()
             self._drop_bdat()
             await self._reply(replies.TEMPORARY_FAILURE)
@@ -341,10 +351,8 @@ class SMTPSession(SMTP):
         return self.tls_active or (self.ctx.settings.allow_plaintext_auth and self._peer_is_loopback())
 
     def _peer_is_loopback(self) -> bool:
-        try:
-            return ipaddress.ip_address(self.peer_ip).is_loopback
-        except ValueError:
-            return False
+        """A direct loopback client; never one behind a balancer (its PROXY source may be 127.0.0.1)."""
+        return self.client is not None and self.client.trusted_loopback
 
     async def smtp_NOOP(self, arg: str) -> None:
         await self._reply(replies.NOOP_OK)
@@ -598,6 +606,9 @@ class SMTPSession(SMTP):
             await self._finish(spool)
         finally:
             spool.close()
+
+    def _client_gone(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
 
     def _drop_bdat(self) -> None:
         if self._bdat is not None:

@@ -36,6 +36,7 @@ from smtp_out.retry import Clock, backoff, utc_now
 from smtp_out.routing import Hop, RouteError, addresses, route
 from storage import dkim_keys
 from storage import queue as store
+from storage.db import UNAVAILABLE_ERRORS
 from storage.queue import Outcome, QueuedRecipient, QueueEntry
 
 log = logging.getLogger(__name__)
@@ -252,13 +253,48 @@ class QueueService:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """LISTEN for new mail, then start the workers (they begin with whatever is due)."""
-        pool = self.outbound.pool
-        self._listener = await pool.acquire()
-        await self._listener.add_listener(store.QUEUE_CHANNEL, self._notified)
+        listening = asyncio.Event()
+        self._listen_task = asyncio.create_task(self._listen(listening), name="queue-listen")
+        await asyncio.wait_for(listening.wait(), timeout=30)
         self._tasks = [asyncio.create_task(self._work(i), name=f"queue-worker-{i}") for i in range(self.workers)]
+
+    async def _listen(self, listening: asyncio.Event) -> None:
+        """Hold the LISTEN connection; when the database drops it, take another (with backoff) and look
+        at the queue at once, since a NOTIFY may have been missed meanwhile. Polling covers the gap."""
+        pool = self.outbound.pool
+        delay = 0.5
+        while not self._stopping:
+            try:
+                conn = await pool.acquire()
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("queue LISTEN connection failed; retrying", extra={"error": repr(exc), "delay": delay})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            lost = asyncio.Event()
+            try:
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                await conn.add_listener(store.QUEUE_CHANNEL, self._notified)
+                self._listener = conn
+                delay = 0.5
+                if listening.is_set():
+                    self._wake.set()
+                listening.set()
+                await lost.wait()
+                log.warning("queue LISTEN connection lost; reconnecting")
+            except UNAVAILABLE_ERRORS as exc:
+                log.warning("queue LISTEN failed; reconnecting", extra={"error": repr(exc)})
+                await asyncio.sleep(delay)
+            finally:
+                self._listener = None
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(store.QUEUE_CHANNEL, self._notified)
+                with contextlib.suppress(Exception):
+                    await pool.release(conn)
 
     def _notified(self, *args: object) -> None:
         self._wake.set()
@@ -273,8 +309,8 @@ class QueueService:
             self._wake.clear()
             try:
                 entries = await ob.claim()
-            except (OSError, asyncpg.PostgresError):
-                log.exception("queue claim failed; retrying after the poll interval")
+            except UNAVAILABLE_ERRORS as exc:  # the database is away: try again after the poll interval
+                log.warning("queue claim failed; retrying after the poll interval", extra={"error": repr(exc)})
                 entries = []
             if not entries:
                 with contextlib.suppress(TimeoutError):
@@ -302,7 +338,7 @@ class QueueService:
         while True:
             await asyncio.sleep(ob.qs.lease_seconds / 3)
             until = ob.clock() + dt.timedelta(seconds=ob.qs.lease_seconds)
-            with contextlib.suppress(OSError, asyncpg.PostgresError):
+            with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
                 await store.extend_lease(ob.pool, queue_id, ob.owner, until)
 
     async def stop(self, grace: float) -> None:
@@ -320,11 +356,11 @@ class QueueService:
             if released:
                 log.info("queue leases released for retry", extra={"count": released})
         finally:
-            if self._listener is not None:
-                with contextlib.suppress(Exception):
-                    await self._listener.remove_listener(store.QUEUE_CHANNEL, self._notified)
-                await self.outbound.pool.release(self._listener)
-                self._listener = None
+            if self._listen_task is not None:
+                self._listen_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._listen_task
+                self._listen_task = None
 
 
 async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -22,6 +24,52 @@ log = logging.getLogger(__name__)
 
 class StorageUnavailable(Exception):
     """The database cannot be reached or started; callers answer with a temporary failure."""
+
+
+# What losing the database looks like from a query: refused or reset sockets, timeouts, the server's
+# own shutdown errors (57P01 admin_shutdown, 57P03 cannot_connect_now), a connection closed under a query
+# (asyncpg.InterfaceError), and our own fail-fast while backing off.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    StorageUnavailable, OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether an exception from a store call means "the database is not there now" (answer 4xx, retry)."""
+    return isinstance(exc, UNAVAILABLE_ERRORS)
+
+
+class ConnectBackoff:
+    """The pool's way to open connections: after a failure, fail fast until a growing delay has passed.
+
+    While the database is down, every command would otherwise try (and wait for) a new connection;
+    with this, one attempt per delay is made (0.2 s doubling to `maximum`), the others get
+    `StorageUnavailable` at once. The first success resets it. Passed as `connect=` to the asyncpg pool,
+    which replaces broken connections on the next acquire, so the pool reconnects by itself.
+    """
+
+    def __init__(self, initial: float = 0.2, maximum: float = 2.0) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.delay = 0.0
+        self.retry_at = 0.0
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        now = time.monotonic()
+        if now < self.retry_at:
+            raise StorageUnavailable("database unreachable (backing off)")
+        try:
+            conn = await asyncpg.connect(*args, **kwargs)
+        except UNAVAILABLE_ERRORS:
+            self.delay = min(self.delay * 2, self.maximum) if self.delay else self.initial
+            self.retry_at = time.monotonic() + self.delay
+            raise
+        if self.delay:
+            log.info("database reachable again")
+        self.delay = 0.0
+        self.retry_at = 0.0
+        return conn
 
 
 @dataclass
@@ -92,7 +140,7 @@ class Database:
                 dsn,
                 min_size=settings.pool_min if pool_min is None else pool_min,
                 max_size=settings.pool_max if pool_max is None else pool_max,
-                command_timeout=settings.command_timeout,
+                command_timeout=settings.command_timeout, connect=ConnectBackoff(),
                 server_settings={"synchronous_commit": "on", "application_name": "mailserver"},
             )
         except (OSError, asyncpg.PostgresError) as exc:
