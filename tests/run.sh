@@ -10,7 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Debian tools the tests drive as real clients.
 declare -A tool_pkg=([swaks]=swaks [mbsync]=isync [neomutt]=neomutt [curl]=curl
-                     [opendkim-testmsg]=opendkim-tools [redis-server]=redis-server)
+                     [opendkim-testmsg]=opendkim-tools [redis-server]=redis-server
+                     [haproxy]=haproxy)
 missing=()
 for tool in "${!tool_pkg[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
