@@ -110,12 +110,6 @@ async def list_sent(conn: Conn, account_id: int, *, limit: int, before_id: int |
                     has_attachments=r["has_attachments"]) for r in rows]
 
 
-async def record_sent(conn: Conn, account_id: int, message_id: int, recipients: list[str], via: str) -> None:
-    """Remember that the account submitted this message (for /v1/sent and the status endpoint)."""
-    await conn.execute("INSERT INTO sent_messages (account_id, message_id, via, recipients)"
-                       " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", account_id, message_id, via, recipients)
-
-
 @dataclass(frozen=True)
 class StoredRaw:
     """One message as this account sees it: its bytes (with the per-recipient prefix when it is in one of

@@ -70,6 +70,10 @@ async def test_auth_then_relay_goes_to_queue(server: Server, client_tls: ssl.SSL
     (local,) = await inbox(server.pool, OTHER)  # local copy delivered in the same transaction
     assert b"with ESMTPSA id" in local and f"(authenticated as {USER})".encode() in local
     assert local.endswith(b"\r\n" + MSG)  # Message-ID and Date present: nothing added
+    # Listed in the account's sent messages (for /v1/sent and the status endpoint), via SMTP.
+    sent = await server.pool.fetchrow("SELECT account_id, via, recipients FROM sent_messages")
+    assert dict(sent) == {"account_id": accounts_ids[USER], "via": "smtp",
+                          "recipients": ["friend@far.example", OTHER]}
 
 
 @pytest.mark.parametrize(("sender", "allowed"), [
