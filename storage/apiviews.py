@@ -189,5 +189,5 @@ async def queue_stats(conn: Conn) -> tuple[int, float]:
     """(messages waiting in the queue, age in seconds of the oldest), for the metrics."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
-        " FROM queue WHERE state = 'queued'")
+        " FROM queue WHERE state <> 'done'")  # held entries wait too
     return int(row["n"]), float(row["age"])

@@ -129,7 +129,7 @@ async def test_login_mechanism(server: Server, client_tls: ssl.SSLContext) -> No
 
 async def test_lockout_after_failures(pool: asyncpg.Pool, accounts_ids: object, server_tls: ssl.SSLContext,
                                       client_tls: ssl.SSLContext, tmp_path: Path) -> None:
-    server = await start_server(pool, make_settings(tmp_path, auth_lockout_failures=3), server_tls)
+    server = await start_server(pool, make_settings(tmp_path, limits={"auth_failures": 3}), server_tls)
     try:
         client = await submit_client(server, client_tls, login=False)
         for _ in range(3):
