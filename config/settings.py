@@ -142,11 +142,6 @@ class SMTPSettings:
     allow_plaintext_auth: bool = setting(False, "Allow AUTH without TLS from loopback clients (dev only).")
     spool_threshold: int = setting(1024 * 1024, "Messages larger than this are spooled to disk while "
                                    "being received.", _positive)
-    auth_lockout_failures: int = setting(10, "Failed AUTH attempts allowed per client address and per "
-                                         "login name within auth_lockout_window; more get 454 4.7.0.",
-                                         _positive)
-    auth_lockout_window: float = setting(600.0, "Seconds over which auth_lockout_failures is counted (the "
-                                         "budget refills evenly over this time).", _positive)
 
 
 @dataclass(frozen=True)
@@ -179,14 +174,28 @@ class HTTPSettings:
                                     _positive)
     requests_per_minute: float = setting(600.0, "API requests per minute per token or account "
                                          "(token bucket; 429 with Retry-After beyond).", _positive)
-    messages_per_hour: float = setting(500.0, "Messages an account may send per hour over the API "
-                                       "and submission together (token bucket).", _positive)
-    auth_failures_per_hour: float = setting(20.0, "Failed logins allowed per client address and per "
-                                            "account per hour (token bucket) before 429.", _positive)
     idempotency_ttl: float = setting(86400.0, "Seconds an Idempotency-Key is remembered with its "
                                      "response.", _positive)
     metrics: bool = setting(True, "Serve Prometheus metrics at /metrics (unauthenticated: restrict "
                             "it at the network if the numbers are private).")
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Rate limits shared by every protocol of the process (and, with [redis], every instance): token
+    buckets that hold the given number and refill evenly over their window."""
+
+    auth_failures: int = setting(10, "Failed logins allowed per client address and per account within "
+                                 "auth_failure_window, counted over SMTP AUTH, IMAP LOGIN/AUTHENTICATE and "
+                                 "HTTP Basic together; beyond, SMTP answers 454 4.7.0, IMAP NO [UNAVAILABLE] "
+                                 "and HTTP 429.", _positive)
+    auth_failure_window: float = setting(600.0, "Seconds over which auth_failures refills.", _positive)
+    smtp_connections_per_minute: float = setting(120.0, "New SMTP connections per client address per minute "
+                                                 "over all listeners (a rate; smtp.max_connections_per_ip caps "
+                                                 "the concurrent ones); beyond, 421 4.7.0.", _positive)
+    messages_per_hour: float = setting(500.0, "Messages an account may send per hour over SMTP submission "
+                                       "and the API together; beyond, SMTP 451 4.7.1 at MAIL and HTTP 429.",
+                                       _positive)
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,7 @@ class Settings:
     smtp: SMTPSettings = setting(doc="Inbound SMTP.", factory=SMTPSettings)
     imap: IMAPSettings = setting(doc="IMAP.", factory=IMAPSettings)
     http: HTTPSettings = setting(doc="HTTP API.", factory=HTTPSettings)
+    limits: LimitSettings = setting(doc="Rate limits shared by SMTP, IMAP and the API.", factory=LimitSettings)
     dns: DNSSettings = setting(doc="DNS resolver.", factory=DNSSettings)
     auth: AuthPolicySettings = setting(doc="Inbound authentication policy.", factory=AuthPolicySettings)
     queue: QueueSettings = setting(doc="Outbound queue.", factory=QueueSettings)

@@ -42,6 +42,7 @@ def completed(name: str, code: Code | None = None) -> Reply:
 
 # not authenticated
 AUTH_FAILED = Reply("NO", "authentication failed", encoder.AUTHENTICATIONFAILED)
+AUTH_LOCKED = Reply("NO", "too many failed logins, try again later", encoder.UNAVAILABLE)
 PRIVACY_REQUIRED = Reply("NO", "use TLS (STARTTLS or port 993) before logging in", encoder.PRIVACYREQUIRED)
 TOO_MANY_CONNECTIONS = Reply("NO", "too many connections for this account from your address", encoder.LIMIT)
 MECHANISM_UNSUPPORTED = Reply("NO", "unsupported authentication mechanism", encoder.CANNOT)

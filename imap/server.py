@@ -20,6 +20,8 @@ import asyncpg
 from config.settings import ListenerSettings, Settings
 from imap import encoder
 from imap.session import ServerContext, Session
+from mailcore.limits import AuthGuard
+from mailcore.metrics import Metrics
 from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
 from storage.notify import MailboxNotifier
 
@@ -66,10 +68,11 @@ class IMAPService:
 
     name = "imap"
 
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, dsn: str, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, dsn: str, tls: ssl.SSLContext | None, *,
+                 auth: AuthGuard | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.notifier = MailboxNotifier(dsn)
-        self.ctx = ServerContext(settings, pool, self.notifier, tls)
+        self.ctx = ServerContext(settings, pool, self.notifier, tls, auth=auth, metrics=metrics)
         self.tls = tls
         self.ports: dict[str, int] = {}
         self._servers: list[asyncio.Server] = []

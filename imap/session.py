@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import logging
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from imap.dispatch import COMMANDS, State
 from imap.parser import CommandParser
 from imap.replies import Refusal, Reply
 from imap.selected import SelectedMailbox
+from mailcore.limits import AuthGuard, build_limits
+from mailcore.metrics import Metrics
 from storage import mailstore
 from storage.db import is_unavailable
 from storage.notify import MailboxNotifier, Subscription
@@ -101,10 +104,28 @@ class ServerContext:
     pool: asyncpg.Pool
     notifier: MailboxNotifier | None
     tls: ssl.SSLContext | None
+    # The process's failed-login counts (shared with SMTP AUTH and the HTTP API) and metrics; without
+    # them (the protocol tested alone), in-process limits from the settings and a private registry.
+    auth: AuthGuard | None = None
+    metrics: Metrics | None = None
     limiter: ConnectionLimiter = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = ConnectionLimiter(self.settings.imap.max_connections_per_user)
+        if self.metrics is None:
+            self.metrics = Metrics()
+        if self.auth is None:
+            self.auth = AuthGuard(build_limits(self.settings, self.metrics), self.metrics)
+
+    @property
+    def guard(self) -> AuthGuard:
+        assert self.auth is not None
+        return self.auth
+
+    @property
+    def stats(self) -> Metrics:
+        assert self.metrics is not None
+        return self.metrics
 
 
 @dataclass
@@ -131,6 +152,7 @@ class Session:
         self._pending: deque[Event] = deque()
         self._auth_tag: str | None = None
         self._release_slot: Callable[[], None] | None = None
+        self._counted = False  # in the open-sessions gauge
 
     # --- capabilities and policy
     @property
@@ -177,6 +199,8 @@ class Session:
         self.transport.write(data)
 
     async def greet(self) -> None:
+        self.ctx.stats.imap_sessions.inc()
+        self._counted = True
         self.send(encoder.ok("*", f"{self.ctx.settings.server.hostname} IMAP4rev1 ready",
                              encoder.Code.capability(self.capabilities())))
         await self.transport.drain()
@@ -222,13 +246,24 @@ class Session:
                 self._pending.extend(self.parser.resume())
 
     async def _run(self, cmd: Command) -> None:
+        started = time.perf_counter()
+        name = cmd.name if cmd.name in COMMANDS else "UNKNOWN"  # metric labels from a fixed set
+        result = "bad"
+        try:
+            result = await self._answer(cmd)
+        finally:
+            self.ctx.stats.imap_commands.labels(name, result).inc()
+            self.ctx.stats.imap_command_duration.labels(name).observe(time.perf_counter() - started)
+
+    async def _answer(self, cmd: Command) -> str:
+        """Run one command and answer it; returns the result for the metrics (ok, no, bad)."""
         entry = COMMANDS.get(cmd.name)
         if entry is None:
             await self._bad(cmd.tag, replies.NOT_SUPPORTED)
-            return
+            return "bad"
         if not entry.needs.allowed(self.state):
             await self._bad(cmd.tag, replies.WRONG_STATE)
-            return
+            return "bad"
         try:
             reply = await entry.handler(self, cmd)
         except Refusal as refusal:
@@ -245,13 +280,15 @@ class Session:
                 log.exception("command failed", extra={"command": cmd.name})
                 reply = replies.SERVER_BUG
         if reply is None or self.closed or self.idle_tag is not None or self._auth_tag is not None:
-            return  # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
+            # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
+            return reply.kind.lower() if reply is not None else "ok"
         if self.state is State.SELECTED:
             await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
         if reply.kind == "BAD":
             await self._bad(cmd.tag, reply)
         else:
             self.send(reply.encode(cmd.tag))
+        return reply.kind.lower()
 
     # --- mailbox updates
     async def sync(self, allow_expunge: bool = True) -> None:
@@ -310,7 +347,13 @@ class Session:
         log.info("imap login", extra={"user": address, "peer": self.transport.peer_ip})
         return None
 
-    async def login_failed(self) -> None:
+    async def login_locked(self, username: str | None) -> bool:
+        """Whether this address, or this login name, has failed too often (on any protocol)."""
+        return await self.ctx.guard.refused(self.transport.peer_ip, username) is not None
+
+    async def login_failed(self, username: str | None = None) -> None:
+        """A failed login: counted for the address and the name (shared with SMTP and HTTP), then a delay."""
+        await self.ctx.guard.failed("imap", self.transport.peer_ip, username)
         await asyncio.sleep(self.ctx.settings.imap.auth_failure_delay)
         self.bad_count += 1
 
@@ -386,6 +429,9 @@ class Session:
             return
         self.closed = True
         self.state = State.LOGOUT
+        if self._counted:
+            self._counted = False
+            self.ctx.stats.imap_sessions.dec()
         self.deselect()
         if self._release_slot is not None:
             self._release_slot()

@@ -29,19 +29,30 @@ class Metrics:
         r = self.registry
         self.messages_received = Counter(
             "mailserver_messages_received", "Messages accepted, by entry point "
-            "(mx, submission, api_send, api_receive).", ["via"], registry=r)
+            "(mx, submission, submissions, api_send, api_receive).", ["via"], registry=r)
         self.messages_rejected = Counter(
-            "mailserver_messages_rejected", "Messages refused, by entry point and reason "
-            "(e.g. unknown_recipient, sender_not_owned, too_large, policy, rate_limited).",
+            "mailserver_messages_rejected", "Messages (or, at RCPT, recipients) refused, by entry point and "
+            "reason (e.g. relay_denied, unknown_recipient, dmarc, too_large, bad_line_endings, tempfail, "
+            "rate_limited).",
             ["via", "reason"], registry=r)
         self.deliveries = Counter(
-            "mailserver_deliveries", "Deliveries by outcome (local, sent, deferred, bounced).",
+            "mailserver_deliveries", "Deliveries by outcome: local (into a mailbox here), and for each "
+            "remote recipient attempt of the queue delivered, deferred or bounced.",
             ["outcome"], registry=r)
         self.queue_depth = Gauge("mailserver_queue_depth", "Messages waiting in the outbound queue.",
                                  registry=r)
         self.queue_oldest_age = Gauge("mailserver_queue_oldest_age_seconds",
                                       "Age of the oldest message in the outbound queue.", registry=r)
         self.imap_sessions = Gauge("mailserver_imap_sessions", "Open IMAP sessions.", registry=r)
+        self.imap_commands = Counter("mailserver_imap_commands", "IMAP commands, by command and result "
+                                     "(ok, no, bad).", ["command", "result"], registry=r)
+        self.imap_command_duration = Histogram(
+            "mailserver_imap_command_duration_seconds", "Time to answer an IMAP command, by command.",
+            ["command"], buckets=LATENCY_BUCKETS, registry=r)
+        self.smtp_sessions = Counter("mailserver_smtp_sessions", "SMTP connections accepted, by listener.",
+                                     ["listener"], registry=r)
+        self.smtp_open_sessions = Gauge("mailserver_smtp_open_sessions", "Open SMTP connections, by listener.",
+                                        ["listener"], registry=r)
         self.auth_failures = Counter("mailserver_auth_failures", "Failed logins, by protocol "
                                      "(smtp, imap, http).", ["protocol"], registry=r)
         self.rate_limit_hits = Counter("mailserver_rate_limit_hits", "Requests refused by a rate limit, "
@@ -52,7 +63,8 @@ class Metrics:
             "mailserver_http_request_duration_seconds", "HTTP API request latency, by method, route "
             "template and status class.", ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
         self.delivery_duration = Histogram(
-            "mailserver_delivery_duration_seconds", "Time to commit one message to the store, by entry point.",
+            "mailserver_delivery_duration_seconds", "Time from the end of a message's data to its commit "
+            "(body checks included), by entry point.",
             ["via"], buckets=LATENCY_BUCKETS, registry=r)
 
     def render(self) -> tuple[bytes, str]:

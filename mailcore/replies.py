@@ -62,6 +62,7 @@ START_DATA = Reply(354, "", "end data with <CR><LF>.<CR><LF>")
 # --- 4xx: try again later ------------------------------------------------------------------------------
 SERVICE_UNAVAILABLE = Reply(421, "4.3.2", "service shutting down, try again later")
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "too many connections, try again later")
+CONNECTION_RATE_EXCEEDED = Reply(421, "4.7.0", "too many connections from your address, try again later")
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "too many errors, closing connection")
 TOO_MANY_COMMANDS = Reply(421, "4.7.0", "command used too many times, closing connection")
 IDLE_TIMEOUT = Reply(421, "4.4.2", "timeout, closing connection")
@@ -71,6 +72,7 @@ TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "too many recipients")
 AUTH_TEMPORARILY_LOCKED = Reply(454, "4.7.0", "too many failed authentication attempts, try again later")
 TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 CHECK_TEMPFAIL = Reply(451, "4.7.1", "message could not be verified now, try again later")
+MESSAGE_RATE_EXCEEDED = Reply(451, "4.7.1", "too many messages sent; try again later")
 MAILBOX_FULL = Reply(452, "4.2.2", "mailbox full")
 
 # --- 5xx: permanent ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from config.settings import Settings
 from mailcore.dns.resolver import Resolver
+from mailcore.limits import AuthGuard, Limits, build_limits
 from mailcore.metrics import Metrics
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError, certificate_paths, server_context
@@ -44,7 +45,8 @@ class Service(Protocol):
 
 @dataclass
 class Runtime:
-    """What the parts are built from: settings, the store, TLS, the metrics every part counts in."""
+    """What the parts are built from: settings, the store, TLS, the metrics every part counts in and the
+    one set of rate limits every protocol shares (built from the settings unless given)."""
 
     settings: Settings
     db: Database
@@ -52,6 +54,21 @@ class Runtime:
     resolver: Resolver
     services: list[Service] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
+    limits: Limits = None  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.limits is None:
+            self.limits = build_limits(self.settings, self.metrics)
+
+    @property
+    def auth_guard(self) -> AuthGuard:
+        """Failed logins, counted across SMTP, IMAP and HTTP on the shared limits."""
+        return AuthGuard(self.limits, self.metrics)
+
+    async def close(self) -> None:
+        """Release what the runtime holds (the Redis connection of the limits, then the store)."""
+        await self.limits.close()
+        await self.db.close()
 
 
 # Builders of services, registered by the protocol issues; each returns the services it wants run.
@@ -70,21 +87,24 @@ async def smtp_in_services(runtime: Runtime) -> list[Service]:
     org = await asyncio.to_thread(OrganizationalDomains)
     sender_auth = SenderAuthentication(runtime.resolver, settings.server.hostname, settings.auth,
                                        dns_timeout=settings.dns.timeout, org=org)
-    return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth))
+    return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth,
+                                    limits=runtime.limits, metrics=runtime.metrics))
 
 
 async def queue_services(runtime: Runtime) -> list[Service]:
     """The outbound queue workers, with the shared resolver for MX lookups."""
     from smtp_out.worker import build_services
 
-    return list(await build_services(runtime.db.pool, runtime.settings, runtime.resolver))
+    return list(await build_services(runtime.db.pool, runtime.settings, runtime.resolver,
+                                     metrics=runtime.metrics))
 
 
 async def imap_services(runtime: Runtime) -> list[Service]:
     """IMAP with STARTTLS and (when a certificate is configured) implicit TLS, issue 6."""
     from imap.server import IMAPService
 
-    return [IMAPService(runtime.settings, runtime.db.pool, runtime.db.dsn, runtime.tls)]
+    return [IMAPService(runtime.settings, runtime.db.pool, runtime.db.dsn, runtime.tls,
+                        auth=runtime.auth_guard, metrics=runtime.metrics)]
 
 
 def service_factories() -> list[ServiceFactory]:
@@ -95,7 +115,7 @@ def service_factories() -> list[ServiceFactory]:
 async def http_service(runtime: Runtime) -> list[Service]:
     """The HTTP API (HTTPS with the runtime's certificate when `http.tls`)."""
     from mailserver.api import create_app
-    from mailserver.api.context import ApiContext, build_limits
+    from mailserver.api.context import ApiContext
     from mailserver.api.server import HttpService
     from mailserver.api.submission import SmtpInSubmitter
 
@@ -104,13 +124,11 @@ async def http_service(runtime: Runtime) -> list[Service]:
         return []
     if settings.http.tls and runtime.tls is None:
         raise TLSConfigError("http.tls: HTTPS needs a certificate (set tls.cert_file, or tls.self_signed)")
-    limits = build_limits(settings, runtime.metrics)
     # The API submits and receives through smtp_in's own steps (mailserver.api.submission).
     submitter = SmtpInSubmitter(runtime.db.pool, settings.server.hostname, settings.smtp.max_message_size,
                                 settings.server.postmaster, settings.smtp.spool_threshold)
-    ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, limits, submitter)
-    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
-                        on_stop=limits.close)]
+    ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, runtime.limits, submitter)
+    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None)]
 
 
 async def seed_demo(db: Database) -> None:
@@ -163,5 +181,5 @@ async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None
         for service, result in zip(reversed(runtime.services), results, strict=True):
             if isinstance(result, Exception):
                 log.error("service stop failed", exc_info=result, extra={"service": service.name})
-        await runtime.db.close()
+        await runtime.close()
         log.info("stopped")

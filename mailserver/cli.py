@@ -22,6 +22,7 @@ from typing import Any
 from config import ConfigError, Settings, load_settings
 from mailcore.address import AddressError, parse_address
 from mailcore.auth.dkim import ALGORITHMS, generate_key, public_record
+from mailcore.autoconfig import endpoints_from_settings
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError
 from mailserver import dnsrecords
@@ -333,7 +334,8 @@ async def _dns(args: argparse.Namespace, db: Database, settings: Settings) -> No
     if "." not in hostname or hostname.endswith(".localhost"):
         print(f"mailserver: warning: server.hostname is {hostname!r}, not a public name; set it before "
               "publishing these records", file=sys.stderr)
-    lines = dnsrecords.domain_records(domain, hostname, [_key_record(k, i == 0) for i, k in enumerate(keys)])
+    lines = dnsrecords.domain_records(domain, hostname, [_key_record(k, i == 0) for i, k in enumerate(keys)],
+                                      endpoints_from_settings(settings))
     print("\n".join(lines))
 
 

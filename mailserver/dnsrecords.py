@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailcore.autoconfig import Endpoints
+
 TTL = 3600
 CHUNK = 255
 
@@ -44,8 +46,32 @@ def dkim_record(domain: str, key: KeyRecord) -> str:
     return zone_line(dkim_name(domain, key.selector), "TXT", txt_strings(key.value))
 
 
-def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord]) -> list[str]:
-    """Every record a hosted domain needs, with comments, in zone-file form."""
+def client_records(domain: str, endpoints: Endpoints) -> list[str]:
+    """What lets mail clients find this server from an address alone: the `autoconfig.` and
+    `autodiscover.` names (Thunderbird and Outlook fetch them over HTTPS) and the RFC 6186 SRV records
+    of the IMAP and submission listeners that are on (a listener that is off is published as "not
+    offered here": target "." per RFC 6186 §4)."""
+    host = endpoints.hostname.lower().rstrip(".")
+    out = ["; Client configuration. Thunderbird fetches https://autoconfig.<domain>/mail/config-v1.1.xml and",
+           "; Outlook https://autodiscover.<domain>/autodiscover/autodiscover.xml: point both names at",
+           f"; {host}, and serve the HTTP API (http.listener) there on port 443 (or proxy 443 to it).",
+           zone_line(f"autoconfig.{domain}", "CNAME", f"{host}."),
+           zone_line(f"autodiscover.{domain}", "CNAME", f"{host}."),
+           zone_line(f"_autodiscover._tcp.{domain}", "SRV", f"0 1 443 {host}."),
+           "; RFC 6186 SRV records: where IMAP and submission are (priority 0 is preferred; RFC 8314",
+           ";   asks clients to prefer implicit TLS, so those come first).",]
+    for service, port, priority in (("_imaps", endpoints.imaps, 0), ("_imap", endpoints.imap, 10),
+                                    ("_submissions", endpoints.submissions, 0),
+                                    ("_submission", endpoints.submission, 10)):
+        data = f"{priority} 1 {port} {host}." if port else "0 0 0 ."  # RFC 6186 §4: not offered
+        out.append(zone_line(f"{service}._tcp.{domain}", "SRV", data))
+    return out
+
+
+def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord],
+                   endpoints: Endpoints | None = None) -> list[str]:
+    """Every record a hosted domain needs, with comments, in zone-file form. With `endpoints`, also
+    the client-configuration records (`client_records`)."""
     domain = domain.lower().rstrip(".")
     host = hostname.lower().rstrip(".")
     out = [f"; DNS records for {domain}: paste into its zone (TTLs are suggestions).",
@@ -65,6 +91,8 @@ def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord]) -> lis
             f";   to send aggregate reports to postmaster@{domain}.",
             zone_line(f"_dmarc.{domain}", "TXT",
                       txt_strings(f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}")),
-            "; Later (not served yet): MTA-STS (_mta-sts TXT and https://mta-sts.<domain>/ policy),",
-            "; TLS-RPT (_smtp._tls TXT) and client autoconfiguration (autoconfig/autodiscover, SRV)."]
+            "; Later (not served yet): MTA-STS (_mta-sts TXT and https://mta-sts.<domain>/ policy) and",
+            "; TLS-RPT (_smtp._tls TXT)."]
+    if endpoints is not None:
+        out += client_records(domain, endpoints)
     return out

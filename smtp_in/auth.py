@@ -3,8 +3,9 @@
 `decode_plain` is sans-I/O. `Authenticator` checks a login and password against the store with argon2
 off the event loop (`mailcore.passwords`), spends the same time for unknown users, waits
 `auth_failure_delay` after a failure, and locks out a client address or a login name after too many
-failures through a `mailcore.ratelimit.Limiter` (in-process now, shared later). It never says whether
-the account exists: unknown user, wrong password and disabled account get the same answer.
+failures through the process's `mailcore.limits.AuthGuard`, which IMAP and the HTTP API share (a
+failure on one protocol counts on the others). It never says whether the account exists: unknown
+user, wrong password and disabled account get the same answer.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from dataclasses import dataclass
 import asyncpg
 
 from mailcore import replies
+from mailcore.limits import AuthGuard
 from mailcore.passwords import verify_password
-from mailcore.ratelimit import Limiter
 from mailcore.replies import Reply
 from storage import accounts
 from storage.accounts import Account
@@ -74,17 +75,15 @@ def decode_text(data: bytes) -> str:
 
 @dataclass
 class Authenticator:
-    """Verifies logins for every session of a service; the limiter is shared by those sessions."""
+    """Verifies logins for every session of a service; the guard is the process's."""
 
     pool: asyncpg.Pool
-    limiter: Limiter
+    guard: AuthGuard
     failure_delay: float
 
     async def locked(self, ip: str, login: str | None = None) -> bool:
         """Whether the address, or the login name if given, is locked out after too many failures."""
-        if not await self.limiter.allowed(f"smtp-auth-ip:{ip}"):
-            return True
-        return login is not None and not await self.limiter.allowed(f"smtp-auth-user:{login.lower()}")
+        return await self.guard.refused(ip, login) is not None
 
     async def verify(self, ip: str, login: str, password: str) -> Account | Reply:
         """The account on success; else the reply (after the failure delay)."""
@@ -95,10 +94,9 @@ class Authenticator:
         usable = account is not None and not account.disabled
         ok = await verify_password(account.password_hash if usable and account else None, password)
         if ok and account is not None:
-            await self.limiter.reset(f"smtp-auth-user:{login.lower()}")
+            await self.guard.succeeded(login)
             return account
-        await self.limiter.record(f"smtp-auth-ip:{ip}")
-        await self.limiter.record(f"smtp-auth-user:{login.lower()}")
+        await self.guard.failed("smtp", ip, login)
         log.info("smtp auth failed", extra={"peer": ip, "login": login[:100]})
         await asyncio.sleep(self.failure_delay)
         return replies.AUTH_FAILED

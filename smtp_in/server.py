@@ -2,9 +2,10 @@
 
 `SMTPService` implements the server's `Service` protocol (name, start, stop(grace)) for one listener,
 built from explicit arguments (settings, pool, TLS context); it never imports the composition root.
-`build_smtp_services` makes the configured listeners, sharing one connection counter and one AUTH
-limiter between them; the MX alone gets the sender authentication (`smtp_in.senderauth`) and the body
-checks. Port 0 binds an ephemeral port; `port` tells which one was bound.
+`build_smtp_services` makes the configured listeners, sharing one connection counter between them and
+the process's rate limits (`mailcore.limits`: AUTH failures with IMAP and the API, connection rate,
+messages per hour) and metrics through `smtp_in.hooks`; the MX alone gets the sender authentication
+(`smtp_in.senderauth`) and the body checks. Port 0 binds an ephemeral port; `port` tells which one was bound.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import asyncpg
 
 from config.settings import ListenerSettings, Settings
 from mailcore import replies
+from mailcore.limits import AuthGuard, Limits, build_limits
+from mailcore.metrics import Metrics
 from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
-from mailcore.ratelimit import Limiter, TokenBucketLimiter
 from smtp_in.auth import Authenticator
 from smtp_in.checks import BodyCheck, ConnectionLimits
+from smtp_in.hooks import ListenerHooks
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.session import ListenerContext, SMTPSession
 
@@ -34,8 +37,8 @@ class SMTPService:
     """One SMTP listener. Construct, `await start()`, read `port`, `await stop(grace)`."""
 
     def __init__(self, name: str, settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None, *,
-                 limits: ConnectionLimits | None = None, limiter: Limiter | None = None,
-                 body_checks: list[BodyCheck] | None = None,
+                 limits: ConnectionLimits | None = None, shared: Limits | None = None,
+                 metrics: Metrics | None = None, body_checks: list[BodyCheck] | None = None,
                  sender_auth: SenderAuthentication | None = None) -> None:
         if name not in KINDS:
             raise ValueError(f"unknown SMTP listener {name!r}")
@@ -51,16 +54,21 @@ class SMTPService:
         checks: list[BodyCheck] = ([sender_auth] if sender_auth else []) + list(body_checks or [])
         self._tls_for_socket = tls if implicit else None
         spool_dir = Path(settings.server.data_dir) / "spool"
+        metrics = metrics if metrics is not None else Metrics()
+        shared = shared if shared is not None else build_limits(settings, metrics)
         self.context = ListenerContext(
             name=name, submission=name != "mx", implicit_tls=implicit, hostname=settings.server.hostname,
             postmaster=settings.server.postmaster, settings=smtp, pool=pool,
             starttls_context=None if implicit else tls,
             limits=limits or ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip),
-            authenticator=Authenticator(pool, limiter or auth_limiter(settings), smtp.auth_failure_delay),
+            authenticator=Authenticator(pool, AuthGuard(shared, metrics), smtp.auth_failure_delay),
             spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth,
+            hooks=ListenerHooks(name, shared, metrics),
         )
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
         self.proxy_timeout = settings.server.proxy_protocol_timeout
+        sessions = self.context.sessions
+        self.context.hooks.watch(lambda: len(sessions))
         self._server: asyncio.Server | None = None
         self.port: int | None = None
         self.address = self.listener.address
@@ -115,20 +123,17 @@ class SMTPService:
         log.info("smtp listener stopped", extra={"listener": self.kind})
 
 
-def auth_limiter(settings: Settings) -> Limiter:
-    """The AUTH lockout limiter: `auth_lockout_failures` failures per `auth_lockout_window` seconds."""
-    smtp = settings.smtp
-    return TokenBucketLimiter(smtp.auth_lockout_failures, smtp.auth_lockout_window)
-
-
 def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None,
                         body_checks: list[BodyCheck] | None = None,
-                        sender_auth: SenderAuthentication | None = None) -> list[SMTPService]:
-    """The enabled SMTP listeners, sharing one connection counter and one AUTH limiter. `sender_auth`
+                        sender_auth: SenderAuthentication | None = None, *, limits: Limits | None = None,
+                        metrics: Metrics | None = None) -> list[SMTPService]:
+    """The enabled SMTP listeners, sharing one connection counter and the process's `limits` and
+    `metrics` (without them, in-process limits from `settings` and a private registry). `sender_auth`
     and `body_checks` apply to the MX only."""
     smtp = settings.smtp
-    limits = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
-    limiter = auth_limiter(settings)
+    connections = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
+    metrics = metrics if metrics is not None else Metrics()
+    shared = limits if limits is not None else build_limits(settings, metrics)
     services = []
     for kind in KINDS:
         if not getattr(smtp, kind).enabled:
@@ -136,7 +141,7 @@ def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLCont
         if kind == "submissions" and tls is None:
             log.warning("smtp submissions listener disabled: no TLS certificate configured")
             continue
-        services.append(SMTPService(kind, settings, pool, tls, limits=limits, limiter=limiter,
+        services.append(SMTPService(kind, settings, pool, tls, limits=connections, shared=shared, metrics=metrics,
                                     body_checks=body_checks if kind == "mx" else None,
                                     sender_auth=sender_auth if kind == "mx" else None))
     return services

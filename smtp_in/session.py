@@ -16,6 +16,7 @@ import asyncio
 import asyncio.sslproto as sslproto
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from smtp_in import checks
 from smtp_in.auth import MECHANISMS, Authenticator, SASLError, decode_b64, decode_plain, decode_text
 from smtp_in.checks import BodyCheck, ConnectionLimits
 from smtp_in.dataread import ChunkReader, DataReader, Verdict
+from smtp_in.hooks import ListenerHooks
 from smtp_in.params import ParamError, parse_mail, parse_rcpt
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.spool import Spool
@@ -81,6 +83,7 @@ class ListenerContext:
     spool_dir: Path | None = None
     body_checks: list[BodyCheck] = field(default_factory=list)
     sender_auth: SenderAuthentication | None = None  # MX only; also among body_checks
+    hooks: ListenerHooks = field(default_factory=lambda: ListenerHooks("smtp"))  # shared limits, metrics
     sessions: set[SMTPSession] = field(default_factory=set)
     closing: bool = False
     drained: asyncio.Event = field(default_factory=asyncio.Event)  # set when closing and no session is left
@@ -189,6 +192,7 @@ class SMTPSession(SMTP):
         self._writer.write(data)
 
     async def _reply(self, reply: Reply) -> None:
+        self.ctx.hooks.replied(reply)
         self._write_reply(reply)
         await self._writer.drain()
         if reply.code >= 500:
@@ -236,6 +240,8 @@ class SMTPSession(SMTP):
 
     async def _handle_client(self) -> None:
         try:
+            if self._refusal is None:
+                self._refusal = await self.ctx.hooks.connected(self.peer_ip)
             if self._refusal is not None:
                 log.info("smtp connection refused", extra={"listener": self.ctx.name, "peer": self.peer_ip})
                 await self._send_raw(self._refusal.lines())
@@ -485,7 +491,8 @@ class SMTPSession(SMTP):
         if args.size is not None and args.size > self.ctx.settings.max_message_size:
             await self._reply(replies.MESSAGE_TOO_BIG)
             return
-        refusal = await checks.check_sender(self.ctx.pool, self.account, args.sender)
+        refusal = (await checks.check_sender(self.ctx.pool, self.account, args.sender)
+                   or await self.ctx.hooks.mail(self.account))
         if refusal is not None:
             await self._reply(refusal)
             return
@@ -632,6 +639,7 @@ class SMTPSession(SMTP):
             account_id=self.account.id if self.account else None,
             login=self.account.address if self.account else None,
         )
+        started = time.perf_counter()
         try:
             result = await deliver(self.ctx.pool, tx, origin, spool, queue_id, self.ctx.body_checks)
         finally:
@@ -645,4 +653,5 @@ class SMTPSession(SMTP):
             "listener": self.ctx.name, "peer": self.peer_ip, "queue_id": queue_id,
             "message_row": result.message_id, "local": len(result.entries),
             "queued": result.queue_id is not None, "sender": str(tx.sender or "")})
+        self.ctx.hooks.accepted(result, time.perf_counter() - started)
         await self._reply(replies.MESSAGE_ACCEPTED.with_text(f"message accepted as {queue_id}"))

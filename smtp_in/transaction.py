@@ -134,8 +134,13 @@ async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Sp
         summary = await asyncio.to_thread(summarize, raw)
     else:
         summary = summarize(raw)
+    # A submission is listed in the account's sent messages (/v1/sent, message status), in the commit.
+    sent_via = None
+    if origin.submission and origin.account_id is not None:
+        sent_via = "api" if origin.listener == "api" else "smtp"
     delivery = Delivery(sender=str(tx.sender) if tx.sender else "", envid=tx.envid, ret=tx.ret,
-                        account_id=origin.account_id)
+                        account_id=origin.account_id, sent_via=sent_via,
+                        sent_recipients=rcpts if sent_via else [])
     for rcpt in tx.recipients:
         for account_id, reached_as in rcpt.local:
             delivery.add_local(LocalRecipient(account_id, reached_as, mailbox))

@@ -30,6 +30,7 @@ import asyncpg
 from config.settings import Settings
 from mailcore.auth.dkim import sign_message
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.metrics import Metrics
 from smtp_out import bounce, client
 from smtp_out.breaker import CircuitBreaker
 from smtp_out.retry import Clock, backoff, utc_now
@@ -62,7 +63,7 @@ class Outbound:
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None = None, *,
                  clock: Clock = utc_now, rng: random.Random | None = None, signer: Signer | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, metrics: Metrics | None = None) -> None:
         self.pool = pool
         self.settings = settings
         self.qs = settings.queue
@@ -72,6 +73,7 @@ class Outbound:
         self.signer = signer
         self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
+        self.metrics = metrics  # deliveries by outcome, counted once each attempt is recorded
         self._limits: dict[str, asyncio.Semaphore] = {}
 
     # --- driving ---------------------------------------------------------------------------------------
@@ -218,6 +220,8 @@ class Outbound:
                                   envid=entry.envid, arrival=entry.created_at,
                                   postmaster=self.settings.server.postmaster)
         for o in outcomes:
+            if self.metrics is not None:
+                self.metrics.deliveries.labels(o.status).inc()
             log.info("delivery attempt", extra={"queue_id": entry.id, "recipient_id": o.recipient_id,
                                                 "status": o.status, "reply": o.reply})
 
@@ -364,9 +368,9 @@ class QueueService:
 
 
 async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,
-                         signer: Signer | None = sign_message) -> list[QueueService]:
+                         signer: Signer | None = sign_message, metrics: Metrics | None = None) -> list[QueueService]:
     """The queue service for the composition root (signing with `mailcore.auth.dkim` by default)."""
-    return [QueueService(Outbound(pool, settings, dns, signer=signer))]
+    return [QueueService(Outbound(pool, settings, dns, signer=signer, metrics=metrics))]
 
 
 __all__ = ["DomainResult", "LeaseLost", "Outbound", "QueueService", "Signer", "build_services"]

@@ -110,12 +110,6 @@ async def list_sent(conn: Conn, account_id: int, *, limit: int, before_id: int |
                     has_attachments=r["has_attachments"]) for r in rows]
 
 
-async def record_sent(conn: Conn, account_id: int, message_id: int, recipients: list[str], via: str) -> None:
-    """Remember that the account submitted this message (for /v1/sent and the status endpoint)."""
-    await conn.execute("INSERT INTO sent_messages (account_id, message_id, via, recipients)"
-                       " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", account_id, message_id, via, recipients)
-
-
 @dataclass(frozen=True)
 class StoredRaw:
     """One message as this account sees it: its bytes (with the per-recipient prefix when it is in one of
@@ -195,5 +189,5 @@ async def queue_stats(conn: Conn) -> tuple[int, float]:
     """(messages waiting in the queue, age in seconds of the oldest), for the metrics."""
     row = await conn.fetchrow(
         "SELECT count(*) AS n, COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0) AS age"
-        " FROM queue WHERE state = 'queued'")
+        " FROM queue WHERE state <> 'done'")  # held entries wait too
     return int(row["n"]), float(row["age"])

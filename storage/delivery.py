@@ -63,6 +63,10 @@ class Delivery:
     account_id: int | None = None
     local: list[LocalRecipient] = field(default_factory=list)
     remote: list[RemoteRecipient] = field(default_factory=list)
+    # Submission by `account_id`: the entry point ('smtp', 'api') and envelope recipients to list in the
+    # account's sent messages (`sent_messages`), written in the same transaction as the message.
+    sent_via: str | None = None
+    sent_recipients: list[str] = field(default_factory=list)
 
     def add_local(self, recipient: LocalRecipient) -> None:
         """Add a local recipient; the same account and mailbox twice is delivered once."""
@@ -97,6 +101,10 @@ class Delivery:
                 [(message_id, None, r.delivered_to, "delivered") for r in self.local]
                 + [(message_id, queue_id, r.address, "queued") for r in self.remote],
             )
+            if self.sent_via is not None and self.account_id is not None:
+                await conn.execute(
+                    "INSERT INTO sent_messages (account_id, message_id, via, recipients) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT DO NOTHING", self.account_id, message_id, self.sent_via, self.sent_recipients)
         return StoredMessage(message_id=message_id, entries=entries, queue_id=queue_id)
 
     async def _deliver_local(self, conn: asyncpg.Connection, message_id: int, size: int) -> list[tuple[int, int]]:

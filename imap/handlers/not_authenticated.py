@@ -1,7 +1,9 @@
 """Commands of the NOT AUTHENTICATED state (RFC 3501 §6.2): STARTTLS, LOGIN, AUTHENTICATE PLAIN.
 
 Authentication is refused before TLS unless plaintext is allowed for loopback (the dev profile);
-a failed attempt is answered only after a delay, and the same for unknown and known users.
+a failed attempt is answered only after a delay, and the same for unknown and known users. Failures
+count per client address and per login name together with SMTP AUTH and HTTP Basic (the session's
+`AuthGuard`); past the limit every attempt gets NO [UNAVAILABLE] without a password check.
 """
 
 from __future__ import annotations
@@ -39,11 +41,14 @@ async def starttls(session: Session, cmd: Simple) -> None:
 async def _login(session: Session, username: str, password: str, tag_name: str) -> Reply:
     if not session.auth_allowed:
         raise Refusal(replies.PRIVACY_REQUIRED)
+    if await session.login_locked(username):
+        return replies.AUTH_LOCKED
     account = await accounts.get_account(session.ctx.pool, username)
     good = await verify_password(account.password_hash if account else None, password)
     if account is None or not good or account.disabled:
-        await session.login_failed()
+        await session.login_failed(username)
         return replies.AUTH_FAILED
+    await session.ctx.guard.succeeded(username)
     refused = session.login_succeeded(account.id, account.address)
     if refused is not None:
         await session.login_failed()
@@ -88,6 +93,6 @@ async def _plain(session: Session, data: bytes) -> Reply:
     except (binascii.Error, ValueError):
         return replies.AUTH_MALFORMED
     if authz and authz.lower() != name.lower():
-        await session.login_failed()
+        await session.login_failed(name)
         return replies.AUTH_FAILED  # no proxy authorisation
     return await _login(session, name, secret, "AUTHENTICATE")

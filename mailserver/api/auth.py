@@ -1,6 +1,7 @@
 """Who is calling: HTTP Basic with account credentials, or a bearer API token with scopes.
 
-Owns authentication, the per-caller request limit and the failed-login limits for the API. Basic sends the
+Owns authentication and the per-caller request limit for the API; failed logins are counted by the
+process's `mailcore.limits.AuthGuard`, together with SMTP AUTH and IMAP logins. Basic sends the
 account password, so it is accepted only over TLS (or from loopback when `http.allow_plaintext_basic`).
 Before a password is checked, the failure buckets for the client address and the account must have room;
 a failure is charged to both, so guessing costs the attacker a 429 long before it costs us argon2 time.
@@ -64,28 +65,22 @@ async def authenticate(request: Request) -> Principal:
         principal = await _basic(ctx, request, credentials.strip())
     else:
         raise unauthorized()
-    decision = await ctx.limits.requests.take(principal.limit_key)
+    decision = await ctx.limits.api_requests.take(principal.limit_key)
     if not decision.allowed:
-        raise too_many(ctx.limits.requests.name, decision.retry_after)
+        raise too_many(ctx.limits.api_requests.name, decision.retry_after)
     request.state.principal = principal
     return principal
 
 
 async def _guard(ctx: ApiContext, ip: str, login: str | None) -> None:
-    keys = [(ctx.limits.auth_ip, f"ip:{ip}")]
-    if login:
-        keys.append((ctx.limits.auth_account, f"login:{login.lower()}"))
-    for limiter, key in keys:
-        decision = await limiter.check(key)
-        if not decision.allowed:
-            raise too_many(limiter.name, decision.retry_after)
+    refused = await ctx.auth.refused(ip, login)
+    if refused is not None:
+        name, decision = refused
+        raise too_many(name, decision.retry_after)
 
 
 async def _failed(ctx: ApiContext, ip: str, login: str | None) -> Problem:
-    ctx.metrics.auth_failures.labels("http").inc()
-    await ctx.limits.auth_ip.charge(f"ip:{ip}")
-    if login:
-        await ctx.limits.auth_account.charge(f"login:{login.lower()}")
+    await ctx.auth.failed("http", ip, login)
     return unauthorized("invalid credentials")
 
 

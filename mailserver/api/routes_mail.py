@@ -21,7 +21,7 @@ from mailserver.api.compose import ComposeError, SendRequest, compose, envelope_
 from mailserver.api.context import ApiContext
 from mailserver.api.problems import Problem, too_many
 from mailserver.api.submission import Accepted, Envelope, SubmissionRefused
-from storage import apiviews, idempotency
+from storage import idempotency
 from storage.idempotency import ClaimState
 
 log = logging.getLogger("mailserver.api")
@@ -163,7 +163,6 @@ async def _send(ctx: ApiContext, request: Request, principal: Principal, body: b
     ctx.metrics.messages_received.labels("api_send").inc()
     if accepted.local:
         ctx.metrics.deliveries.labels("local").inc(len(accepted.local))
-    await apiviews.record_sent(ctx.pool, principal.account.id, accepted.message_id, recipients, "api")
     log.info("api send accepted", extra={"account": principal.account.address, "message_row": accepted.message_id,
                                          "local": len(accepted.local), "queued": len(accepted.queued)})
     return _result(accepted)

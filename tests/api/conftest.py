@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from config.settings import HTTPSettings, ListenerSettings, RedisSettings, Settings
+from config.settings import HTTPSettings, LimitSettings, ListenerSettings, RedisSettings, Settings
 from mailcore.dns.resolver import Resolver
 from mailcore.passwords import hash_password_sync
 from mailserver.api.server import HttpService
@@ -27,7 +27,7 @@ BOB = "bob@example.test"
 
 
 def make_settings(dsn: str, *, http: dict[str, Any] | None = None, redis: dict[str, Any] | None = None,
-                  **smtp: Any) -> Settings:
+                  limits: dict[str, Any] | None = None, **smtp: Any) -> Settings:
     base = Settings()
     return dataclasses.replace(
         base,
@@ -36,6 +36,7 @@ def make_settings(dsn: str, *, http: dict[str, Any] | None = None, redis: dict[s
         http=dataclasses.replace(HTTPSettings(), listener=ListenerSettings(True, "127.0.0.1", 0),
                                  **{"tls": False, "allow_plaintext_basic": True, **(http or {})}),
         redis=dataclasses.replace(RedisSettings(), **(redis or {})),
+        limits=dataclasses.replace(LimitSettings(), **(limits or {})),
         smtp=dataclasses.replace(base.smtp, **smtp),
     )
 
@@ -101,7 +102,7 @@ async def api_factory(db_dsn: str) -> AsyncIterator[ApiFactory]:
     for runtime, service, client in running:
         await client.aclose()
         await service.stop(1.0)
-        await runtime.db.close()
+        await runtime.close()
 
 
 @pytest.fixture

@@ -216,7 +216,7 @@ async def test_too_large_is_413(api_factory: ApiFactory) -> None:
 
 
 async def test_messages_per_hour_is_429_with_retry_after(api_factory: ApiFactory) -> None:
-    api = await api_factory(http={"messages_per_hour": 2})
+    api = await api_factory(limits={"messages_per_hour": 2})
     codes = [(await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg())).status_code
              for _ in range(2)]
     assert codes == [202, 202]

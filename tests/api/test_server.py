@@ -42,7 +42,7 @@ async def test_https_with_the_runtime_certificate(db_dsn: str, tmp_path) -> None
                 await plain.get("/healthz")
     finally:
         await service.stop(1.0)
-        await runtime.db.close()
+        await runtime.close()
 
 
 async def test_https_without_a_certificate_is_a_config_error(db_dsn: str) -> None:
@@ -58,7 +58,7 @@ async def test_stop_closes_the_listener(db_dsn: str) -> None:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}") as c:
         assert (await c.get("/healthz")).status_code == 200
     await service.stop(1.0)
-    await runtime.db.close()
+    await runtime.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", service.port), timeout=1).close()
 

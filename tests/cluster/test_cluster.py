@@ -162,6 +162,10 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
             "MAILSERVER_QUEUE__RETRY_INITIAL": "2",
             "MAILSERVER_REDIS__URL": f"redis://127.0.0.1:{redis.port}/0",
             "MAILSERVER_SMTP__MAX_CONNECTIONS_PER_IP": "200",
+            # Every sender is 127.0.0.1 behind HAProxy and one account submits it all: lift the
+            # per-IP connection rate and per-account hourly limits out of this load's way.
+            "MAILSERVER_LIMITS__SMTP_CONNECTIONS_PER_MINUTE": "100000",
+            "MAILSERVER_LIMITS__MESSAGES_PER_HOUR": "100000",
             "MAILSERVER_SERVER__LOG_LEVEL": "warning",
         }
         instances = [ServerProcess(pg.dsn, tmp_path / f"m{i}", listeners=["smtp.mx", "smtp.submission", "imap.imap"],
@@ -390,7 +394,7 @@ async def test_cluster(cluster: Cluster, tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not ledger.remote <= {m for m, _ in cluster.sink_log}:  # noqa: ASYNC110
             await asyncio.sleep(0.5)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # generous: a loaded 2-core machine delays, it must not lose
         while time.monotonic() < deadline and any(  # noqa: ASYNC110
                 i.alive and i.exists != inbox_counts[i.user] for i in idlers):
             await asyncio.sleep(0.2)
@@ -411,7 +415,8 @@ async def test_cluster(cluster: Cluster, tmp_path: Path) -> None:
         m for m in sink_dups
         if not any(f - 2 <= t <= f + 20 for f in fault_times for mm, t in cluster.sink_log if mm == m))
     survivors = [i for n, i in enumerate(idlers) if n != 2]
-    missed = {i.user: inbox_counts[i.user] - i.exists for i in survivors if i.exists != inbox_counts[i.user]}
+    missed = {f"{i.user} (alive={i.alive})": inbox_counts[i.user] - i.exists
+              for i in survivors if i.exists != inbox_counts[i.user]}
 
     idle = ", ".join(f"{i.user.split('@')[0]} {i.exists}/{inbox_counts[i.user]}" + ("" if i.alive else " (dropped)")
                      for i in idlers)

@@ -95,9 +95,22 @@ def test_dns_prints_every_record(db_dsn: str) -> None:
     assert records[2].startswith("k1._domainkey.example.test.\t3600\tIN\tTXT\t\"v=DKIM1; k=rsa; p=")
     assert records[3] == ('_dmarc.example.test.\t3600\tIN\tTXT\t'
                           '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test"')
-    assert len(records) == 4 and "MTA-STS" in r.stdout and "TLS-RPT" in r.stdout
+    assert "MTA-STS" in r.stdout and "TLS-RPT" in r.stdout
+    # What makes autoconfig reachable: the autoconfig/autodiscover names and RFC 6186 SRV records.
+    assert records[4:] == [
+        "autoconfig.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
+        "autodiscover.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
+        "_autodiscover._tcp.example.test.\t3600\tIN\tSRV\t0 1 443 mail.example.test.",
+        "_imaps._tcp.example.test.\t3600\tIN\tSRV\t0 1 993 mail.example.test.",
+        "_imap._tcp.example.test.\t3600\tIN\tSRV\t10 1 143 mail.example.test.",
+        "_submissions._tcp.example.test.\t3600\tIN\tSRV\t0 1 465 mail.example.test.",
+        "_submission._tcp.example.test.\t3600\tIN\tSRV\t10 1 587 mail.example.test.",
+    ]
     assert r.stderr == ""
     assert "not a public name" in run(db_dsn, "dns", "example.test").stderr  # default hostname: localhost
+    # A listener that is off is published as not offered (RFC 6186 §4: target ".").
+    off = run(db_dsn, "dns", "example.test", env={**env, "MAILSERVER_IMAP__IMAP__ENABLED": "false"})
+    assert "_imap._tcp.example.test.\t3600\tIN\tSRV\t0 0 0 ." in off.stdout.splitlines()
 
 
 @pytest.mark.parametrize(("args", "code", "message"), [

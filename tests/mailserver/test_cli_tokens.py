@@ -31,7 +31,7 @@ async def test_token_lifecycle_with_the_api(db_dsn: str) -> None:
             assert (await c.get("/v1/inbox", headers=auth)).status_code == 401
     finally:
         await service.stop(1.0)
-        await runtime.db.close()
+        await runtime.close()
     assert run(db_dsn, "token", "list").stdout.rstrip().endswith("revoked")
 
 

@@ -24,14 +24,14 @@ HASH = hash_password_sync(PASSWORD)
 HOSTNAME = "mx.local.example"
 
 
-def make_settings(data_dir: Path, **smtp: object) -> Settings:
-    """Settings with every SMTP listener on 127.0.0.1 port 0 and short timeouts."""
+def make_settings(data_dir: Path, *, limits: dict[str, object] | None = None, **smtp: object) -> Settings:
+    """Settings with every SMTP listener on 127.0.0.1 port 0 and short timeouts; `limits` for [limits]."""
     base = Settings()
     listener = ListenerSettings(enabled=True, address="127.0.0.1", port=0)
     defaults: dict[str, object] = {"mx": listener, "submission": listener, "submissions": listener,
                                    "auth_failure_delay": 0.01, "idle_timeout": 10.0, "data_timeout": 10.0}
     defaults.update(smtp)
-    return replace(base, smtp=replace(base.smtp, **defaults),
+    return replace(base, smtp=replace(base.smtp, **defaults), limits=replace(base.limits, **(limits or {})),
                    server=replace(base.server, hostname=HOSTNAME, data_dir=str(data_dir)))
 
 

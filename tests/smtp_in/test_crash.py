@@ -42,7 +42,8 @@ async def test_sigkill_mid_burst_loses_no_acknowledged_message(db_dsn: str, tmp_
     try:
         await seed(pool)
         server = ServerProcess(db_dsn, tmp_path / "srv", listeners=["smtp.mx"], env={
-            "MAILSERVER_SMTP__MAX_CONNECTIONS_PER_IP": "1000", "MAILSERVER_SMTP__MAX_CONNECTIONS": "1000"})
+            "MAILSERVER_SMTP__MAX_CONNECTIONS_PER_IP": "1000", "MAILSERVER_SMTP__MAX_CONNECTIONS": "1000",
+            "MAILSERVER_LIMITS__SMTP_CONNECTIONS_PER_MINUTE": "100000"})
         await server.start()
         port = server.ports["smtp.mx"]
         acked: set[int] = set()

@@ -70,6 +70,10 @@ async def test_auth_then_relay_goes_to_queue(server: Server, client_tls: ssl.SSL
     (local,) = await inbox(server.pool, OTHER)  # local copy delivered in the same transaction
     assert b"with ESMTPSA id" in local and f"(authenticated as {USER})".encode() in local
     assert local.endswith(b"\r\n" + MSG)  # Message-ID and Date present: nothing added
+    # Listed in the account's sent messages (for /v1/sent and the status endpoint), via SMTP.
+    sent = await server.pool.fetchrow("SELECT account_id, via, recipients FROM sent_messages")
+    assert dict(sent) == {"account_id": accounts_ids[USER], "via": "smtp",
+                          "recipients": ["friend@far.example", OTHER]}
 
 
 @pytest.mark.parametrize(("sender", "allowed"), [
@@ -125,7 +129,7 @@ async def test_login_mechanism(server: Server, client_tls: ssl.SSLContext) -> No
 
 async def test_lockout_after_failures(pool: asyncpg.Pool, accounts_ids: object, server_tls: ssl.SSLContext,
                                       client_tls: ssl.SSLContext, tmp_path: Path) -> None:
-    server = await start_server(pool, make_settings(tmp_path, auth_lockout_failures=3), server_tls)
+    server = await start_server(pool, make_settings(tmp_path, limits={"auth_failures": 3}), server_tls)
     try:
         client = await submit_client(server, client_tls, login=False)
         for _ in range(3):
