@@ -18,10 +18,11 @@ SYNC_FIELDS = frozenset({
 
 def pick(block: bytes, names: frozenset[str], exclude: bool = False) -> bytes:
     """The fields of a header block named in `names` (lower case), or all others when `exclude`,
-    as they appear (folding kept), then the blank line."""
+    as they appear (folding kept), then the blank line. Lines end at LF only (a lone CR is part of
+    its line, as for SEARCH's header match), so a field's stored lines are exactly its raw lines."""
     out: list[bytes] = []
     keep = False
-    for line in block.splitlines(keepends=True):
+    for line in _lines(block):
         if line in (b"\r\n", b"\n"):
             break
         if line[:1] in (b" ", b"\t"):
@@ -34,3 +35,12 @@ def pick(block: bytes, names: frozenset[str], exclude: bool = False) -> bytes:
             out.append(line if line.endswith(b"\n") else line + b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def _lines(block: bytes) -> list[bytes]:
+    lines = block.split(b"\n")
+    last = lines.pop()
+    out = [line + b"\n" for line in lines]
+    if last:
+        out.append(last)
+    return out
