@@ -472,16 +472,22 @@ async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, 
                  internal_date: datetime | None) -> tuple[int, int]:
     """Store a message given by a client into a mailbox; return (uidvalidity, uid)."""
     async with pool.acquire() as conn, conn.transaction():
-        lock = await _lock(conn, mailbox_id)
+        # the lock, the modseq and the UID in one statement (a round trip per statement is most of
+        # an APPEND's time); then the quota, the message, and the entry with its notification
+        lock = await conn.fetchrow(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1 WHERE id = $1"
+            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid", mailbox_id)
+        if lock is None:
+            raise MailboxNotFound(str(mailbox_id))
         await _charge(conn, lock["account_id"], len(raw))
         message_id = await insert_message(conn, raw, summary)
-        uid = await conn.fetchval("UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = $1 RETURNING uidnext - 1",
-                                  mailbox_id)
+        uid = lock["uid"]
         await conn.execute(
-            "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
-            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6)",
-            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"])
-        await _notify(conn, mailbox_id)
+            "WITH entry AS (INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6))"
+            " SELECT pg_notify($7, $8)",
+            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"],
+            MAILBOX_CHANNEL, str(mailbox_id))
         return lock["uidvalidity"], uid
 
 
