@@ -11,13 +11,15 @@ mailbox holds. Must not: touch sockets (it writes to the session's transport) or
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from imap import encoder
 from imap.commands import FetchAtt, Section
-from storage import mailstore
+from storage import headerfields, mailstore
+from storage.headerfields import SYNC_FIELDS
 
 if TYPE_CHECKING:
     from imap.session import Session
@@ -26,6 +28,7 @@ RAW_INLINE_BELOW = 256 * 1024  # smaller messages come with their batch; larger 
 STREAM_CHUNK = 1024 * 1024
 BATCH_WITH_BODIES = 32
 BATCH_WITHOUT_BODIES = 250
+STREAMED_BATCH = 1000  # rows per query (and per write) of a streamed FETCH: about 1 MB of headers
 
 _SIMPLE_COLUMNS = {
     "INTERNALDATE": ("internal_date",),
@@ -90,21 +93,7 @@ def _section_of(att: FetchAtt) -> Section:
 def header_fields(block: bytes, names: frozenset[str], exclude: bool) -> bytes:
     """The fields of a header block named in `names` (lower case), or all others when `exclude`,
     as they appear (folding kept), then the blank line (RFC 3501 §6.4.5 HEADER.FIELDS)."""
-    out: list[bytes] = []
-    keep = False
-    for line in block.splitlines(keepends=True):
-        if line in (b"\r\n", b"\n"):
-            break
-        if line[:1] in (b" ", b"\t"):
-            if keep:
-                out.append(line)
-            continue
-        name = line.split(b":", 1)[0].strip().lower().decode("latin-1")
-        keep = (name in names) != exclude and b":" in line
-        if keep:
-            out.append(line if line.endswith(b"\n") else line + b"\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+    return headerfields.pick(block, names, exclude)
 
 
 def _part(row: dict[str, Any], number: tuple[int, ...]) -> dict[str, Any] | None:
@@ -244,3 +233,111 @@ async def write_message(session: Session, seq: int, row: dict[str, Any], atts: l
                 await out.drain()
     head.append(b")\r\n")
     out.write(b"".join(head))
+
+
+class Streamed:
+    """A FETCH whose every item the store hands over in wire form (a header sync): each message is
+    one `%` format of one row, a batch one write. None of the per-message parsing of `write_message`.
+
+    Items: UID, FLAGS, RFC822.SIZE, MODSEQ, INTERNALDATE, ENVELOPE, BODYSTRUCTURE, BODY, and
+    BODY[.PEEK][HEADER.FIELDS (...)] without a part or a partial when the names are among
+    `SYNC_FIELDS` (precomputed at delivery)."""
+
+    def __init__(self, fmt: bytes, columns: list[str], kinds: list[tuple[str, int, frozenset[str] | None]]):
+        self.fmt = fmt
+        self.columns = columns
+        self.kinds = kinds
+
+
+_WIRE_ITEMS = {"RFC822.SIZE": ("size", b"%d"), "MODSEQ": ("modseq", b"(%d)"), "ENVELOPE": ("envelope", b"%s"),
+               "BODYSTRUCTURE": ("bodystructure", b"%s"), "BODY": ("body", b"%s")}
+
+
+def streamed(atts: list[FetchAtt]) -> Streamed | None:
+    """The streamed form of a FETCH, or None when some item needs `write_message`."""
+    fmt = [b"* %d FETCH ("]
+    columns: list[str] = []
+    kinds: list[tuple[str, int, frozenset[str] | None]] = []
+    for i, att in enumerate(atts):
+        fmt.append((b" " if i else b"") + att.response_name().encode("utf-8").replace(b"%", b"%%") + b" ")
+        section = att.section
+        if att.name == "UID":
+            fmt.append(b"%d")
+            kinds.append(("uid", 0, None))
+        elif att.name == "FLAGS":
+            fmt.append(b"(%s)")
+            kinds.append(("flags", len(columns) + 1, None))
+            columns.append("flags")
+        elif att.name == "INTERNALDATE":
+            fmt.append(b"%s")
+            kinds.append(("date", len(columns) + 1, None))
+            columns.append("internal_date")
+        elif att.name in _WIRE_ITEMS and section is None:
+            column, form = _WIRE_ITEMS[att.name]
+            fmt.append(form)
+            kinds.append(("value", len(columns) + 1, None))
+            columns.append(column)
+        elif (att.name == "BODY" and section is not None and not section.part and att.partial is None
+              and section.text == "HEADER.FIELDS"):
+            names = frozenset(f.lower() for f in section.fields)
+            if not names <= SYNC_FIELDS:
+                return None
+            fmt.append(b"{%d}\r\n%s")
+            kinds.append(("fields", len(columns) + 1, None if names == SYNC_FIELDS else names))
+            columns += ["sync_fields", "sync_fallback"]
+        else:
+            return None
+    fmt.append(b")\r\n")
+    return Streamed(b"".join(fmt), columns, kinds)
+
+
+async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> None:
+    """Send the FETCH responses for `uids` (ascending, known to the session) in batches: one query,
+    one write and one drain per batch, so memory stays bounded whatever the mailbox holds."""
+    sel = session.selected
+    assert sel is not None
+    known = sel.uids
+    recent = sel.recent
+    out = session.transport
+    pool = session.ctx.pool
+    fmt = plan.fmt
+    kinds = plan.kinds
+    for i in range(0, len(uids), STREAMED_BATCH):
+        batch = uids[i : i + STREAMED_BATCH]
+        start = bisect_left(known, batch[0])
+        contiguous = known[start : start + len(batch)] == batch  # then a range scan finds exactly them
+        rows = await mailstore.fetch_wire(pool, sel.mailbox.id, plan.columns, batch[0], batch[-1],
+                                          None if contiguous else batch)
+        chunks: list[bytes] = []
+        k = start
+        n = len(known)
+        for row in rows:
+            uid = row[0]
+            k = bisect_left(known, uid, k)
+            if k == n or known[k] != uid:
+                continue  # stored after this session's view: announced later, not fetched now
+            args: list[object] = [k + 1]
+            for kind, col, names in kinds:
+                if kind == "uid":
+                    args.append(uid)
+                elif kind == "value":
+                    args.append(row[col])
+                elif kind == "flags":
+                    flags = row[col]
+                    if uid in recent:
+                        flags = flags + b" \\Recent" if flags else b"\\Recent"
+                    args.append(flags)
+                elif kind == "fields":
+                    block = row[col]
+                    if block is None:  # stored before sync_fields existed
+                        block = header_fields(row[col + 1], names or SYNC_FIELDS, False)
+                    elif names is not None:
+                        block = header_fields(block, names, False)
+                    args.append(len(block))
+                    args.append(block)
+                else:  # date
+                    args.append(encoder.date_time(row[col]))
+            chunks.append(fmt % tuple(args))
+        if chunks:
+            out.write(b"".join(chunks))
+        await out.drain()

@@ -21,6 +21,9 @@ from typing import Any
 
 import asyncpg
 
+from storage import headerfields
+from storage.headerfields import SYNC_FIELDS
+
 # Listeners (IMAP IDLE, in any process on this database) hear about new mail on this channel;
 # the payload is the mailbox id. PostgreSQL delivers it only when the transaction commits.
 MAILBOX_CHANNEL = "mailbox_changes"
@@ -155,14 +158,14 @@ async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any) -> 
     parts_json = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts])
     return await conn.fetchval(
         "INSERT INTO messages (raw, size, sha256, header, body_offset, envelope, bodystructure, body, parts,"
-        " subject, from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17)"
+        " subject, from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments, sync_fields)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         " RETURNING id",
         raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
         summary.envelope, summary.bodystructure, summary.body, parts_json,
         _text(summary.subject), _text(summary.from_addr), _text(_join(summary.to_addrs)),
         _text(_join(summary.cc_addrs)), _text(summary.message_id), _text(summary.in_reply_to),
-        summary.sent_date, bool(summary.has_attachments),
+        summary.sent_date, bool(summary.has_attachments), headerfields.pick(summary.header, SYNC_FIELDS),
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from storage.headerfields import SYNC_FIELDS
+
 
 @dataclass(frozen=True)
 class HasFlag:
@@ -70,6 +72,9 @@ _COMPARE_SQL = {
 }
 _OPS = frozenset({"<", "=", ">=", ">", "<="})
 _HEADER_TEXT = "encode(mm.header_prefix || m.header, 'escape')"
+# The fields of SYNC_FIELDS as stored at delivery: a small inline column, not the TOASTed header; a
+# field's lines there are its lines in the header (storage.headerfields), so the regex finds the same.
+_SYNC_TEXT = "encode(COALESCE(m.sync_fields, mm.header_prefix || m.header), 'escape')"
 _BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
 _ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"
 _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_addrs", "cc": "m.cc_addrs"}
@@ -148,7 +153,13 @@ class _Compiler:
         name = field if where == "header" else where
         if not name or any(ch in name for ch in ":\r\n\0 \t"):
             return "false"
-        cond = f"({_HEADER_TEXT} ~* {self.param(header_regex(name, text))})"
+        if name.lower() in SYNC_FIELDS:
+            # ILIKE first: a cheap necessary condition (both compare the ASCII escaped form
+            # case-insensitively), so the regex runs only where the needle occurs at all
+            cond = (f"({_SYNC_TEXT} ILIKE {self.param(escaped_like)}"
+                    f" AND {_SYNC_TEXT} ~* {self.param(header_regex(name, text))})")
+        else:
+            cond = f"({_HEADER_TEXT} ~* {self.param(header_regex(name, text))})"
         column = _DECODED_COLUMN.get(where)
         if column is not None:  # decoded values find encoded-word subjects and names too
             cond = f"({cond} OR COALESCE({column}, '') ILIKE {self.param(like_pattern(text))})"

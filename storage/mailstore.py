@@ -320,6 +320,34 @@ async def fetch_entries(conn: Conn, mailbox_id: int, uids: Sequence[int], column
     return out
 
 
+# FETCH's streaming path: values the store can hand over already in wire form (bytes), by name.
+WIRE_COLUMNS: dict[str, str] = {
+    "flags": "convert_to(array_to_string(mm.flags, ' '), 'UTF8')",
+    "size": "m.size + length(mm.header_prefix)",
+    "modseq": "mm.modseq",
+    "internal_date": "mm.internal_date",
+    "envelope": "convert_to(COALESCE(NULLIF(m.envelope, ''), 'NIL'), 'UTF8')",
+    "bodystructure": "convert_to(COALESCE(NULLIF(m.bodystructure, ''), 'NIL'), 'UTF8')",
+    "body": "convert_to(COALESCE(NULLIF(m.body, ''), 'NIL'), 'UTF8')",
+    "sync_fields": "m.sync_fields",
+    # the served header, only for messages stored before sync_fields existed
+    "sync_fallback": "CASE WHEN m.sync_fields IS NULL THEN mm.header_prefix || m.header END",
+}
+
+
+async def fetch_wire(conn: Conn, mailbox_id: int, columns: Sequence[str], first_uid: int, last_uid: int,
+                     uids: Sequence[int] | None = None) -> list[asyncpg.Record]:
+    """Records (uid, then the named `WIRE_COLUMNS` in order) of the entries with UIDs in
+    [first_uid, last_uid], or only those in `uids` when given; ascending by UID."""
+    cols = ", ".join(["mm.uid"] + [WIRE_COLUMNS[c] for c in columns])
+    sql = (f"SELECT {cols} FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+           " WHERE mm.mailbox_id = $1 AND mm.uid BETWEEN $2 AND $3")
+    if uids is None:
+        return await conn.fetch(sql + " ORDER BY mm.uid", mailbox_id, first_uid, last_uid)
+    return await conn.fetch(sql + " AND mm.uid = ANY($4::bigint[]) ORDER BY mm.uid", mailbox_id, first_uid,
+                            last_uid, list(uids))
+
+
 async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> bytes:
     """`length` bytes of a stored message from `offset` (for streaming large bodies in chunks)."""
     return await conn.fetchval("SELECT substring(raw FROM $2 FOR $3) FROM messages WHERE id = $1",
@@ -444,16 +472,22 @@ async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, 
                  internal_date: datetime | None) -> tuple[int, int]:
     """Store a message given by a client into a mailbox; return (uidvalidity, uid)."""
     async with pool.acquire() as conn, conn.transaction():
-        lock = await _lock(conn, mailbox_id)
+        # the lock, the modseq and the UID in one statement (a round trip per statement is most of
+        # an APPEND's time); then the quota, the message, and the entry with its notification
+        lock = await conn.fetchrow(
+            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1 WHERE id = $1"
+            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid", mailbox_id)
+        if lock is None:
+            raise MailboxNotFound(str(mailbox_id))
         await _charge(conn, lock["account_id"], len(raw))
         message_id = await insert_message(conn, raw, summary)
-        uid = await conn.fetchval("UPDATE mailboxes SET uidnext = uidnext + 1 WHERE id = $1 RETURNING uidnext - 1",
-                                  mailbox_id)
+        uid = lock["uid"]
         await conn.execute(
-            "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
-            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6)",
-            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"])
-        await _notify(conn, mailbox_id)
+            "WITH entry AS (INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6))"
+            " SELECT pg_notify($7, $8)",
+            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"],
+            MAILBOX_CHANNEL, str(mailbox_id))
         return lock["uidvalidity"], uid
 
 

@@ -99,6 +99,10 @@ async def fetch_(session: Session, cmd: Fetch) -> Reply:
             sel.own_modseqs.add(modseq)
         if not any(a.name == "FLAGS" for a in atts):
             atts.append(FetchAtt("FLAGS"))  # the client learns of the \Seen it caused
+    streamed = fetch.streamed(atts)
+    if streamed is not None:
+        await fetch.write_streamed(session, streamed, uids)
+        return replies.completed(cmd.name)
     plan = fetch.Plan(atts)
     pool = session.ctx.pool
     for i in range(0, len(uids), plan.batch):
