@@ -128,6 +128,7 @@ def service_factories() -> list[ServiceFactory]:
 
 async def http_service(runtime: Runtime) -> list[Service]:
     """The HTTP API (HTTPS with the runtime's certificate when `http.tls`)."""
+    from mailcore.proxygate import TrustedPeers
     from mailserver.api import create_app
     from mailserver.api.context import ApiContext
     from mailserver.api.server import HttpService
@@ -144,7 +145,9 @@ async def http_service(runtime: Runtime) -> list[Service]:
                                 settings.server.postmaster, settings.smtp.spool_threshold,
                                 sender_auth=await runtime.sender_authentication())
     ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, runtime.limits, submitter)
-    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None)]
+    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
+                        trusted=TrustedPeers(settings.server.proxy_protocol_from),
+                        proxy_timeout=settings.server.proxy_protocol_timeout)]
 
 
 async def seed_demo(db: Database) -> None:
