@@ -75,8 +75,8 @@ class ServerSettings:
                                     _non_negative)
     proxy_protocol_from: list[str] = setting(
         doc="Load balancers (addresses or CIDR networks, e.g. [\"10.0.0.5\", \"10.1.0.0/24\"]) whose "
-        "connections must start with a PROXY protocol v1/v2 header, on every SMTP and IMAP listener (before "
-        "TLS on 465/993); its source address is then the client's for relay decisions, SPF, rate limits, "
+        "connections must start with a PROXY protocol v1/v2 header, on every SMTP, IMAP and HTTP listener "
+        "(before TLS on 465/993 and HTTPS); its source address is then the client's for relay decisions, SPF, rate limits, "
         "Received headers and logs, and loopback trust never applies to it. Connections from other "
         "addresses are served directly, and a PROXY header from them is refused. Empty: no balancer.",
         check=_networks, factory=list)

@@ -13,7 +13,7 @@ import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from config.settings import Settings
 from mailcore.dns.resolver import Resolver
@@ -23,6 +23,9 @@ from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError, certificate_paths, server_context
 from storage import accounts
 from storage.db import Database
+
+if TYPE_CHECKING:
+    from smtp_in.senderauth import SenderAuthentication
 
 log = logging.getLogger("mailserver")
 
@@ -55,10 +58,26 @@ class Runtime:
     services: list[Service] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     limits: Limits = None  # type: ignore[assignment]  # set in __post_init__
+    _sender_auth: SenderAuthentication | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.limits is None:
             self.limits = build_limits(self.settings, self.metrics)
+
+    async def sender_authentication(self) -> SenderAuthentication:
+        """SPF/DKIM/DMARC/ARC for inbound mail (the MX and `POST /v1/receive`), built once: one shared
+        resolver and one `OrganizationalDomains` (loading the Public Suffix List takes tens of
+        milliseconds, so it is done off the loop, once per process)."""
+        if self._sender_auth is None:
+            from mailcore.auth.dmarc import OrganizationalDomains
+            from smtp_in.senderauth import SenderAuthentication
+
+            settings = self.settings
+            org = await asyncio.to_thread(OrganizationalDomains)
+            if self._sender_auth is None:  # another caller may have built it while we waited
+                self._sender_auth = SenderAuthentication(self.resolver, settings.server.hostname, settings.auth,
+                                                         dns_timeout=settings.dns.timeout, org=org)
+        return self._sender_auth
 
     @property
     def auth_guard(self) -> AuthGuard:
@@ -78,15 +97,10 @@ ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 async def smtp_in_services(runtime: Runtime) -> list[Service]:
     """Inbound SMTP: the MX (with sender authentication through the shared resolver), submission
     (STARTTLS) and submissions (implicit TLS) listeners."""
-    from mailcore.auth.dmarc import OrganizationalDomains
-    from smtp_in.senderauth import SenderAuthentication
     from smtp_in.server import build_smtp_services
 
     settings = runtime.settings
-    # Loading the Public Suffix List takes tens of milliseconds: once per process, off the loop.
-    org = await asyncio.to_thread(OrganizationalDomains)
-    sender_auth = SenderAuthentication(runtime.resolver, settings.server.hostname, settings.auth,
-                                       dns_timeout=settings.dns.timeout, org=org)
+    sender_auth = await runtime.sender_authentication()
     return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth,
                                     limits=runtime.limits, metrics=runtime.metrics))
 
@@ -114,6 +128,7 @@ def service_factories() -> list[ServiceFactory]:
 
 async def http_service(runtime: Runtime) -> list[Service]:
     """The HTTP API (HTTPS with the runtime's certificate when `http.tls`)."""
+    from mailcore.proxygate import TrustedPeers
     from mailserver.api import create_app
     from mailserver.api.context import ApiContext
     from mailserver.api.server import HttpService
@@ -124,11 +139,15 @@ async def http_service(runtime: Runtime) -> list[Service]:
         return []
     if settings.http.tls and runtime.tls is None:
         raise TLSConfigError("http.tls: HTTPS needs a certificate (set tls.cert_file, or tls.self_signed)")
-    # The API submits and receives through smtp_in's own steps (mailserver.api.submission).
+    # The API submits and receives through smtp_in's own steps (mailserver.api.submission); what it
+    # receives gets the MX's sender authentication, the same object the MX uses.
     submitter = SmtpInSubmitter(runtime.db.pool, settings.server.hostname, settings.smtp.max_message_size,
-                                settings.server.postmaster, settings.smtp.spool_threshold)
+                                settings.server.postmaster, settings.smtp.spool_threshold,
+                                sender_auth=await runtime.sender_authentication())
     ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, runtime.limits, submitter)
-    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None)]
+    return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
+                        trusted=TrustedPeers(settings.server.proxy_protocol_from),
+                        proxy_timeout=settings.server.proxy_protocol_timeout)]
 
 
 async def seed_demo(db: Database) -> None:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from mailcore.passwords import verify_password
+from mailcore.proxygate import ClientAddress
 from mailserver.api.context import ApiContext
 from mailserver.api.problems import Problem, too_many, unauthorized
+from mailserver.api.server import CLIENT_SCOPE_KEY
 from storage import accounts, tokens
 from storage.accounts import Account
 
@@ -41,16 +42,19 @@ class Principal:
         return f"token:{self.token_id}" if self.token_id is not None else f"account:{self.account.id}"
 
 
+def client_address(request: Request) -> ClientAddress:
+    """The client of the connection: the socket's peer, or the source a trusted load balancer gave in
+    its PROXY header (`mailserver.api.server`). No HTTP header (X-Forwarded-For...) is believed."""
+    found = request.scope.get(CLIENT_SCOPE_KEY)
+    if isinstance(found, ClientAddress):
+        return found
+    return ClientAddress(request.client.host if request.client else "unknown", request.client.port
+                         if request.client else 0)
+
+
 def client_ip(request: Request) -> str:
-    """The peer address of the connection (no proxy headers are trusted)."""
-    return request.client.host if request.client else "unknown"
-
-
-def _is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
+    """The client's address, as rate limits, auth-failure counting and logs key on it."""
+    return client_address(request).ip
 
 
 async def authenticate(request: Request) -> Principal:
@@ -97,9 +101,11 @@ async def _bearer(ctx: ApiContext, request: Request, secret: str) -> Principal:
 
 
 async def _basic(ctx: ApiContext, request: Request, blob: str) -> Principal:
-    ip = client_ip(request)
+    client = client_address(request)
+    ip = client.ip
     secure = request.url.scheme == "https"
-    if not secure and not (ctx.settings.http.allow_plaintext_basic and _is_loopback(ip)):
+    # A proxied client is never "loopback", whatever its address: the balancer is not this machine's user.
+    if not secure and not (ctx.settings.http.allow_plaintext_basic and client.trusted_loopback):
         raise unauthorized("Basic authentication needs HTTPS; use an API token (Bearer) or TLS")
     try:
         login, sep, password = base64.b64decode(blob, validate=True).decode("utf-8").partition(":")

@@ -7,11 +7,12 @@ per-account message limit and the mapping of refusals to problem documents. It b
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
@@ -36,8 +37,11 @@ REFUSALS = {
     "mailbox_full": (422, "mailbox-full"),
     "too_large": (413, "too-large"),
     "policy": (422, "refused"),
+    "dmarc": (422, "dmarc-rejected"),
     "temporary": (503, "temporarily-unavailable"),
 }
+# Retry-After on a 503 (a temporary failure: the store, or sender authentication's DNS), in seconds.
+RETRY_AFTER = 60
 
 
 class RecipientResult(BaseModel):
@@ -76,7 +80,8 @@ def _refused(ctx: ApiContext, via: str, exc: SubmissionRefused) -> Problem:
     ctx.metrics.messages_rejected.labels(via, exc.reason).inc()
     status, kind = REFUSALS.get(exc.reason, (422, "refused"))
     extra: dict[str, Any] = {"recipients": exc.recipients} if exc.recipients else {}
-    return Problem(status, exc.text, kind=kind, **extra)
+    headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
+    return Problem(status, exc.text, kind=kind, headers=headers, **extra)
 
 
 async def _decode(request: Request, body: bytes) -> tuple[str, list[str], bytes]:
@@ -168,17 +173,43 @@ async def _send(ctx: ApiContext, request: Request, principal: Principal, body: b
     return _result(accepted)
 
 
+def _smtp_client_ip(value: str | None) -> str | None:
+    """The X-Client-IP header: an IPv4 or IPv6 address (422 otherwise), or None when absent."""
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(value.strip()))
+    except ValueError:
+        raise Problem(422, "X-Client-IP must be an IPv4 or IPv6 address", kind="invalid-request") from None
+
+
 @router.post("/receive", status_code=202, response_model=SendResult,
              openapi_extra={"requestBody": {"required": True, "content": {
                  RFC822: {"schema": {"type": "string", "format": "binary"}}}}},
-             responses={403: {"description": "not an admin token"}, 422: {"description": "not local"}})
+             responses={403: {"description": "not an admin token"},
+                        422: {"description": "not local, invalid X-Client-IP, or refused by the From domain's "
+                                             "DMARC policy (type .../dmarc-rejected)"},
+                        503: {"description": "sender authentication could not finish (DNS); retry "
+                                             "(Retry-After)"}})
 async def receive(request: Request, principal: Caller,
                   to: Annotated[list[str], Query(description="Envelope recipients (local).")],
-                  mail_from: Annotated[str, Query(alias="from", description="Envelope sender ('' for bounces).")] = ""
+                  mail_from: Annotated[str, Query(alias="from", description="Envelope sender ('' for bounces).")] = "",
+                  x_client_ip: Annotated[str | None, Header(
+                      description="Address of the SMTP client the gateway received the message from (SPF).")] = None,
+                  x_client_helo: Annotated[str | None, Header(
+                      description="HELO/EHLO name that SMTP client gave.")] = None,
                   ) -> JSONResponse:
-    """Ingest a raw message for local recipients, as the MX listener would (admin tokens only)."""
+    """Ingest a raw message for local recipients, as the MX listener would (admin tokens only).
+
+    Sender authentication runs as on the MX: SPF of the envelope sender against `X-Client-IP` (without
+    it SPF is `none`, client address unknown), DKIM, ARC and DMARC; an Authentication-Results field is
+    added and forged ones naming this server are removed. A DMARC reject is 422 `dmarc-rejected`, a
+    quarantine is delivered to Junk, a DNS temperror is 503 with Retry-After.
+    """
     require(principal, "admin")
     ctx: ApiContext = request.app.state.ctx
+    smtp_client_ip = _smtp_client_ip(x_client_ip)
+    smtp_helo = x_client_helo.strip() if x_client_helo and x_client_helo.strip() else None
     if _media_type(request) != RFC822:
         raise Problem(415, f"send the message as {RFC822}")
     raw = await request.body()
@@ -188,7 +219,7 @@ async def receive(request: Request, principal: Caller,
         ctx.metrics.messages_rejected.labels("api_receive", "too_large").inc()
         raise Problem(413, f"message exceeds {ctx.settings.smtp.max_message_size} bytes", kind="too-large")
     envelope = Envelope(mail_from=mail_from, recipients=to, raw=raw, client_ip=client_ip(request),
-                        tls=request.url.scheme == "https")
+                        tls=request.url.scheme == "https", smtp_client_ip=smtp_client_ip, smtp_helo=smtp_helo)
     started = time.perf_counter()
     try:
         accepted = await ctx.submitter.receive(envelope)

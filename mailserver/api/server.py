@@ -1,9 +1,18 @@
-"""The HTTP API as a `Service`: uvicorn serving on the server's own event loop.
+"""The HTTP API as a `Service`: uvicorn serving on the server's own event loop, behind the PROXY gate.
 
 Owns the listening socket (bound here, so port 0 works and `port` is known before the first request),
 TLS (the runtime's `SSLContext`, shared with the other listeners) and a graceful stop: stop accepting,
 let requests in flight finish within the grace period, then cancel. uvicorn's own signal handling is
 disabled: the composition root owns SIGTERM/SIGINT.
+
+Every accepted connection passes `mailcore.proxygate.ProxyGate` first, as on SMTP and IMAP: from a
+configured load balancer (`server.proxy_protocol_from`) a PROXY v1/v2 header is required, and from anyone
+else refused (the connection is closed). TLS is layered by the gate, after the header. To do that, the
+listening server is made here rather than by uvicorn: `_Server.startup` replaces uvicorn's (which would
+hand `create_server` uvicorn's protocol with `ssl=`) and otherwise keeps uvicorn's `Server` whole, so its
+main loop and graceful shutdown are unchanged. The real client reaches the app as the ASGI scope's
+`client` and, with whether it was proxied, as `scope[CLIENT_SCOPE_KEY]` (a `ClientAddress`).
+uvicorn's `proxy_headers` (X-Forwarded-For) stay off: only the PROXY header is believed.
 """
 
 from __future__ import annotations
@@ -13,22 +22,88 @@ import contextlib
 import logging
 import socket
 import ssl
+import weakref
 from collections.abc import Generator
 from typing import Any
 
 import uvicorn
 
 from config.settings import ListenerSettings
+from mailcore.proxygate import DEFAULT_HEADER_TIMEOUT, ClientAddress, ProxyGate, TrustedPeers
 
 log = logging.getLogger("mailserver.http")
 
 
+# The ASGI scope key holding the connection's `ClientAddress` (the `client` tuple cannot say "proxied").
+CLIENT_SCOPE_KEY = "mailserver.client"
+
+
+def _with_client(protocol_class: type[asyncio.Protocol]) -> Any:
+    """uvicorn's HTTP protocol class, made to report the gate's client instead of the socket's peer."""
+
+    class WithClient(protocol_class):  # type: ignore[valid-type,misc]
+        def __init__(self, client: ClientAddress, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.client_address = client
+            app = self.app
+
+            async def with_client(scope: Any, receive: Any, send: Any) -> None:
+                scope["client"] = (client.ip, client.port)
+                scope[CLIENT_SCOPE_KEY] = client
+                await app(scope, receive, send)
+
+            self.app = with_client
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self.client = (self.client_address.ip, self.client_address.port)  # uvicorn's own logs
+
+    return WithClient
+
+
 class _Server(uvicorn.Server):
-    """uvicorn without its signal handlers (they would replace the process's own)."""
+    """uvicorn without its signal handlers (they would replace the process's own), listening through the
+    PROXY gate (see the module docstring)."""
+
+    def __init__(self, config: uvicorn.Config, trusted: TrustedPeers, tls: ssl.SSLContext | None,
+                 proxy_timeout: float) -> None:
+        super().__init__(config)
+        self.trusted = trusted
+        self.tls = tls
+        self.proxy_timeout = proxy_timeout
+        self._gates: weakref.WeakSet[ProxyGate] = weakref.WeakSet()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's startup for given sockets, with `ProxyGate` (and its TLS) in front of the protocol."""
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:
+            raise RuntimeError("HTTP application startup failed")
+        config = self.config
+        protocol_class = _with_client(config.http_protocol_class)
+
+        def make_inner(client: ClientAddress) -> asyncio.BaseProtocol:
+            return protocol_class(client, config=config, server_state=self.server_state,  # type: ignore[no-any-return]
+                                  app_state=self.lifespan.state)
+
+        def gate() -> ProxyGate:
+            g = ProxyGate(make_inner, self.trusted, tls=self.tls, timeout=self.proxy_timeout, listener="http")
+            self._gates.add(g)
+            return g
+
+        loop = asyncio.get_running_loop()
+        self.servers = [await loop.create_server(gate, sock=sock, backlog=config.backlog) for sock in sockets or []]
+        self.started = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Connections still waiting for their PROXY header are not uvicorn's yet: close them with the listener.
+        for g in list(self._gates):
+            if g.inner is None and g.transport is not None:
+                g.transport.close()
+        await super().shutdown(sockets)
 
 
 def bind(listener: ListenerSettings) -> socket.socket:
@@ -52,10 +127,13 @@ class HttpService:
     name = "http"
 
     def __init__(self, app: Any, listener: ListenerSettings, tls: ssl.SSLContext | None,
-                 on_stop: Any = None) -> None:
+                 on_stop: Any = None, *, trusted: TrustedPeers | None = None,
+                 proxy_timeout: float = DEFAULT_HEADER_TIMEOUT) -> None:
         self.app = app
         self.listener = listener
         self.tls = tls
+        self.trusted = trusted if trusted is not None else TrustedPeers()
+        self.proxy_timeout = proxy_timeout
         self.port = 0
         self._on_stop = on_stop
         self._server: _Server | None = None
@@ -67,11 +145,10 @@ class HttpService:
         self._sock = bind(self.listener)
         self.port = self._sock.getsockname()[1]
         tls = self.tls
-        config = uvicorn.Config(
-            self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
-            proxy_headers=False, ssl_context_factory=(lambda _config, _default: tls) if tls else None,
-        )
-        self._server = _Server(config)
+        # TLS is not uvicorn's: the gate layers it after the PROXY header (uvicorn's scope still says https).
+        config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
+                                proxy_headers=False, http="h11")
+        self._server = _Server(config, self.trusted, tls, self.proxy_timeout)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
         while not self._server.started:
             if self._task.done():
@@ -79,7 +156,7 @@ class HttpService:
                 raise RuntimeError("HTTP server exited during start")
             await asyncio.sleep(0.01)
         log.info("http listening", extra={"address": self.listener.address, "port": self.port,
-                                          "tls": tls is not None})
+                                          "tls": tls is not None, "proxy_protocol_from": bool(self.trusted)})
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; give requests in flight `grace` seconds; then cancel what is left."""

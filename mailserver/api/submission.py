@@ -11,12 +11,15 @@ SMTP paths rather than a copy of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 from mailcore.address import Address, AddressError, parse_address
 from storage.accounts import Account
+
+if TYPE_CHECKING:
+    from smtp_in.senderauth import SenderAuthentication
 
 
 class SubmissionRefused(Exception):
@@ -24,7 +27,7 @@ class SubmissionRefused(Exception):
     text is safe to show to the client."""
 
     REASONS = ("sender_not_owned", "unknown_recipient", "not_local", "mailbox_full", "too_large", "policy",
-               "temporary")
+               "dmarc", "temporary")
 
     def __init__(self, reason: str, text: str, recipients: list[str] | None = None) -> None:
         super().__init__(text)
@@ -35,13 +38,19 @@ class SubmissionRefused(Exception):
 
 @dataclass(frozen=True)
 class Envelope:
-    """One message to submit or receive: envelope sender and recipients, the bytes, where it came from."""
+    """One message to submit or receive: envelope sender and recipients, the bytes, where it came from.
+
+    `client_ip` is the HTTP client's address. For `receive`, `smtp_client_ip` and `smtp_helo` are the SMTP
+    client the upstream gateway took the message from, as the gateway tells us (None: not told); sender
+    authentication (SPF) is judged on them, never on the gateway's own address."""
 
     mail_from: str
     recipients: list[str]
     raw: bytes
     client_ip: str
     tls: bool
+    smtp_client_ip: str | None = None
+    smtp_helo: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,16 +83,23 @@ def _parse(text: str, what: str) -> Address:
 class SmtpInSubmitter:
     """The `Submitter` on smtp_in's own steps: `check_sender`, `route_recipient` (quota included) and
     `deliver` (Received, Message-ID/Date on submission, body checks, one `Delivery.commit`). The API is
-    then one more client of exactly the SMTP paths: submission for `submit`, MX for `receive`."""
+    then one more client of exactly the SMTP paths: submission for `submit`, MX for `receive`.
+
+    `sender_auth` is the MX's `smtp_in.senderauth.SenderAuthentication` (the process's one): `receive`
+    starts its SPF stage as MAIL would and runs it first among the body checks, so a received message gets
+    the same Authentication-Results, forged-results stripping and DMARC verdicts (reject, quarantine to
+    Junk, tempfail) as one taken by the MX."""
 
     def __init__(self, pool: asyncpg.Pool, hostname: str, max_size: int, postmaster: str = "",
-                 spool_threshold: int = 1024 * 1024, body_checks: list[Any] | None = None) -> None:
+                 spool_threshold: int = 1024 * 1024, body_checks: list[Any] | None = None,
+                 sender_auth: SenderAuthentication | None = None) -> None:
         self.pool = pool
         self.hostname = hostname
         self.max_size = max_size
         self.postmaster = postmaster
         self.spool_threshold = spool_threshold
-        self.body_checks = list(body_checks or [])
+        self.sender_auth = sender_auth
+        self.body_checks = ([sender_auth] if sender_auth is not None else []) + list(body_checks or [])
 
     async def submit(self, account: Account, envelope: Envelope) -> Accepted:
         from smtp_in.checks import check_sender
@@ -119,7 +135,15 @@ class SmtpInSubmitter:
             tx.rcpt_count += 1
             if route.local:
                 local.append(str(rcpt))
-        origin = Origin(listener="api", submission=submission, peer_ip=envelope.client_ip, helo="http-api",
+        if submission:
+            peer_ip, helo = envelope.client_ip, "http-api"
+        else:  # the SMTP client as the gateway saw it; "unknown" in Received when it did not say
+            peer_ip, helo = envelope.smtp_client_ip or envelope.client_ip, envelope.smtp_helo or ""
+            if self.sender_auth is not None:
+                # No address from the gateway: SPF records none, "client address unknown" (senderauth).
+                tx.sender_check = self.sender_auth.start_spf(envelope.smtp_client_ip or "unknown", helo,
+                                                             str(sender or ""))
+        origin = Origin(listener="api", submission=submission, peer_ip=peer_ip, helo=helo,
                         esmtp=True, hostname=self.hostname, tls_version="TLS" if envelope.tls else None,
                         tls_cipher=None, account_id=account.id if account else None,
                         login=account.address if account else None)
@@ -132,6 +156,7 @@ class SmtpInSubmitter:
             raise SubmissionRefused("temporary", "temporary failure; try again later") from exc
         finally:
             spool.close()
+            tx.discard()
         if not hasattr(result, "message_id"):
             raise _from_reply(result, str(result))
         rfc_id = await self.pool.fetchval("SELECT message_id FROM messages WHERE id = $1", result.message_id)
@@ -145,7 +170,8 @@ def _from_reply(reply: Any, text: str, recipients: list[str] | None = None) -> S
     from mailcore import replies
 
     reason = {replies.SENDER_NOT_OWNED: "sender_not_owned", replies.MAILBOX_UNAVAILABLE: "unknown_recipient",
-              replies.RELAY_DENIED: "not_local", replies.MAILBOX_FULL: "mailbox_full"}.get(reply)
+              replies.RELAY_DENIED: "not_local", replies.MAILBOX_FULL: "mailbox_full",
+              replies.DMARC_REJECTED: "dmarc"}.get(reply)
     if reason is None:
         reason = "temporary" if 400 <= reply.code < 500 else "policy"
     if reason == "unknown_recipient" and recipients:

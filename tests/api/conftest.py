@@ -4,20 +4,28 @@ driven with httpx over real sockets."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
-from config.settings import HTTPSettings, LimitSettings, ListenerSettings, RedisSettings, Settings
+from config.settings import (
+    DNSSettings,
+    HTTPSettings,
+    LimitSettings,
+    ListenerSettings,
+    RedisSettings,
+    Settings,
+)
 from mailcore.dns.resolver import Resolver
 from mailcore.passwords import hash_password_sync
 from mailserver.api.server import HttpService
 from mailserver.app import Runtime, http_service
 from storage import accounts, tokens
 from storage.db import Database
+from tests.dnsserver import DNSTestServer
 
 PASSWORD = "correct horse battery"
 HASH = hash_password_sync(PASSWORD)
@@ -27,11 +35,16 @@ BOB = "bob@example.test"
 
 
 def make_settings(dsn: str, *, http: dict[str, Any] | None = None, redis: dict[str, Any] | None = None,
-                  limits: dict[str, Any] | None = None, **smtp: Any) -> Settings:
+                  limits: dict[str, Any] | None = None, dns: DNSTestServer | None = None,
+                  auth: dict[str, Any] | None = None, server: dict[str, Any] | None = None,
+                  **smtp: Any) -> Settings:
     base = Settings()
     return dataclasses.replace(
         base,
-        server=dataclasses.replace(base.server, hostname="mail.example.test", data_dir="/nonexistent"),
+        server=dataclasses.replace(base.server, hostname="mail.example.test", data_dir="/nonexistent",
+                                   **(server or {})),
+        dns=DNSSettings(nameservers=[dns.host], port=dns.port, timeout=0.5) if dns else base.dns,
+        auth=dataclasses.replace(base.auth, **(auth or {})),
         database=dataclasses.replace(base.database, dsn=dsn, pool_min=1, pool_max=5),
         http=dataclasses.replace(HTTPSettings(), listener=ListenerSettings(True, "127.0.0.1", 0),
                                  **{"tls": False, "allow_plaintext_basic": True, **(http or {})}),
@@ -80,13 +93,21 @@ async def start_api(dsn: str, settings: Settings | None = None, tls: Any = None,
 ApiFactory = Callable[..., Awaitable[Api]]
 
 
+@pytest.fixture(scope="session")
+def empty_dns() -> Iterator[DNSTestServer]:
+    """A loopback DNS server with no records: /v1/receive's sender authentication asks it (never the
+    machine's resolvers) unless a test gives its own zone."""
+    with DNSTestServer({}) as server:
+        yield server
+
+
 @pytest.fixture
-async def api_factory(db_dsn: str) -> AsyncIterator[ApiFactory]:
+async def api_factory(db_dsn: str, empty_dns: DNSTestServer) -> AsyncIterator[ApiFactory]:
     """Start an API with custom settings (at most one per test)."""
     running: list[tuple[Runtime, HttpService, httpx.AsyncClient]] = []
 
     async def factory(**kw: Any) -> Api:
-        settings = make_settings(db_dsn, **kw)
+        settings = make_settings(db_dsn, **{"dns": empty_dns, **kw})
         runtime, service = await start_api(db_dsn, settings)
         client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{service.port}", timeout=10)
         running.append((runtime, service, client))
