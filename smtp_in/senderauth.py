@@ -98,7 +98,10 @@ class SenderAuthentication:
                     lookup_timeout=self.lookup_timeout)
         except TimeoutError:
             return self._timed_out(ctx, sender)
-        log.info("sender authentication", extra={
+        # One log line per accepted message is the session's; an accepted verdict is in the message's
+        # Authentication-Results already, so only one that acts on the message is logged at info.
+        level = logging.DEBUG if verdict.disposition == "accept" else logging.INFO
+        log.log(level, "sender authentication", extra={
             "peer": ctx.peer_ip, "mail_from": ctx.mail_from, "spf": verdict.spf.result,
             "dkim": ",".join(r.result for r in verdict.dkim), "dmarc": verdict.dmarc.result,
             "arc": verdict.arc.result, "disposition": verdict.disposition, "reason": verdict.reason})
