@@ -86,6 +86,8 @@ class Delivery:
             async with db.acquire() as conn:
                 if len(self.local) == 1 and not self.remote:
                     return await self._commit_one(conn, raw, summary)
+                if not self.local:
+                    return await self._commit_queued(conn, raw, summary)
                 return await self._commit_on(conn, raw, summary)
         return await self._commit_on(db, raw, summary)
 
@@ -102,6 +104,15 @@ class Delivery:
             raise LookupError("a recipient account has no INBOX")
         return StoredMessage(message_id=row["message_id"], entries=[(row["mailbox_id"], row["uid"])],
                              queue_id=None)
+
+    async def _commit_queued(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
+        """Remote recipients only (mail submitted for other domains) as ONE statement, like
+        `_commit_one`: message, queue entry, its recipients and the log, inserts that take no row locks."""
+        row = await conn.fetchrow(
+            _QUEUE_ONLY, *message_values(raw, summary), self.sender, self.account_id, self.envid, self.ret,
+            [r.address for r in self.remote], [r.address.rpartition("@")[2].lower() for r in self.remote],
+            [r.notify for r in self.remote], [r.orcpt for r in self.remote])
+        return StoredMessage(message_id=row["message_id"], entries=[], queue_id=row["queue_id"])
 
     async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         async with conn.transaction():
@@ -186,6 +197,26 @@ _DELIVER_ONE = (
     ")"
     " SELECT msg.id AS message_id, box.id AS mailbox_id, box.uid, pg_notify($22::text, box.id::text)"
     " FROM box, msg"
+)
+
+# Remote recipients only, in one statement (see `Delivery._commit_queued`): $18 sender, $19 account id,
+# $20 envid, $21 ret, $22..$25 the recipients' addresses, domains, NOTIFY and ORCPT, in order.
+_QUEUE_ONLY = (
+    f"WITH msg AS (INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PARAMS}) RETURNING id"
+    "), q AS ("
+    "  INSERT INTO queue (message_id, sender, account_id, envid, ret)"
+    "  SELECT msg.id, $18::text, $19::bigint, $20::text, $21::text FROM msg RETURNING id"
+    "), rcpts AS ("
+    "  INSERT INTO queue_recipients (queue_id, recipient, domain, notify, orcpt)"
+    "  SELECT q.id, t.recipient, t.domain, t.notify, t.orcpt"
+    "  FROM q, unnest($22::text[], $23::text[], $24::text[], $25::text[]) WITH ORDINALITY"
+    "    AS t(recipient, domain, notify, orcpt, n) ORDER BY t.n"
+    "), logged AS ("
+    "  INSERT INTO delivery_log (message_id, queue_id, recipient, event)"
+    "  SELECT msg.id, q.id, t.recipient, 'queued' FROM msg, q,"
+    "    unnest($22::text[]) WITH ORDINALITY AS t(recipient, n) ORDER BY t.n"
+    ")"
+    " SELECT msg.id AS message_id, q.id AS queue_id, pg_notify('queue_changes', q.id::text) FROM msg, q"
 )
 
 
