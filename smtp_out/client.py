@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import re
 import socket
 import ssl
@@ -126,7 +127,13 @@ def _params(env: Envelope, r: Recipient, dsn: bool) -> list[str]:
 async def _connect(address: str, port: int, seconds: float) -> socket.socket:
     """A connected non-blocking socket; a name (left to the system resolver) tries each address."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    try:  # an address already (the usual case: routing looked it up): no getaddrinfo in a thread
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    else:
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
     error: OSError = OSError(f"no address for {address}")
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)

@@ -32,6 +32,20 @@ _QUEUE_COLUMNS = ("q.id, q.message_id, q.sender, q.account_id, q.envid, q.ret, q
                   " q.next_attempt, q.attempts, q.last_error, q.lease_owner, q.lease_expires, q.signed,"
                   " q.signed_prefix, q.delay_notified")
 
+_RCPT_NAMES = tuple(c.strip() for c in _RCPT_COLUMNS.split(","))
+_CLAIM = (
+    "WITH c AS ("
+    "  UPDATE queue q SET lease_owner = $1, lease_expires = $2, attempts = q.attempts + 1"
+    "  WHERE q.id IN (SELECT id FROM queue WHERE state = 'queued' AND next_attempt <= $3"
+    "    AND (lease_expires IS NULL OR lease_expires <= $3)"
+    "    ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    f"  RETURNING {_QUEUE_COLUMNS}"
+    ") SELECT c.*, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c LEFT JOIN LATERAL ("
+    "  SELECT " + ", ".join(f"array_agg({c} ORDER BY id) AS r_{c}" for c in _RCPT_NAMES) +
+    "  FROM queue_recipients WHERE queue_id = c.id AND status IN ('pending', 'deferred')"
+    ") r ON true ORDER BY c.next_attempt"
+)
+
 
 @dataclass(frozen=True)
 class QueuedRecipient:
@@ -93,20 +107,12 @@ async def claim(pool: asyncpg.Pool, owner: str, now: dt.datetime, lease_seconds:
     An entry whose lease expired (its worker crashed or hung) is due again. The attempt counter goes up
     here, so an entry that kills its worker every time still backs off."""
     expires = now + dt.timedelta(seconds=lease_seconds)
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "UPDATE queue q SET lease_owner = $1, lease_expires = $2, attempts = q.attempts + 1"
-            " WHERE q.id IN (SELECT id FROM queue WHERE state = 'queued' AND next_attempt <= $3"
-            "   AND (lease_expires IS NULL OR lease_expires <= $3)"
-            "   ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING {_QUEUE_COLUMNS}", owner, expires, now, limit)
-        entries = []
-        for row in rows:
-            rcpts = await conn.fetch(
-                f"SELECT {_RCPT_COLUMNS} FROM queue_recipients WHERE queue_id = $1"
-                " AND status IN ('pending', 'deferred') ORDER BY id", row["id"])
-            entries.append(_entry(row, rcpts))
-    return entries
+    # One statement (one round trip, its own transaction): the lease and the unfinished recipients,
+    # these as one array per column (r_<column>), in id order.
+    rows = await pool.fetch(_CLAIM, owner, expires, now, limit)
+    return [_entry(row, [dict(zip(_RCPT_NAMES, values, strict=True))
+                         for values in zip(*(row["r_" + c] or () for c in _RCPT_NAMES), strict=True)])
+            for row in rows]
 
 
 async def message_bytes(conn: Conn, message_id: int) -> bytes:
@@ -254,7 +260,7 @@ async def delete(pool: asyncpg.Pool, queue_id: int) -> None:
         await delete_unreferenced(conn, [message_id])
 
 
-def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record]) -> QueueEntry:
+def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record] | list[dict[str, object]]) -> QueueEntry:
     fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k != "recipients"}
     return QueueEntry(**fields, recipients=[
         QueuedRecipient(**{k: r[k] for k in QueuedRecipient.__dataclass_fields__}) for r in rcpts])
