@@ -118,7 +118,9 @@ class Outbound:
                                                      key.private_key, key.algorithm)
                 except Exception:  # a broken key must not stop the mail: send it unsigned, loudly
                     log.exception("DKIM signing failed; sending unsigned", extra={"domain": domain})
-        if not await store.save_signature(self.pool, entry.id, self.owner, prefix):
+        # Nothing to keep without a key: no write (and no commit to wait for); a later attempt looks
+        # for a key again. A signature is kept so that every attempt sends the same one.
+        if prefix is not None and not await store.save_signature(self.pool, entry.id, self.owner, prefix):
             raise LeaseLost()
         return prefix
 

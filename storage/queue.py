@@ -46,6 +46,25 @@ _CLAIM = (
     ") r ON true ORDER BY c.next_attempt"
 )
 
+# The fence (the entry's row lock, only while `owner` holds the lease) and, when it holds, every
+# outcome ($4.. arrays in order: recipient id, status, reply, status code, remote MTA, log detail) with
+# its delivery_log line, at $3. Returns the entry's message id, or no row: nothing was written.
+_RECORD = (
+    "WITH held AS (SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+    "), o AS ("
+    "  SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+    "    WITH ORDINALITY AS o(id, status, reply, code, mta, detail, n)"
+    "), upd AS ("
+    "  UPDATE queue_recipients r SET status = o.status, last_error = o.reply, status_code = o.code,"
+    "    remote_mta = o.mta, attempts = r.attempts + 1, last_attempt = $3, updated_at = $3"
+    "  FROM o WHERE r.id = o.id AND r.queue_id = $1 AND EXISTS (SELECT FROM held) RETURNING r.id, r.recipient"
+    "), logged AS ("
+    "  INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
+    "  SELECT $3::timestamptz, held.message_id, $1, upd.recipient, o.status, o.detail"
+    "  FROM held, upd JOIN o ON o.id = upd.id ORDER BY o.n"
+    ") SELECT message_id FROM held"
+)
+
 
 @dataclass(frozen=True)
 class QueuedRecipient:
@@ -138,24 +157,20 @@ async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: 
 
     Must run inside the caller's transaction (so DSNs can commit with it). Returns False, writing
     nothing, when `owner` no longer holds the lease: another worker has taken the entry over."""
-    held = await conn.fetchval("SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
-                               queue_id, owner)
+    if outcomes:  # fence, outcomes and their log lines in one statement
+        held = await conn.fetchval(
+            _RECORD, queue_id, owner, now, [o.recipient_id for o in outcomes], [o.status for o in outcomes],
+            [o.reply for o in outcomes], [o.status_code for o in outcomes], [o.remote_mta for o in outcomes],
+            [_detail(o) for o in outcomes])
+    else:
+        held = await conn.fetchval("SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
+                                   queue_id, owner)
     if held is None:
         return False
-    if outcomes:
-        await conn.executemany(
-            "UPDATE queue_recipients SET status = $2, last_error = $3, status_code = $4, remote_mta = $5,"
-            " attempts = attempts + 1, last_attempt = $6, updated_at = $6 WHERE id = $1 AND queue_id = $7",
-            [(o.recipient_id, o.status, o.reply, o.status_code, o.remote_mta, now, queue_id) for o in outcomes])
-        await conn.executemany(
-            "INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
-            " SELECT $1, $2, $3, recipient, $5, $6 FROM queue_recipients WHERE id = $4",
-            [(now, held, queue_id, o.recipient_id, o.status, _detail(o)) for o in outcomes])
-    remaining = await conn.fetchval(
-        "SELECT count(*) FROM queue_recipients WHERE queue_id = $1 AND status IN ('pending', 'deferred')",
-        queue_id)
-    if remaining == 0:
-        await conn.execute("DELETE FROM queue WHERE id = $1", queue_id)
+    finished = await conn.fetchval(
+        "DELETE FROM queue WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM queue_recipients"
+        " WHERE queue_id = $1 AND status IN ('pending', 'deferred')) RETURNING id", queue_id)
+    if finished is not None:
         await delete_unreferenced(conn, [held])
         return True
     last_error = next((o.reply for o in outcomes if o.status == "deferred"), None)
