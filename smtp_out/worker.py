@@ -61,7 +61,7 @@ class Outbound:
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None = None, *,
                  clock: Clock = utc_now, rng: random.Random | None = None, signer: Signer | None = None,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, sessions: client.SessionCache | None = None) -> None:
         self.pool = pool
         self.settings = settings
         self.qs = settings.queue
@@ -72,6 +72,7 @@ class Outbound:
         self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
 
     # --- driving ---------------------------------------------------------------------------------------
 
@@ -174,7 +175,8 @@ class Outbound:
         for address in addrs:
             try:
                 async with self._limit(hop.key):
-                    results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname)
+                    results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname,
+                                                   self.sessions)
             except client.ConnectionFailed as exc:
                 log.info("connection failed", extra={"host": hop.name, "address": address, "reason": exc.reason})
                 failure = (f"451 {exc.status} {hop.name}[{address}]: {exc.reason}", exc.status, hop.name)
@@ -317,6 +319,8 @@ class QueueService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
+        if self.outbound.sessions is not None:
+            await self.outbound.sessions.close()
         try:
             released = await store.release(self.outbound.pool, self.outbound.owner)
             if released:
@@ -332,7 +336,7 @@ class QueueService:
 async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,
                          signer: Signer | None = sign_message) -> list[QueueService]:
     """The queue service for the composition root (signing with `mailcore.auth.dkim` by default)."""
-    return [QueueService(Outbound(pool, settings, dns, signer=signer))]
+    return [QueueService(Outbound(pool, settings, dns, signer=signer, sessions=client.SessionCache()))]
 
 
 __all__ = ["DomainResult", "LeaseLost", "Outbound", "QueueService", "Signer", "build_services"]
