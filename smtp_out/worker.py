@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,9 @@ from storage import queue as store
 from storage.queue import Outcome, QueuedRecipient, QueueEntry
 
 log = logging.getLogger(__name__)
+
+# How long a domain's signing key (or that it has none) is remembered.
+KEY_CACHE_SECONDS = 30.0
 
 # sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend.
 Signer = Callable[[bytes, str, str, str, str], bytes]
@@ -72,6 +76,7 @@ class Outbound:
         self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._keys: dict[str, tuple[float, dkim_keys.DKIMKey | None]] = {}  # domain -> (until, key)
         self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
 
     # --- driving ---------------------------------------------------------------------------------------
@@ -92,7 +97,7 @@ class Outbound:
     async def process(self, entry: QueueEntry) -> None:
         """One attempt at every unfinished recipient of a claimed entry, then record it."""
         try:
-            raw = await store.message_bytes(self.pool, entry.message_id)
+            raw = entry.raw if entry.raw is not None else await store.message_bytes(self.pool, entry.message_id)
             prefix = entry.signed_prefix if entry.signed else await self._sign(entry, raw)
             message = (prefix or b"") + raw
             by_domain: dict[str, list[QueuedRecipient]] = {}
@@ -112,7 +117,7 @@ class Outbound:
         prefix = None
         domain = entry.sender.rpartition("@")[2].lower()
         if self.signer is not None and domain:
-            key = await dkim_keys.signing_key(self.pool, domain)
+            key = await self._signing_key(domain)
             if key is not None:
                 try:
                     prefix = await asyncio.to_thread(self.signer, raw, key.domain, key.selector,
@@ -124,6 +129,19 @@ class Outbound:
         if prefix is not None and not await store.save_signature(self.pool, entry.id, self.owner, prefix):
             raise LeaseLost()
         return prefix
+
+    async def _signing_key(self, domain: str) -> dkim_keys.DKIMKey | None:
+        """The domain's signing key (or None), remembered for KEY_CACHE_SECONDS: one query per domain and
+        half-minute instead of one per message. A key added or removed takes effect within that time."""
+        now = time.monotonic()
+        cached = self._keys.get(domain)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await dkim_keys.signing_key(self.pool, domain)
+        if len(self._keys) >= 10_000:
+            self._keys.clear()
+        self._keys[domain] = (now + KEY_CACHE_SECONDS, key)
+        return key
 
     # --- delivery --------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ It knows no SMTP and builds no messages.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
@@ -40,7 +40,8 @@ _CLAIM = (
     "    AND (lease_expires IS NULL OR lease_expires <= $3)"
     "    ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
     f"  RETURNING {_QUEUE_COLUMNS}"
-    ") SELECT c.*, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c LEFT JOIN LATERAL ("
+    ") SELECT c.*, m.raw, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c"
+    " LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN LATERAL ("
     "  SELECT " + ", ".join(f"array_agg({c} ORDER BY id) AS r_{c}" for c in _RCPT_NAMES) +
     "  FROM queue_recipients WHERE queue_id = c.id AND status IN ('pending', 'deferred')"
     ") r ON true ORDER BY c.next_attempt"
@@ -104,6 +105,7 @@ class QueueEntry:
     signed_prefix: bytes | None
     delay_notified: bool
     recipients: list[QueuedRecipient]
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # the message, when claimed
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class Outcome:
 
 async def claim(pool: asyncpg.Pool, owner: str, now: dt.datetime, lease_seconds: float,
                 limit: int = 1) -> list[QueueEntry]:
-    """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease).
+    """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease), each
+    with its message (`raw`).
 
     An entry whose lease expired (its worker crashed or hung) is due again. The attempt counter goes up
     here, so an entry that kills its worker every time still backs off."""
@@ -276,6 +279,6 @@ async def delete(pool: asyncpg.Pool, queue_id: int) -> None:
 
 
 def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record] | list[dict[str, object]]) -> QueueEntry:
-    fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k != "recipients"}
-    return QueueEntry(**fields, recipients=[
+    fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k not in ("recipients", "raw")}
+    return QueueEntry(**fields, raw=row.get("raw"), recipients=[
         QueuedRecipient(**{k: r[k] for k in QueuedRecipient.__dataclass_fields__}) for r in rcpts])
