@@ -230,6 +230,11 @@ class Outbound:
             next_attempt = min(held) if not outcomes or min(held) < next_attempt else next_attempt
         notices = self._notices(entry, outcomes, now)
         delay_noticed = any(n.action == "delayed" for n in notices)
+        if outcomes and not notices:  # the usual attempt: one statement, no transaction to open
+            if not await store.record_alone(self.pool, entry.id, self.owner, outcomes, now, next_attempt):
+                raise LeaseLost()
+            self._log_outcomes(entry, outcomes)
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             if not await store.record(conn, entry.id, self.owner, outcomes, now, next_attempt,
                                       delay_notified=delay_noticed, counted=bool(outcomes)):
@@ -238,6 +243,9 @@ class Outbound:
                                   reporting_mta=self.settings.server.hostname, now=now, ret=entry.ret,
                                   envid=entry.envid, arrival=entry.created_at,
                                   postmaster=self.settings.server.postmaster)
+        self._log_outcomes(entry, outcomes)
+
+    def _log_outcomes(self, entry: QueueEntry, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             log.info("delivery attempt", extra={"queue_id": entry.id, "recipient_id": o.recipient_id,
                                                 "status": o.status, "reply": o.reply})
