@@ -95,6 +95,14 @@ async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authen
                           postmaster: str, size_hint: int | None = None) -> RecipientRoute | Reply:
     """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`.
     A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2."""
+    if address is not None and address.local.lower() != "postmaster":
+        # One round trip for the usual RCPT (an existing account at one of our domains); the general
+        # path below costs three or four.
+        local, account_id, full = await accounts.route_exact(pool, address, size_hint or 0)
+        if local and account_id is not None:
+            return replies.MAILBOX_FULL if full else RecipientRoute(local=[(account_id, address.key)])
+        if not local:
+            return RecipientRoute(remote=[str(address)]) if authenticated else replies.RELAY_DENIED
     route = await _route(pool, address, authenticated=authenticated, postmaster=postmaster)
     if isinstance(route, RecipientRoute) and route.local:
         full = await accounts.accounts_over_quota(pool, [a for a, _ in route.local], size_hint or 0)
@@ -112,7 +120,9 @@ async def _route(pool: asyncpg.Pool, address: Address | None, *, authenticated: 
             return replies.MAILBOX_UNAVAILABLE
         return RecipientRoute(local=[(account.id, account.address)])
     if await accounts.is_local_domain(pool, address.domain):
-        route = await accounts.resolve_recipient(pool, address, await postmaster_address(pool, postmaster))
+        # The postmaster address matters only for that local part: do not look it up for others.
+        pm = await postmaster_address(pool, postmaster) if address.local.lower() == "postmaster" else None
+        route = await accounts.resolve_recipient(pool, address, pm)
         if not route:
             return replies.MAILBOX_UNAVAILABLE
         return RecipientRoute(local=list(route.local), remote=list(route.remote))

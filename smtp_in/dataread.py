@@ -59,12 +59,16 @@ class _Checker:
         if self.verdict is not Verdict.OK:
             self.size += len(seg)
             return
-        crlf = seg.count(b"\r\n")
-        if seg.count(b"\r") != crlf or seg.count(b"\n") != crlf:
+        # One split on CR LF gives the line lengths; what is left once every CR LF is gone must hold no
+        # CR, LF or NUL (memchr scans). Half the time of counting CR LF, CR and LF separately; a regex
+        # is 10-100x slower.
+        lines = seg.split(b"\r\n")
+        rest = b"".join(lines)
+        if b"\r" in rest or b"\n" in rest:
             self._fail(Verdict.BARE_CR_LF)
-        elif b"\0" in seg:
+        elif b"\0" in rest:
             self._fail(Verdict.NUL)
-        elif max(map(len, seg.split(b"\r\n"))) > MAX_LINE:  # ~2 µs per KB; a regex is 10-100x slower
+        elif max(map(len, lines)) > MAX_LINE:
             self._fail(Verdict.LINE_TOO_LONG)
         self.size += len(seg)
         if self.size > self.max_size:

@@ -4,6 +4,7 @@
 
 - sender: `start_spf` begins the SPF checks of MAIL FROM and of the HELO name (RFC 7208 §2.4, §2.3) as a
   task when MAIL is accepted, so the DNS work overlaps RCPT and DATA; the transaction holds the task.
+  Results for the same (client IP, HELO, MAIL FROM) are reused for SPF_MEMO_SECONDS (not temperrors).
 - body: `check` (a `BodyCheck`) runs `mailcore.auth.check.authenticate_message` with the SPF result from
   MAIL time, the one shared resolver and an `OrganizationalDomains` built once per process, and turns
   its disposition into a `BodyVerdict` carrying the Authentication-Results value (RFC 8601):
@@ -40,6 +41,12 @@ log = logging.getLogger("smtp_in.auth")
 # so that the resolver's answer (a clean temperror) normally comes first.
 BRIDGE_MARGIN = 1.0
 
+# The SPF results for one (client IP, HELO name, MAIL FROM) are reused for this long: a sender's next
+# transactions (on the connection, or the next one) ask exactly the same questions, whose answers a DNS
+# cache would hold for their TTL anyway (rarely under minutes). Temporary errors are never kept.
+SPF_MEMO_SECONDS = 30.0
+SPF_MEMO_SIZE = 10_000
+
 _ACTIONS = {"accept": Action.ACCEPT, "quarantine": Action.QUARANTINE, "reject": Action.REJECT,
             "tempfail": Action.TEMPFAIL}
 _REPLIES = {"reject": replies.DMARC_REJECTED, "tempfail": replies.CHECK_TEMPFAIL}
@@ -56,6 +63,7 @@ class SenderAuthentication:
         self.org = org
         self.lookup_timeout = dns_timeout + BRIDGE_MARGIN
         self.timeout = policy.timeout
+        self._spf_memo: dict[tuple[str, str, str], tuple[float, SenderResults]] = {}
 
     # --- sender stage -------------------------------------------------------------------------------
 
@@ -64,6 +72,19 @@ class SenderAuthentication:
         return asyncio.create_task(self._spf(ip, helo, mail_from), name="spf")
 
     async def _spf(self, ip: str, helo: str, mail_from: str) -> SenderResults:
+        key = (ip, helo, mail_from)
+        now = asyncio.get_running_loop().time()
+        hit = self._spf_memo.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        results = await self._evaluate_spf(ip, helo, mail_from)
+        if "temperror" not in (results.spf.result, results.helo_spf.result if results.helo_spf else None):
+            if len(self._spf_memo) >= SPF_MEMO_SIZE:
+                self._spf_memo.clear()
+            self._spf_memo[key] = (now + SPF_MEMO_SECONDS, results)
+        return results
+
+    async def _evaluate_spf(self, ip: str, helo: str, mail_from: str) -> SenderResults:
         domain = mail_from.rpartition("@")[2] if mail_from else helo
         try:
             ipaddress.ip_address(ip)
@@ -98,7 +119,10 @@ class SenderAuthentication:
                     lookup_timeout=self.lookup_timeout)
         except TimeoutError:
             return self._timed_out(ctx, sender)
-        log.info("sender authentication", extra={
+        # One log line per accepted message is the session's; an accepted verdict is in the message's
+        # Authentication-Results already, so only one that acts on the message is logged at info.
+        level = logging.DEBUG if verdict.disposition == "accept" else logging.INFO
+        log.log(level, "sender authentication", extra={
             "peer": ctx.peer_ip, "mail_from": ctx.mail_from, "spf": verdict.spf.result,
             "dkim": ",".join(r.result for r in verdict.dkim), "dmarc": verdict.dmarc.result,
             "arc": verdict.arc.result, "disposition": verdict.disposition, "reason": verdict.reason})

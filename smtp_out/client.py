@@ -12,6 +12,8 @@ It touches neither the database nor the breaker; replies are kept as text for th
 from __future__ import annotations
 
 import asyncio
+import functools
+import ipaddress
 import re
 import socket
 import ssl
@@ -97,8 +99,12 @@ def _outcome(code: int) -> str:
     return "delivered" if 200 <= code < 300 else ("bounced" if code >= 500 else "deferred")
 
 
+@functools.lru_cache(maxsize=16)
 def tls_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
-    """Verified (hostname and chain) or opportunistic (any certificate: better than clear text)."""
+    """Verified (hostname and chain) or opportunistic (any certificate: better than clear text).
+
+    Made once per (verify, ca_file) and shared by every session: building one loads the CA bundle,
+    tens of milliseconds on the event loop, which was most of an outbound delivery's time (py-spy)."""
     if verify:
         return ssl.create_default_context(cafile=ca_file or None)
     ctx = ssl.create_default_context()
@@ -121,7 +127,13 @@ def _params(env: Envelope, r: Recipient, dsn: bool) -> list[str]:
 async def _connect(address: str, port: int, seconds: float) -> socket.socket:
     """A connected non-blocking socket; a name (left to the system resolver) tries each address."""
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    try:  # an address already (the usual case: routing looked it up): no getaddrinfo in a thread
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    else:
+        family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+        infos = [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
     error: OSError = OSError(f"no address for {address}")
     for family, type_, proto, _, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
@@ -139,11 +151,125 @@ async def _connect(address: str, port: int, seconds: float) -> socket.socket:
     raise error
 
 
+# Postfix's smtp_connection_cache_time_limit (2 s) and a cap on messages per session (servers limit
+# transactions per connection; ours allows 10,000).
+REUSE_IDLE = 2.0
+REUSE_MAX = 100
+
+_SessionKey = tuple[Hop, str, str]  # hop, address, our EHLO name
+
+
+class SessionCache:
+    """Sessions left open after a delivery, per (hop, address), for the next message to the same place,
+    as Postfix's smtp client caches connections to a destination with a backlog. A cached session is
+    probed with RSET before reuse (a dead or unwilling one is closed and a new one opened, so reuse never
+    defers mail), is closed with QUIT after `idle` seconds unused, and after `max_uses` messages."""
+
+    def __init__(self, idle: float = REUSE_IDLE, max_uses: int = REUSE_MAX) -> None:
+        self.idle = idle
+        self.max_uses = max_uses
+        self._idle: dict[_SessionKey, list[tuple[aiosmtplib.SMTP, int, asyncio.TimerHandle]]] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def take(self, key: _SessionKey) -> tuple[aiosmtplib.SMTP, int] | None:
+        """The most recently used idle session for `key` and how many messages it has carried."""
+        entries = self._idle.get(key)
+        while entries:
+            smtp, uses, timer = entries.pop()
+            timer.cancel()
+            if smtp.is_connected:
+                return smtp, uses
+            smtp.close()
+        return None
+
+    def put(self, key: _SessionKey, smtp: aiosmtplib.SMTP, uses: int) -> None:
+        """Keep a session that just finished a transaction (or close it if it has carried enough)."""
+        if uses >= self.max_uses:
+            self._quit(smtp)
+            return
+        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, smtp)
+        self._idle.setdefault(key, []).append((smtp, uses, timer))
+
+    def _expire(self, key: _SessionKey, smtp: aiosmtplib.SMTP) -> None:
+        entries = self._idle.get(key, [])
+        self._idle[key] = [e for e in entries if e[0] is not smtp]
+        if not self._idle[key]:
+            del self._idle[key]
+        self._quit(smtp)
+
+    def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        task = asyncio.ensure_future(_quit(smtp))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        """QUIT every idle session (shutdown)."""
+        for entries in self._idle.values():
+            for smtp, _, timer in entries:
+                timer.cancel()
+                self._quit(smtp)
+        self._idle.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    if not smtp.is_connected:
+        return
+    try:
+        await smtp.quit(timeout=5)
+    except (aiosmtplib.SMTPException, OSError):
+        smtp.close()
+
+
+async def _reuse(cache: SessionCache, key: _SessionKey, settings: QueueSettings) -> tuple[aiosmtplib.SMTP, int] | None:
+    """A cached session for `key` that answered RSET with 250, if there is one."""
+    while (cached := cache.take(key)) is not None:
+        smtp, uses = cached
+        try:
+            if (await smtp.execute_command(b"RSET", timeout=min(settings.command_timeout, 30))).code == 250:
+                return smtp, uses
+        except (aiosmtplib.SMTPException, OSError):
+            pass
+        smtp.close()
+    return None
+
+
+def _reusable(results: list[RcptResult]) -> bool:
+    # 421: the server is closing the session (RFC 5321 §3.8); a lost session is not connected anyway.
+    return not any(r.reply.startswith("421") for r in results)
+
+
 async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings,
-                  local_hostname: str) -> list[RcptResult]:
-    """Run one session to `address` (an IP, or a name for the system resolver) for `hop`."""
+                  local_hostname: str, cache: SessionCache | None = None) -> list[RcptResult]:
+    """Run one transaction to `address` (an IP, or a name for the system resolver) for `hop`: on a
+    session from `cache` when one is idle there, else on a new one; with a cache, the session is kept
+    there afterwards."""
+    key = (hop, address, local_hostname)
+    reused = await _reuse(cache, key, settings) if cache is not None else None
+    if reused is not None:
+        smtp, uses = reused
+    else:
+        smtp, uses = await _session(hop, address, settings, local_hostname), 0
+    try:
+        results = await _transaction(smtp, env, settings, hop.name)
+    except BaseException:  # cancelled (shutdown) or a bug: no polite QUIT to a server that may stall
+        smtp.close()
+        raise
+    if cache is not None and smtp.is_connected and _reusable(results):
+        cache.put(key, smtp, uses + 1)
+        return results
+    if smtp.is_connected:
+        try:
+            await smtp.quit(timeout=min(settings.command_timeout, 30))
+        except (aiosmtplib.SMTPException, OSError):
+            smtp.close()
+    return results
+
+
+async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str) -> aiosmtplib.SMTP:
+    """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks."""
     verify = hop.tls in ("required", "implicit")
-    mta = hop.name
     try:
         # We connect the socket to the chosen address ourselves, so that TLS (implicit or STARTTLS) is
         # verified against the host's name, not the address. RFC 5321 §4.5.3.2.1: the greeting may take
@@ -172,17 +298,7 @@ async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings
         if owned:
             sock.close()
         raise
-    try:
-        results = await _transaction(smtp, env, settings, mta)
-    except BaseException:  # cancelled (shutdown) or a bug: no polite QUIT to a server that may stall
-        smtp.close()
-        raise
-    if smtp.is_connected:
-        try:
-            await smtp.quit(timeout=min(settings.command_timeout, 30))
-        except (aiosmtplib.SMTPException, OSError):
-            smtp.close()
-    return results
+    return smtp
 
 
 async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> None:

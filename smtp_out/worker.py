@@ -21,6 +21,7 @@ import logging
 import os
 import random
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,9 @@ from storage.db import UNAVAILABLE_ERRORS
 from storage.queue import Outcome, QueuedRecipient, QueueEntry
 
 log = logging.getLogger(__name__)
+
+# How long a domain's signing key (or that it has none) is remembered.
+KEY_CACHE_SECONDS = 30.0
 
 # sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend.
 Signer = Callable[[bytes, str, str, str, str], bytes]
@@ -63,7 +67,8 @@ class Outbound:
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None = None, *,
                  clock: Clock = utc_now, rng: random.Random | None = None, signer: Signer | None = None,
-                 owner: str | None = None, metrics: Metrics | None = None) -> None:
+                 owner: str | None = None, metrics: Metrics | None = None,
+                 sessions: client.SessionCache | None = None) -> None:
         self.pool = pool
         self.settings = settings
         self.qs = settings.queue
@@ -75,6 +80,8 @@ class Outbound:
         self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
         self.metrics = metrics  # deliveries by outcome, counted once each attempt is recorded
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._keys: dict[str, tuple[float, dkim_keys.DKIMKey | None]] = {}  # domain -> (until, key)
+        self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
 
     # --- driving ---------------------------------------------------------------------------------------
 
@@ -94,7 +101,7 @@ class Outbound:
     async def process(self, entry: QueueEntry) -> None:
         """One attempt at every unfinished recipient of a claimed entry, then record it."""
         try:
-            raw = await store.message_bytes(self.pool, entry.message_id)
+            raw = entry.raw if entry.raw is not None else await store.message_bytes(self.pool, entry.message_id)
             prefix = entry.signed_prefix if entry.signed else await self._sign(entry, raw)
             message = (prefix or b"") + raw
             by_domain: dict[str, list[QueuedRecipient]] = {}
@@ -114,16 +121,31 @@ class Outbound:
         prefix = None
         domain = entry.sender.rpartition("@")[2].lower()
         if self.signer is not None and domain:
-            key = await dkim_keys.signing_key(self.pool, domain)
+            key = await self._signing_key(domain)
             if key is not None:
                 try:
                     prefix = await asyncio.to_thread(self.signer, raw, key.domain, key.selector,
                                                      key.private_key, key.algorithm)
                 except Exception:  # a broken key must not stop the mail: send it unsigned, loudly
                     log.exception("DKIM signing failed; sending unsigned", extra={"domain": domain})
-        if not await store.save_signature(self.pool, entry.id, self.owner, prefix):
+        # Nothing to keep without a key: no write (and no commit to wait for); a later attempt looks
+        # for a key again. A signature is kept so that every attempt sends the same one.
+        if prefix is not None and not await store.save_signature(self.pool, entry.id, self.owner, prefix):
             raise LeaseLost()
         return prefix
+
+    async def _signing_key(self, domain: str) -> dkim_keys.DKIMKey | None:
+        """The domain's signing key (or None), remembered for KEY_CACHE_SECONDS: one query per domain and
+        half-minute instead of one per message. A key added or removed takes effect within that time."""
+        now = time.monotonic()
+        cached = self._keys.get(domain)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        key = await dkim_keys.signing_key(self.pool, domain)
+        if len(self._keys) >= 10_000:
+            self._keys.clear()
+        self._keys[domain] = (now + KEY_CACHE_SECONDS, key)
+        return key
 
     # --- delivery --------------------------------------------------------------------------------------
 
@@ -175,7 +197,8 @@ class Outbound:
         for address in addrs:
             try:
                 async with self._limit(hop.key):
-                    results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname)
+                    results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname,
+                                                   self.sessions)
             except client.ConnectionFailed as exc:
                 log.info("connection failed", extra={"host": hop.name, "address": address, "reason": exc.reason})
                 failure = (f"451 {exc.status} {hop.name}[{address}]: {exc.reason}", exc.status, hop.name)
@@ -211,6 +234,11 @@ class Outbound:
             next_attempt = min(held) if not outcomes or min(held) < next_attempt else next_attempt
         notices = self._notices(entry, outcomes, now)
         delay_noticed = any(n.action == "delayed" for n in notices)
+        if outcomes and not notices:  # the usual attempt: one statement, no transaction to open
+            if not await store.record_alone(self.pool, entry.id, self.owner, outcomes, now, next_attempt):
+                raise LeaseLost()
+            self._log_outcomes(entry, outcomes)
+            return
         async with self.pool.acquire() as conn, conn.transaction():
             if not await store.record(conn, entry.id, self.owner, outcomes, now, next_attempt,
                                       delay_notified=delay_noticed, counted=bool(outcomes)):
@@ -219,6 +247,9 @@ class Outbound:
                                   reporting_mta=self.settings.server.hostname, now=now, ret=entry.ret,
                                   envid=entry.envid, arrival=entry.created_at,
                                   postmaster=self.settings.server.postmaster)
+        self._log_outcomes(entry, outcomes)
+
+    def _log_outcomes(self, entry: QueueEntry, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             if self.metrics is not None:
                 self.metrics.deliveries.labels(o.status).inc()
@@ -355,6 +386,8 @@ class QueueService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
+        if self.outbound.sessions is not None:
+            await self.outbound.sessions.close()
         try:
             released = await store.release(self.outbound.pool, self.outbound.owner)
             if released:
@@ -370,7 +403,8 @@ class QueueService:
 async def build_services(pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None,
                          signer: Signer | None = sign_message, metrics: Metrics | None = None) -> list[QueueService]:
     """The queue service for the composition root (signing with `mailcore.auth.dkim` by default)."""
-    return [QueueService(Outbound(pool, settings, dns, signer=signer, metrics=metrics))]
+    return [QueueService(Outbound(pool, settings, dns, signer=signer, metrics=metrics,
+                                  sessions=client.SessionCache()))]
 
 
 __all__ = ["DomainResult", "LeaseLost", "Outbound", "QueueService", "Signer", "build_services"]

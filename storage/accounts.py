@@ -311,6 +311,20 @@ async def _expand(conn: Conn, key: str, reached_as: str, route: Route, seen: set
             route.remote.append(target)
 
 
+async def route_exact(conn: Conn, address: Address, incoming: int = 0) -> tuple[bool, int | None, bool]:
+    """The common case of routing in one round trip: (whether `address.domain` is ours, the id of the
+    enabled account whose address is exactly `address.key` or None, whether that account's quota is used
+    up or would be by `incoming` more bytes). An exact account is what `resolve_recipient` picks first
+    for any local part but postmaster; everything else (aliases, +tags, catch-alls) needs it."""
+    row = await conn.fetchrow(
+        "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1) AS local, a.id,"
+        " COALESCE(a.quota_bytes IS NOT NULL AND (a.used_bytes >= a.quota_bytes"
+        "   OR a.used_bytes + $3 > a.quota_bytes), false) AS full"
+        " FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.address = $2 AND NOT a.disabled",
+        address.domain, address.key, incoming)
+    return bool(row["local"]), row["id"], bool(row["full"])
+
+
 async def may_send_as(conn: Conn, account: Account, address: Address) -> bool:
     """Whether `account` owns `address` as a sender: its own address, a +tag variant of it, or the source
     of an alias (not a catch-all) whose targets include the account."""

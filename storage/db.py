@@ -32,6 +32,9 @@ class StorageUnavailable(Exception):
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     StorageUnavailable, OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection left mid-protocol by a server restart ("cannot switch to state ...; another
+    # operation is in progress"): seen by IDLE sessions in the cluster test; the pool replaces it.
+    asyncpg.exceptions._base.InternalClientError,
 )
 
 

@@ -14,7 +14,7 @@ It knows no SMTP and builds no messages.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
@@ -31,6 +31,65 @@ _RCPT_COLUMNS = ("id, recipient, domain, status, notify, orcpt, attempts, last_e
 _QUEUE_COLUMNS = ("q.id, q.message_id, q.sender, q.account_id, q.envid, q.ret, q.state, q.created_at,"
                   " q.next_attempt, q.attempts, q.last_error, q.lease_owner, q.lease_expires, q.signed,"
                   " q.signed_prefix, q.delay_notified")
+
+_RCPT_NAMES = tuple(c.strip() for c in _RCPT_COLUMNS.split(","))
+_CLAIM = (
+    "WITH c AS ("
+    "  UPDATE queue q SET lease_owner = $1, lease_expires = $2, attempts = q.attempts + 1"
+    "  WHERE q.id IN (SELECT id FROM queue WHERE state = 'queued' AND next_attempt <= $3"
+    "    AND (lease_expires IS NULL OR lease_expires <= $3)"
+    "    ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
+    f"  RETURNING {_QUEUE_COLUMNS}"
+    ") SELECT c.*, m.raw, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c"
+    " LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN LATERAL ("
+    "  SELECT " + ", ".join(f"array_agg({c} ORDER BY id) AS r_{c}" for c in _RCPT_NAMES) +
+    "  FROM queue_recipients WHERE queue_id = c.id AND status IN ('pending', 'deferred')"
+    ") r ON true ORDER BY c.next_attempt"
+)
+
+# The fence (the entry's row lock, only while `owner` holds the lease) and, when it holds, every
+# outcome ($4.. arrays in order: recipient id, status, reply, status code, remote MTA, log detail) with
+# its delivery_log line, at $3. Returns the entry's message id, or no row: nothing was written.
+_RECORD = (
+    "WITH held AS (SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE"
+    "), o AS ("
+    "  SELECT * FROM unnest($4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])"
+    "    WITH ORDINALITY AS o(id, status, reply, code, mta, detail, n)"
+    "), upd AS ("
+    "  UPDATE queue_recipients r SET status = o.status, last_error = o.reply, status_code = o.code,"
+    "    remote_mta = o.mta, attempts = r.attempts + 1, last_attempt = $3, updated_at = $3"
+    "  FROM o WHERE r.id = o.id AND r.queue_id = $1 AND EXISTS (SELECT FROM held) RETURNING r.id, r.recipient"
+    "), logged AS ("
+    "  INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
+    "  SELECT $3::timestamptz, held.message_id, $1, upd.recipient, o.status, o.detail"
+    "  FROM held, upd JOIN o ON o.id = upd.id ORDER BY o.n"
+    ") SELECT message_id FROM held"
+)
+
+# `_RECORD`, then in the same statement what `record` does next. The statement sees the recipients as
+# they were, so each one's status after this attempt is its outcome's, else its old one (`after`). With
+# none left to deliver, the entry goes, and its message unless something else points at it (the
+# references `accounts.delete_unreferenced` checks; the entry being deleted is still visible here, hence
+# `q.id <> $1`); otherwise it is rescheduled ($10 next attempt, $11 last error, $12 counted) and its
+# lease released.
+_RECORD_ALONE = _RECORD.removesuffix(" SELECT message_id FROM held") + (
+    ", after AS ("
+    "  SELECT count(*) AS unfinished FROM queue_recipients r LEFT JOIN o ON o.id = r.id"
+    "  WHERE r.queue_id = $1 AND COALESCE(o.status, r.status) IN ('pending', 'deferred')"
+    "), gone AS ("
+    "  DELETE FROM queue WHERE id = $1 AND EXISTS (SELECT FROM held)"
+    "  AND (SELECT unfinished FROM after) = 0 RETURNING message_id"
+    "), message_gone AS ("
+    "  DELETE FROM messages m WHERE m.id IN (SELECT message_id FROM gone)"
+    "  AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)"
+    "  AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.id <> $1)"
+    "  AND NOT EXISTS (SELECT 1 FROM sent_messages s WHERE s.message_id = m.id)"
+    "), later AS ("
+    "  UPDATE queue SET next_attempt = $10, lease_owner = NULL, lease_expires = NULL,"
+    "  last_error = COALESCE($11, last_error), attempts = attempts - CASE WHEN $12 THEN 0 ELSE 1 END"
+    "  WHERE id = $1 AND lease_owner = $2 AND EXISTS (SELECT FROM held) AND (SELECT unfinished FROM after) > 0"
+    ") SELECT message_id FROM held"
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +130,7 @@ class QueueEntry:
     signed_prefix: bytes | None
     delay_notified: bool
     recipients: list[QueuedRecipient]
+    raw: bytes | None = field(default=None, repr=False, compare=False)  # the message, when claimed
 
 
 @dataclass(frozen=True)
@@ -88,25 +148,18 @@ class Outcome:
 
 async def claim(pool: asyncpg.Pool, owner: str, now: dt.datetime, lease_seconds: float,
                 limit: int = 1) -> list[QueueEntry]:
-    """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease).
+    """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease), each
+    with its message (`raw`).
 
     An entry whose lease expired (its worker crashed or hung) is due again. The attempt counter goes up
     here, so an entry that kills its worker every time still backs off."""
     expires = now + dt.timedelta(seconds=lease_seconds)
-    async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(
-            "UPDATE queue q SET lease_owner = $1, lease_expires = $2, attempts = q.attempts + 1"
-            " WHERE q.id IN (SELECT id FROM queue WHERE state = 'queued' AND next_attempt <= $3"
-            "   AND (lease_expires IS NULL OR lease_expires <= $3)"
-            "   ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING {_QUEUE_COLUMNS}", owner, expires, now, limit)
-        entries = []
-        for row in rows:
-            rcpts = await conn.fetch(
-                f"SELECT {_RCPT_COLUMNS} FROM queue_recipients WHERE queue_id = $1"
-                " AND status IN ('pending', 'deferred') ORDER BY id", row["id"])
-            entries.append(_entry(row, rcpts))
-    return entries
+    # One statement (one round trip, its own transaction): the lease and the unfinished recipients,
+    # these as one array per column (r_<column>), in id order.
+    rows = await pool.fetch(_CLAIM, owner, expires, now, limit)
+    return [_entry(row, [dict(zip(_RCPT_NAMES, values, strict=True))
+                         for values in zip(*(row["r_" + c] or () for c in _RCPT_NAMES), strict=True)])
+            for row in rows]
 
 
 async def message_bytes(conn: Conn, message_id: int) -> bytes:
@@ -132,24 +185,20 @@ async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: 
 
     Must run inside the caller's transaction (so DSNs can commit with it). Returns False, writing
     nothing, when `owner` no longer holds the lease: another worker has taken the entry over."""
-    held = await conn.fetchval("SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
-                               queue_id, owner)
+    if outcomes:  # fence, outcomes and their log lines in one statement
+        held = await conn.fetchval(
+            _RECORD, queue_id, owner, now, [o.recipient_id for o in outcomes], [o.status for o in outcomes],
+            [o.reply for o in outcomes], [o.status_code for o in outcomes], [o.remote_mta for o in outcomes],
+            [_detail(o) for o in outcomes])
+    else:
+        held = await conn.fetchval("SELECT message_id FROM queue WHERE id = $1 AND lease_owner = $2 FOR UPDATE",
+                                   queue_id, owner)
     if held is None:
         return False
-    if outcomes:
-        await conn.executemany(
-            "UPDATE queue_recipients SET status = $2, last_error = $3, status_code = $4, remote_mta = $5,"
-            " attempts = attempts + 1, last_attempt = $6, updated_at = $6 WHERE id = $1 AND queue_id = $7",
-            [(o.recipient_id, o.status, o.reply, o.status_code, o.remote_mta, now, queue_id) for o in outcomes])
-        await conn.executemany(
-            "INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
-            " SELECT $1, $2, $3, recipient, $5, $6 FROM queue_recipients WHERE id = $4",
-            [(now, held, queue_id, o.recipient_id, o.status, _detail(o)) for o in outcomes])
-    remaining = await conn.fetchval(
-        "SELECT count(*) FROM queue_recipients WHERE queue_id = $1 AND status IN ('pending', 'deferred')",
-        queue_id)
-    if remaining == 0:
-        await conn.execute("DELETE FROM queue WHERE id = $1", queue_id)
+    finished = await conn.fetchval(
+        "DELETE FROM queue WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM queue_recipients"
+        " WHERE queue_id = $1 AND status IN ('pending', 'deferred')) RETURNING id", queue_id)
+    if finished is not None:
         await delete_unreferenced(conn, [held])
         return True
     last_error = next((o.reply for o in outcomes if o.status == "deferred"), None)
@@ -162,6 +211,18 @@ async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: 
         " WHERE id = $1 AND lease_owner = $2", queue_id, owner, next_attempt, last_error, delay_notified,
         counted)
     return True
+
+
+async def record_alone(pool: asyncpg.Pool, queue_id: int, owner: str, outcomes: list[Outcome],
+                       now: dt.datetime, next_attempt: dt.datetime, *, counted: bool = True) -> bool:
+    """`record` for an attempt with outcomes and no DSN to send, as ONE statement in its own
+    transaction (one round trip and commit instead of five): the same fence, writes and result."""
+    held = await pool.fetchval(
+        _RECORD_ALONE, queue_id, owner, now, [o.recipient_id for o in outcomes], [o.status for o in outcomes],
+        [o.reply for o in outcomes], [o.status_code for o in outcomes], [o.remote_mta for o in outcomes],
+        [_detail(o) for o in outcomes], next_attempt,
+        next((o.reply for o in outcomes if o.status == "deferred"), None), counted)
+    return held is not None
 
 
 async def extend_lease(conn: Conn, queue_id: int, owner: str, until: dt.datetime) -> bool:
@@ -254,7 +315,7 @@ async def delete(pool: asyncpg.Pool, queue_id: int) -> None:
         await delete_unreferenced(conn, [message_id])
 
 
-def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record]) -> QueueEntry:
-    fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k != "recipients"}
-    return QueueEntry(**fields, recipients=[
+def _entry(row: asyncpg.Record, rcpts: list[asyncpg.Record] | list[dict[str, object]]) -> QueueEntry:
+    fields = {k: row[k] for k in QueueEntry.__dataclass_fields__ if k not in ("recipients", "raw")}
+    return QueueEntry(**fields, raw=row.get("raw"), recipients=[
         QueuedRecipient(**{k: r[k] for k in QueuedRecipient.__dataclass_fields__}) for r in rcpts])

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import dkim as dkimpy
 
 from config.settings import AuthPolicySettings
 from mailcore.auth.arc import ARCResult, verify_arc
@@ -29,6 +33,8 @@ from mailcore.auth.results import authentication_results
 from mailcore.auth.spf import SPFResult, check_spf
 from mailcore.dns import DNSLookup
 from mailcore.headers import split_header_block
+
+T = TypeVar("T")
 
 DISPOSITIONS = ("accept", "quarantine", "reject", "tempfail")
 
@@ -67,6 +73,28 @@ def _disposition(dmarc: DMARCResult, spf: SPFResult, dkim: tuple[DKIMResult, ...
     return action, f"DMARC {dmarc.result} with p={dmarc.policy} for {dmarc.from_domain}"
 
 
+_ARC_HEADERS = frozenset((b"arc-seal", b"arc-message-signature", b"arc-authentication-results"))
+# Where dkimpy's parser (lines split on CR? LF) meets its first empty line: the end of the header block.
+_EMPTY_LINE = re.compile(rb"\r?\n\r?\n")
+
+
+def _header_names(raw: bytes) -> set[bytes] | None:
+    """The lower-cased names of the header fields exactly as dkimpy parses them (from the header block
+    only), or None when dkimpy would refuse the header block: the verifiers then say so themselves."""
+    if raw.startswith((b"\n", b"\r\n")):
+        return set()
+    end = _EMPTY_LINE.search(raw)
+    try:
+        fields, _ = dkimpy.rfc822_parse(raw if end is None else raw[:end.start()])
+    except dkimpy.MessageFormatError:
+        return None
+    return {name.lower() for name, _ in fields}
+
+
+async def _ready(value: T) -> T:
+    return value
+
+
 async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: str, mail_from: str,
                                authserv_id: str, *, policy: AuthPolicySettings | None = None,
                                spf: SPFResult | None = None, helo_spf: SPFResult | None = None,
@@ -88,11 +116,20 @@ async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: s
         return await check_spf(resolver, ip, mail_from, helo, receiver=authserv_id,
                                lookup_timeout=lookup_timeout)
 
-    spf_r, dkim_list, arc_r = await asyncio.gather(
-        spf_result(),
-        verify_dkim(resolver, raw, lookup_timeout=lookup_timeout),
-        verify_arc(resolver, raw, lookup_timeout=lookup_timeout),
-    )
+    names = _header_names(raw)
+    dkim_task: Awaitable[list[DKIMResult]]
+    arc_task: Awaitable[ARCResult]
+    # Most mail has no ARC set and much has no DKIM-Signature: their "none" needs no worker thread
+    # (where dkimpy would parse the whole message twice more to find that out).
+    if names is not None and b"dkim-signature" not in names:
+        dkim_task = _ready([DKIMResult("none", reason="message not signed")])
+    else:
+        dkim_task = verify_dkim(resolver, raw, lookup_timeout=lookup_timeout)
+    if names is not None and names.isdisjoint(_ARC_HEADERS):
+        arc_task = _ready(ARCResult("none", "Message is not ARC signed"))
+    else:
+        arc_task = verify_arc(resolver, raw, lookup_timeout=lookup_timeout)
+    spf_r, dkim_list, arc_r = await asyncio.gather(spf_result(), dkim_task, arc_task)
     dkim_r = tuple(dkim_list)
     fields, _ = split_header_block(raw)
     domain, why = from_header_domain([f.value for f in fields if f.name.lower() == "from"])

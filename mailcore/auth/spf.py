@@ -3,7 +3,9 @@
 pyspf does the evaluation (record parsing, macros, mechanisms, the 10-lookup and 2-void-lookup limits of
 RFC 7208 §4.6.4). This module owns only the seams around it: pyspf runs in a worker thread and every DNS
 question it asks goes through our async `DNSLookup` on the event loop (`mailcore.dns.bridge`), by
-overriding `query.dns` on a subclass, never by replacing pyspf's module-level `DNSLookup`.
+overriding `query.dns` on a subclass, never by replacing pyspf's module-level `DNSLookup`. The first
+question (the domain's TXT records) is asked on the loop before that; when the domain publishes no SPF
+record, pyspf's "none" comes from that cached answer on the loop, without the thread.
 
 It must not block the event loop, must not touch real DNS on its own, and must not decide what a result
 does to a message (that is `mailcore.auth.check`).
@@ -138,6 +140,27 @@ def _run(query: _Query) -> tuple[str, str]:
     return result, explanation
 
 
+async def _first_lookup(query: _Query, resolver: DNSLookup, lookup_timeout: float) -> str | None:
+    """Ask for the TXT records of the domain pyspf evaluates first, on the loop, and cache the answer
+    where `_Query.dns` looks. "none" when none of them is an SPF record: pyspf then returns none without
+    another lookup (RFC 7208 §4.5); "temperror" when the lookup failed so (RFC 7208 §4.4); None for
+    anything else (a record to evaluate, a name pyspf treats specially): evaluate in a worker thread."""
+    raw = str(query.d)
+    if not raw or not all(0 < len(label) < 64 for label in raw.split(".")):
+        return None
+    name = raw.rstrip(".").lower()
+    try:
+        async with asyncio.timeout(lookup_timeout):
+            answers = await resolver.txt(name)
+    except DNSNotFound:
+        answers = []
+    except (DNSTempError, TimeoutError):
+        return "temperror"
+    records = [[text.encode("utf-8")] for text in answers]
+    query.cache[(name, "TXT")] = records
+    return None if any(pyspf.RE_SPF.match(r[0]) for r in records) else "none"
+
+
 async def _check(resolver: DNSLookup, ip: str, sender: str, helo: str, identity: str, receiver: str,
                  default_explanation: str | None, lookup_timeout: float,
                  total_timeout: float) -> SPFResult:
@@ -149,7 +172,17 @@ async def _check(resolver: DNSLookup, ip: str, sender: str, helo: str, identity:
     domain = query.d
     try:
         async with asyncio.timeout(total_timeout):
-            result, explanation = await bridge.run(_run, query)
+            first = await _first_lookup(query, resolver, lookup_timeout)
+            if first == "temperror":  # what pyspf makes of a DNS error on its first lookup
+                result, explanation = "temperror", ""
+            elif first == "none":
+                # pyspf's answer is "none" from the cached TXT answer alone: evaluate it here (tens of
+                # microseconds) rather than through a worker thread and the bridge. A DNS question now
+                # would be a bug: the closed bridge fails it at once instead of blocking the loop.
+                bridge.closed = True
+                result, explanation = _run(query)
+            else:
+                result, explanation = await bridge.run(_run, query)
     except TimeoutError:
         return SPFResult("temperror", domain, "", "SPF evaluation took too long", identity)
     comment = query.get_header_comment(result)
