@@ -491,9 +491,38 @@ async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, 
         return lock["uidvalidity"], uid
 
 
-async def search_uids(conn: Conn, mailbox_id: int, where: str, args: Sequence[Any]) -> list[int]:
-    """UIDs matching a condition compiled by `storage.mailsearch.compile_criteria` (parameters from $2)."""
-    rows = await conn.fetch(
-        "SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
-        f" WHERE mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid", mailbox_id, *args)
+SEARCH_TIMEOUT = 600.0  # seconds
+
+# Per pool (by identity; a pool is not weak-referenceable): whether migrations 0007 and 0008 could build
+# the trigram indexes (pg_trgm present), checked once.
+_SEARCH_INDEXED: dict[int, tuple[Conn, bool]] = {}
+
+
+async def search_indexed(pool: Conn) -> bool:
+    """Whether SEARCH may narrow header-field and body matches down through the trigram indexes."""
+    known = _SEARCH_INDEXED.get(id(pool))
+    if known is None or known[0] is not pool:
+        found = bool(await pool.fetchval("SELECT to_regclass('messages_search_fields_trgm') IS NOT NULL"
+                                         " AND to_regclass('messages_search_body_trgm') IS NOT NULL"))
+        known = _SEARCH_INDEXED[id(pool)] = (pool, found)
+    return known[1]
+
+
+async def search_uids(conn: Conn, mailbox_id: int, where: str, args: Sequence[Any],
+                      candidates: str | None = None) -> list[int]:
+    """UIDs matching a condition compiled by `storage.mailsearch.compile_criteria` (parameters from $2).
+    With `candidates` (a necessary condition on `messages m` from `mailsearch.compile_indexed`), the
+    messages satisfying it are found first, through the trigram index, then only their entries in this
+    mailbox (by `mailbox_messages_message`) are tested: an array from a sub-select keeps that order
+    whatever the (possibly stale) statistics suggest."""
+    if candidates is None:
+        sql = ("SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+               f" WHERE mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
+    else:
+        sql = ("SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+               f" WHERE mm.message_id = ANY(ARRAY(SELECT m.id FROM messages m WHERE {candidates}))"
+               f" AND mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
+    # a search over a large mailbox may take longer than an ordinary statement's limit: slowness is
+    # not unavailability, so it gets its own generous limit
+    rows = await conn.fetch(sql, mailbox_id, *args, timeout=SEARCH_TIMEOUT)
     return [r["uid"] for r in rows]
