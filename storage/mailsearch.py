@@ -83,10 +83,11 @@ _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_ad
 # messages with sync_fields: "it ILIKE the needle" is a necessary condition the index answers.
 _FIELDS_INDEXED = "mail_search_fields(m.sync_fields, m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
 
-# The body's escape form as in _BODY_TEXT, for its first BODY_INDEXED_BYTES bytes, indexed by trigrams
-# (migration 0008); longer bodies are candidates whatever the needle (a partial index lists them).
-BODY_INDEXED_BYTES = 32768
-_BODY_INDEXED = "mail_search_body(m.raw, m.body_offset)"
+# The body's escape form as in _BODY_TEXT, for its leading bytes before any base64 part (at most 32 KiB),
+# indexed by trigrams (migration 0008); bodies not all indexed are candidates whatever the needle (a
+# partial index lists them).
+_BODY_INDEXED = "mail_search_body(m.raw, m.body_offset, m.parts)"
+_BODY_INDEXED_LENGTH = "mail_body_indexed(m.body_offset, m.parts)"
 
 
 def _trigram_friendly(text: str) -> bool:
@@ -125,9 +126,10 @@ def header_regex(field: str, needle: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, first_param: int) -> None:
+    def __init__(self, first_param: int, indexes: frozenset[str] = frozenset()) -> None:
         self.args: list[Any] = []
         self.first = first_param
+        self.indexes = indexes
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -187,13 +189,13 @@ class _Compiler:
         indexes; None when there is none (then nothing is narrowed down)."""
         match c:
             case Contains("body", text):
-                if not _trigram_friendly(text):
+                if "body" not in self.indexes or not _trigram_friendly(text):
                     return None
-                return (f"(m.size - m.body_offset > {BODY_INDEXED_BYTES}"
+                return (f"(m.size - m.body_offset > {_BODY_INDEXED_LENGTH}"
                         f" OR {_BODY_INDEXED} ILIKE {self.param(like_pattern(pg_escape(text.encode('utf-8'))))})")
             case Contains(where, text, field):
                 name = field if where == "header" else where
-                if name.lower() not in SYNC_FIELDS or not _trigram_friendly(text):
+                if "fields" not in self.indexes or name.lower() not in SYNC_FIELDS or not _trigram_friendly(text):
                     return None
                 patterns = dict.fromkeys((like_pattern(pg_escape(text.encode("utf-8"))), like_pattern(text)))
                 return ("(m.sync_fields IS NULL"
@@ -218,9 +220,11 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
     return sql, comp.args
 
 
-def compile_indexed(criteria: Criteria, first_param: int = 2) -> tuple[str, str | None, list[Any]]:
+def compile_indexed(criteria: Criteria, indexes: frozenset[str] = frozenset({"fields", "body"}),
+                    first_param: int = 2) -> tuple[str, str | None, list[Any]]:
     """As `compile_criteria`, plus a condition on `messages m` alone (or None) that every matching
-    entry's message satisfies and that the trigram index of migration 0007 answers: the candidates."""
-    comp = _Compiler(first_param)
+    entry's message satisfies and that the trigram indexes named in `indexes` ("fields": migration
+    0007, "body": the optional one of 0008) answer: the candidates."""
+    comp = _Compiler(first_param, indexes)
     sql = comp.compile(criteria)
     return sql, comp.prefilter(criteria), comp.args

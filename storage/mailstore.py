@@ -493,18 +493,18 @@ async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, 
 
 SEARCH_TIMEOUT = 600.0  # seconds
 
-# Per pool (by identity; a pool is not weak-referenceable): whether migrations 0007 and 0008 could build
-# the trigram indexes (pg_trgm present), checked once.
-_SEARCH_INDEXED: dict[int, tuple[Conn, bool]] = {}
+# Per pool (by identity; a pool is not weak-referenceable): which trigram indexes exist, checked once:
+# the header-field one (migration 0007, where pg_trgm is available) and the optional body one (0008).
+_SEARCH_INDEXES: dict[int, tuple[Conn, frozenset[str]]] = {}
 
 
-async def search_indexed(pool: Conn) -> bool:
-    """Whether SEARCH may narrow header-field and body matches down through the trigram indexes."""
-    known = _SEARCH_INDEXED.get(id(pool))
+async def search_indexes(pool: Conn) -> frozenset[str]:
+    """The kinds of SEARCH the trigram indexes can narrow down: "fields", "body"."""
+    known = _SEARCH_INDEXES.get(id(pool))
     if known is None or known[0] is not pool:
-        found = bool(await pool.fetchval("SELECT to_regclass('messages_search_fields_trgm') IS NOT NULL"
-                                         " AND to_regclass('messages_search_body_trgm') IS NOT NULL"))
-        known = _SEARCH_INDEXED[id(pool)] = (pool, found)
+        row = await pool.fetchrow("SELECT to_regclass('messages_search_fields_trgm') IS NOT NULL AS fields,"
+                                  " to_regclass('messages_search_body_trgm') IS NOT NULL AS body")
+        known = _SEARCH_INDEXES[id(pool)] = (pool, frozenset(k for k in ("fields", "body") if row[k]))
     return known[1]
 
 

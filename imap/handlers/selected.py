@@ -76,10 +76,7 @@ async def search(session: Session, cmd: Search) -> Reply:
     except ValueError:
         raise Refusal(replies.BAD_ITEMS) from None
     pool = session.ctx.pool
-    if await mailstore.search_indexed(pool):
-        where, candidates, args = mailsearch.compile_indexed(criteria)
-    else:
-        (where, args), candidates = mailsearch.compile_criteria(criteria), None
+    where, candidates, args = mailsearch.compile_indexed(criteria, await mailstore.search_indexes(pool))
     uids = await mailstore.search_uids(pool, sel.mailbox.id, where, args, candidates)
     numbers = [u for u in uids if sel.contains(u)] if cmd.uid else \
         [s for s in (sel.seq_of(u) for u in uids) if s is not None]
