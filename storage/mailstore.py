@@ -348,6 +348,50 @@ async def fetch_wire(conn: Conn, mailbox_id: int, columns: Sequence[str], first_
                             last_uid, list(uids))
 
 
+# `fetch_wire_batch` pieces: values as text (then UTF-8) or as bytes, by name
+WIRE_TEXT: dict[str, str] = {
+    "seq": "($4::bigint + row_number() OVER (ORDER BY mm.uid) - 1)::text",
+    "uid": "mm.uid::text",
+    "flags": "array_to_string(mm.flags, ' ')",
+    "size": "(m.size + length(mm.header_prefix))::text",
+    "modseq": "mm.modseq::text",
+    "envelope": "COALESCE(NULLIF(m.envelope, ''), 'NIL')",
+    "bodystructure": "COALESCE(NULLIF(m.bodystructure, ''), 'NIL')",
+    "body": "COALESCE(NULLIF(m.body, ''), 'NIL')",
+    "sync_fields_length": "length(m.sync_fields)::text",
+}
+WIRE_BYTES: dict[str, str] = {"sync_fields": "m.sync_fields"}
+
+
+async def fetch_wire_batch(conn: Conn, mailbox_id: int, pieces: Sequence[tuple[str, str]], first_uid: int,
+                           last_uid: int, first_seq: int) -> tuple[bytes, int]:
+    """The entries with UIDs in [first_uid, last_uid], each as the concatenation of `pieces` (("literal",
+    text), ("text", a WIRE_TEXT name) or ("bytes", a WIRE_BYTES name); "seq" numbers the entries from
+    `first_seq` in UID order), all in one bytea built by the database, and how many entries it holds.
+    An entry with a NULL piece (no sync_fields) is left out: fewer than expected means "format here"."""
+    args: list[Any] = [mailbox_id, first_uid, last_uid, first_seq]
+    exprs: list[str] = []
+    text: list[str] = []
+    for kind, value in pieces:
+        if kind == "literal":
+            args.append(value)
+            text.append(f"${len(args)}::text")
+        elif kind == "text":
+            text.append(WIRE_TEXT[value])
+        else:
+            if text:
+                exprs.append(f"convert_to({' || '.join(text)}, 'UTF8')")
+                text = []
+            exprs.append(WIRE_BYTES[value])
+    if text:
+        exprs.append(f"convert_to({' || '.join(text)}, 'UTF8')")
+    row = await conn.fetchrow(
+        f"SELECT string_agg(b, ''::bytea ORDER BY uid), count(b) FROM (SELECT mm.uid, {' || '.join(exprs)} AS b"
+        " FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        " WHERE mm.mailbox_id = $1 AND mm.uid BETWEEN $2 AND $3) s", *args)
+    return row[0] or b"", row[1]
+
+
 async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> bytes:
     """`length` bytes of a stored message from `offset` (for streaming large bodies in chunks)."""
     return await conn.fetchval("SELECT substring(raw FROM $2 FOR $3) FROM messages WHERE id = $1",
