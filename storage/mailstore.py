@@ -513,17 +513,24 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
 
 
 async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
-                 internal_date: datetime | None) -> tuple[int, int]:
-    """Store a message given by a client into a mailbox; return (uidvalidity, uid)."""
+                 internal_date: datetime | None, name: str | None = None) -> tuple[int, int]:
+    """Store a message given by a client into a mailbox; return (uidvalidity, uid). With `name`, the
+    mailbox must still have that name (a caller's cached id may be stale): else MailboxNotFound."""
     async with pool.acquire() as conn, conn.transaction():
-        # the lock, the modseq and the UID in one statement (a round trip per statement is most of
-        # an APPEND's time); then the quota, the message, and the entry with its notification
+        # the lock, the modseq, the UID and the quota in one statement (a round trip per statement is
+        # most of an APPEND's time); then the message, and the entry with its notification
         lock = await conn.fetchrow(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1 WHERE id = $1"
-            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid", mailbox_id)
+            "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1"
+            " WHERE id = $1 AND ($3::text IS NULL OR name = $3)"
+            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid),"
+            " charge AS (UPDATE accounts a SET used_bytes = a.used_bytes + $2 FROM lock"
+            " WHERE a.id = lock.account_id AND (a.quota_bytes IS NULL OR a.used_bytes + $2 <= a.quota_bytes)"
+            " RETURNING a.id)"
+            " SELECT lock.*, EXISTS (SELECT 1 FROM charge) AS charged FROM lock", mailbox_id, len(raw), name)
         if lock is None:
             raise MailboxNotFound(str(mailbox_id))
-        await _charge(conn, lock["account_id"], len(raw))
+        if not lock["charged"]:
+            raise OverQuota(str(lock["account_id"]))
         message_id = await insert_message(conn, raw, summary)
         uid = lock["uid"]
         await conn.execute(
