@@ -243,10 +243,14 @@ class Streamed:
     BODY[.PEEK][HEADER.FIELDS (...)] without a part or a partial when the names are among
     `SYNC_FIELDS` (precomputed at delivery)."""
 
-    def __init__(self, fmt: bytes, columns: list[str], kinds: list[tuple[str, int, frozenset[str] | None]]):
+    def __init__(self, fmt: bytes, columns: list[str], kinds: list[tuple[str, int, frozenset[str] | None]],
+                 wire: list[tuple[str, str]] | None = None):
         self.fmt = fmt
         self.columns = columns
         self.kinds = kinds
+        # the same response as `mailstore.fetch_wire_batch` pieces, when the database can build it
+        # (no INTERNALDATE, full SYNC_FIELDS): a batch is then one bytea, not rows to format
+        self.wire = wire
 
 
 _WIRE_ITEMS = {"RFC822.SIZE": ("size", b"%d"), "MODSEQ": ("modseq", b"(%d)"), "ENVELOPE": ("envelope", b"%s"),
@@ -258,25 +262,37 @@ def streamed(atts: list[FetchAtt]) -> Streamed | None:
     fmt = [b"* %d FETCH ("]
     columns: list[str] = []
     kinds: list[tuple[str, int, frozenset[str] | None]] = []
+    wire: list[tuple[str, str]] | None = [("literal", "* "), ("text", "seq"), ("literal", " FETCH (")]
     for i, att in enumerate(atts):
-        fmt.append((b" " if i else b"") + att.response_name().encode("utf-8").replace(b"%", b"%%") + b" ")
+        name = att.response_name()
+        fmt.append((b" " if i else b"") + name.encode("utf-8").replace(b"%", b"%%") + b" ")
+        if wire is not None:
+            wire.append(("literal", (" " if i else "") + name + " "))
         section = att.section
         if att.name == "UID":
             fmt.append(b"%d")
             kinds.append(("uid", 0, None))
+            if wire is not None:
+                wire.append(("text", "uid"))
         elif att.name == "FLAGS":
             fmt.append(b"(%s)")
             kinds.append(("flags", len(columns) + 1, None))
             columns.append("flags")
+            if wire is not None:
+                wire += [("literal", "("), ("text", "flags"), ("literal", ")")]
         elif att.name == "INTERNALDATE":
             fmt.append(b"%s")
             kinds.append(("date", len(columns) + 1, None))
             columns.append("internal_date")
+            wire = None
         elif att.name in _WIRE_ITEMS and section is None:
             column, form = _WIRE_ITEMS[att.name]
             fmt.append(form)
             kinds.append(("value", len(columns) + 1, None))
             columns.append(column)
+            if wire is not None:
+                before, _, after = form.decode().partition("%")
+                wire += [("literal", before), ("text", column), ("literal", after[1:])]
         elif (att.name == "BODY" and section is not None and not section.part and att.partial is None
               and section.text == "HEADER.FIELDS"):
             names = frozenset(f.lower() for f in section.fields)
@@ -285,10 +301,17 @@ def streamed(atts: list[FetchAtt]) -> Streamed | None:
             fmt.append(b"{%d}\r\n%s")
             kinds.append(("fields", len(columns) + 1, None if names == SYNC_FIELDS else names))
             columns += ["sync_fields", "sync_fallback"]
+            if names != SYNC_FIELDS:
+                wire = None
+            elif wire is not None:
+                wire += [("literal", "{"), ("text", "sync_fields_length"), ("literal", "}\r\n"),
+                         ("bytes", "sync_fields")]
         else:
             return None
     fmt.append(b")\r\n")
-    return Streamed(b"".join(fmt), columns, kinds)
+    if wire is not None:
+        wire.append(("literal", ")\r\n"))
+    return Streamed(b"".join(fmt), columns, kinds, wire)
 
 
 async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> None:
@@ -300,44 +323,66 @@ async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> N
     recent = sel.recent
     out = session.transport
     pool = session.ctx.pool
+    # one connection for the whole FETCH: no pool release (and reset) between batches
+    async with pool.acquire() as conn:
+        for i in range(0, len(uids), STREAMED_BATCH):
+            batch = uids[i : i + STREAMED_BATCH]
+            start = bisect_left(known, batch[0])
+            contiguous = known[start : start + len(batch)] == batch  # then a range scan finds exactly them
+            if plan.wire is not None and contiguous and recent.isdisjoint(batch):
+                # the database builds the batch's responses; used when it found exactly the batch, every
+                # message with its sync_fields (else the batch is formatted here, as below)
+                data, built = await mailstore.fetch_wire_batch(conn, sel.mailbox.id, plan.wire, batch[0],
+                                                               batch[-1], start + 1)
+                if built == len(batch):
+                    out.write(data)
+                    await out.drain()
+                    continue
+            await _write_rows(session, plan, conn, batch, start, contiguous)
+
+
+async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: list[int], start: int,
+                      contiguous: bool) -> None:
+    """One batch formatted here from its rows (the general case of `write_streamed`)."""
+    sel = session.selected
+    assert sel is not None
+    known = sel.uids
+    recent = sel.recent
+    out = session.transport
     fmt = plan.fmt
     kinds = plan.kinds
-    for i in range(0, len(uids), STREAMED_BATCH):
-        batch = uids[i : i + STREAMED_BATCH]
-        start = bisect_left(known, batch[0])
-        contiguous = known[start : start + len(batch)] == batch  # then a range scan finds exactly them
-        rows = await mailstore.fetch_wire(pool, sel.mailbox.id, plan.columns, batch[0], batch[-1],
-                                          None if contiguous else batch)
-        chunks: list[bytes] = []
-        k = start
-        n = len(known)
-        for row in rows:
-            uid = row[0]
-            k = bisect_left(known, uid, k)
-            if k == n or known[k] != uid:
-                continue  # stored after this session's view: announced later, not fetched now
-            args: list[object] = [k + 1]
-            for kind, col, names in kinds:
-                if kind == "uid":
-                    args.append(uid)
-                elif kind == "value":
-                    args.append(row[col])
-                elif kind == "flags":
-                    flags = row[col]
-                    if uid in recent:
-                        flags = flags + b" \\Recent" if flags else b"\\Recent"
-                    args.append(flags)
-                elif kind == "fields":
-                    block = row[col]
-                    if block is None:  # stored before sync_fields existed
-                        block = header_fields(row[col + 1], names or SYNC_FIELDS, False)
-                    elif names is not None:
-                        block = header_fields(block, names, False)
-                    args.append(len(block))
-                    args.append(block)
-                else:  # date
-                    args.append(encoder.date_time(row[col]))
-            chunks.append(fmt % tuple(args))
-        if chunks:
-            out.write(b"".join(chunks))
-        await out.drain()
+    rows = await mailstore.fetch_wire(conn, sel.mailbox.id, plan.columns, batch[0], batch[-1],
+                                      None if contiguous else batch)
+    chunks: list[bytes] = []
+    k = start
+    n = len(known)
+    for row in rows:
+        uid = row[0]
+        k = bisect_left(known, uid, k)
+        if k == n or known[k] != uid:
+            continue  # stored after this session's view: announced later, not fetched now
+        args: list[object] = [k + 1]
+        for kind, col, names in kinds:
+            if kind == "uid":
+                args.append(uid)
+            elif kind == "value":
+                args.append(row[col])
+            elif kind == "flags":
+                flags = row[col]
+                if uid in recent:
+                    flags = flags + b" \\Recent" if flags else b"\\Recent"
+                args.append(flags)
+            elif kind == "fields":
+                block = row[col]
+                if block is None:  # stored before sync_fields existed
+                    block = header_fields(row[col + 1], names or SYNC_FIELDS, False)
+                elif names is not None:
+                    block = header_fields(block, names, False)
+                args.append(len(block))
+                args.append(block)
+            else:  # date
+                args.append(encoder.date_time(row[col]))
+        chunks.append(fmt % tuple(args))
+    if chunks:
+        out.write(b"".join(chunks))
+    await out.drain()

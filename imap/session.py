@@ -143,6 +143,7 @@ class Session:
         self.state = State.NOT_AUTHENTICATED
         self.account: Account | None = None
         self.selected: SelectedMailbox | None = None
+        self.append_boxes: dict[str, mailstore.Mailbox] = {}  # APPEND's mailboxes by name (imap.handlers.authenticated)
         self.subscription: Subscription | None = None
         self.parser = self._new_parser()
         self.bad_count = 0

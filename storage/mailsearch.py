@@ -11,6 +11,7 @@ Must not: know IMAP syntax or sequence numbers.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -78,6 +79,21 @@ _SYNC_TEXT = "encode(COALESCE(m.sync_fields, mm.header_prefix || m.header), 'esc
 _BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
 _ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"
 _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_addrs", "cc": "m.cc_addrs"}
+# Indexed by trigrams (migration 0007) and containing every text a header-field match compares, for
+# messages with sync_fields: "it ILIKE the needle" is a necessary condition the index answers.
+_FIELDS_INDEXED = "mail_search_fields(m.sync_fields, m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
+
+# The body's escape form as in _BODY_TEXT, for its leading bytes before any base64 part (at most 32 KiB),
+# indexed by trigrams (migration 0008); bodies not all indexed are candidates whatever the needle (a
+# partial index lists them).
+_BODY_INDEXED = "mail_search_body(m.raw, m.body_offset, m.parts)"
+_BODY_INDEXED_LENGTH = "mail_body_indexed(m.body_offset, m.parts)"
+
+
+def _trigram_friendly(text: str) -> bool:
+    """Whether a needle has 3 alphanumeric characters in a row: a trigram index narrows it down (with
+    fewer, pg_trgm can extract no trigram from the pattern and would scan the whole index)."""
+    return re.search(r"[^\W_]{3}", text) is not None
 
 
 def pg_escape(data: bytes) -> str:
@@ -110,9 +126,10 @@ def header_regex(field: str, needle: str) -> str:
 
 
 class _Compiler:
-    def __init__(self, first_param: int) -> None:
+    def __init__(self, first_param: int, indexes: frozenset[str] = frozenset()) -> None:
         self.args: list[Any] = []
         self.first = first_param
+        self.indexes = indexes
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -162,8 +179,38 @@ class _Compiler:
             cond = f"({_HEADER_TEXT} ~* {self.param(header_regex(name, text))})"
         column = _DECODED_COLUMN.get(where)
         if column is not None:  # decoded values find encoded-word subjects and names too
-            cond = f"({cond} OR COALESCE({column}, '') ILIKE {self.param(like_pattern(text))})"
+            # the cheap comparison first: most matches are found there, without the regex
+            cond = f"(COALESCE({column}, '') ILIKE {self.param(like_pattern(text))} OR {cond})"
         return cond
+
+
+    def prefilter(self, c: Criteria) -> str | None:
+        """A condition on `m` alone that every entry matching `c` satisfies, answerable from the trigram
+        indexes; None when there is none (then nothing is narrowed down)."""
+        match c:
+            case Contains("body", text):
+                if "body" not in self.indexes or not _trigram_friendly(text):
+                    return None
+                return (f"(m.size - m.body_offset > {_BODY_INDEXED_LENGTH}"
+                        f" OR {_BODY_INDEXED} ILIKE {self.param(like_pattern(pg_escape(text.encode('utf-8'))))})")
+            case Contains(where, text, field):
+                name = field if where == "header" else where
+                if "fields" not in self.indexes or name.lower() not in SYNC_FIELDS or not _trigram_friendly(text):
+                    return None
+                patterns = dict.fromkeys((like_pattern(pg_escape(text.encode("utf-8"))), like_pattern(text)))
+                return ("(m.sync_fields IS NULL"
+                        + "".join(f" OR {_FIELDS_INDEXED} ILIKE {self.param(p)}" for p in patterns) + ")")
+            case AllOf(items):
+                found = [p for p in (self.prefilter(i) for i in items) if p is not None]
+                return "(" + " AND ".join(found) + ")" if found else None
+            case AnyOf(items):
+                mark = len(self.args)
+                alts = [self.prefilter(i) for i in items]
+                if not alts or any(p is None for p in alts):
+                    del self.args[mark:]  # the parameters of the alternatives dropped
+                    return None
+                return "(" + " OR ".join(alts) + ")"  # type: ignore[arg-type]
+        return None
 
 
 def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, list[Any]]:
@@ -171,3 +218,13 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
     comp = _Compiler(first_param)
     sql = comp.compile(criteria)
     return sql, comp.args
+
+
+def compile_indexed(criteria: Criteria, indexes: frozenset[str] = frozenset({"fields", "body"}),
+                    first_param: int = 2) -> tuple[str, str | None, list[Any]]:
+    """As `compile_criteria`, plus a condition on `messages m` alone (or None) that every matching
+    entry's message satisfies and that the trigram indexes named in `indexes` ("fields": migration
+    0007, "body": the optional one of 0008) answer: the candidates."""
+    comp = _Compiler(first_param, indexes)
+    sql = comp.compile(criteria)
+    return sql, comp.prefilter(criteria), comp.args

@@ -348,6 +348,50 @@ async def fetch_wire(conn: Conn, mailbox_id: int, columns: Sequence[str], first_
                             last_uid, list(uids))
 
 
+# `fetch_wire_batch` pieces: values as text (then UTF-8) or as bytes, by name
+WIRE_TEXT: dict[str, str] = {
+    "seq": "($4::bigint + row_number() OVER (ORDER BY mm.uid) - 1)::text",
+    "uid": "mm.uid::text",
+    "flags": "array_to_string(mm.flags, ' ')",
+    "size": "(m.size + length(mm.header_prefix))::text",
+    "modseq": "mm.modseq::text",
+    "envelope": "COALESCE(NULLIF(m.envelope, ''), 'NIL')",
+    "bodystructure": "COALESCE(NULLIF(m.bodystructure, ''), 'NIL')",
+    "body": "COALESCE(NULLIF(m.body, ''), 'NIL')",
+    "sync_fields_length": "length(m.sync_fields)::text",
+}
+WIRE_BYTES: dict[str, str] = {"sync_fields": "m.sync_fields"}
+
+
+async def fetch_wire_batch(conn: Conn, mailbox_id: int, pieces: Sequence[tuple[str, str]], first_uid: int,
+                           last_uid: int, first_seq: int) -> tuple[bytes, int]:
+    """The entries with UIDs in [first_uid, last_uid], each as the concatenation of `pieces` (("literal",
+    text), ("text", a WIRE_TEXT name) or ("bytes", a WIRE_BYTES name); "seq" numbers the entries from
+    `first_seq` in UID order), all in one bytea built by the database, and how many entries it holds.
+    An entry with a NULL piece (no sync_fields) is left out: fewer than expected means "format here"."""
+    args: list[Any] = [mailbox_id, first_uid, last_uid, first_seq]
+    exprs: list[str] = []
+    text: list[str] = []
+    for kind, value in pieces:
+        if kind == "literal":
+            args.append(value)
+            text.append(f"${len(args)}::text")
+        elif kind == "text":
+            text.append(WIRE_TEXT[value])
+        else:
+            if text:
+                exprs.append(f"convert_to({' || '.join(text)}, 'UTF8')")
+                text = []
+            exprs.append(WIRE_BYTES[value])
+    if text:
+        exprs.append(f"convert_to({' || '.join(text)}, 'UTF8')")
+    row = await conn.fetchrow(
+        f"SELECT string_agg(b, ''::bytea ORDER BY uid), count(b) FROM (SELECT mm.uid, {' || '.join(exprs)} AS b"
+        " FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+        " WHERE mm.mailbox_id = $1 AND mm.uid BETWEEN $2 AND $3) s", *args)
+    return row[0] or b"", row[1]
+
+
 async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> bytes:
     """`length` bytes of a stored message from `offset` (for streaming large bodies in chunks)."""
     return await conn.fetchval("SELECT substring(raw FROM $2 FOR $3) FROM messages WHERE id = $1",
@@ -469,17 +513,24 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
 
 
 async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
-                 internal_date: datetime | None) -> tuple[int, int]:
-    """Store a message given by a client into a mailbox; return (uidvalidity, uid)."""
+                 internal_date: datetime | None, name: str | None = None) -> tuple[int, int]:
+    """Store a message given by a client into a mailbox; return (uidvalidity, uid). With `name`, the
+    mailbox must still have that name (a caller's cached id may be stale): else MailboxNotFound."""
     async with pool.acquire() as conn, conn.transaction():
-        # the lock, the modseq and the UID in one statement (a round trip per statement is most of
-        # an APPEND's time); then the quota, the message, and the entry with its notification
+        # the lock, the modseq, the UID and the quota in one statement (a round trip per statement is
+        # most of an APPEND's time); then the message, and the entry with its notification
         lock = await conn.fetchrow(
-            "UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1 WHERE id = $1"
-            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid", mailbox_id)
+            "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1"
+            " WHERE id = $1 AND ($3::text IS NULL OR name = $3)"
+            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid),"
+            " charge AS (UPDATE accounts a SET used_bytes = a.used_bytes + $2 FROM lock"
+            " WHERE a.id = lock.account_id AND (a.quota_bytes IS NULL OR a.used_bytes + $2 <= a.quota_bytes)"
+            " RETURNING a.id)"
+            " SELECT lock.*, EXISTS (SELECT 1 FROM charge) AS charged FROM lock", mailbox_id, len(raw), name)
         if lock is None:
             raise MailboxNotFound(str(mailbox_id))
-        await _charge(conn, lock["account_id"], len(raw))
+        if not lock["charged"]:
+            raise OverQuota(str(lock["account_id"]))
         message_id = await insert_message(conn, raw, summary)
         uid = lock["uid"]
         await conn.execute(
@@ -491,9 +542,38 @@ async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, 
         return lock["uidvalidity"], uid
 
 
-async def search_uids(conn: Conn, mailbox_id: int, where: str, args: Sequence[Any]) -> list[int]:
-    """UIDs matching a condition compiled by `storage.mailsearch.compile_criteria` (parameters from $2)."""
-    rows = await conn.fetch(
-        "SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
-        f" WHERE mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid", mailbox_id, *args)
+SEARCH_TIMEOUT = 600.0  # seconds
+
+# Per pool (by identity; a pool is not weak-referenceable): which trigram indexes exist, checked once:
+# the header-field one (migration 0007, where pg_trgm is available) and the optional body one (0008).
+_SEARCH_INDEXES: dict[int, tuple[Conn, frozenset[str]]] = {}
+
+
+async def search_indexes(pool: Conn) -> frozenset[str]:
+    """The kinds of SEARCH the trigram indexes can narrow down: "fields", "body"."""
+    known = _SEARCH_INDEXES.get(id(pool))
+    if known is None or known[0] is not pool:
+        row = await pool.fetchrow("SELECT to_regclass('messages_search_fields_trgm') IS NOT NULL AS fields,"
+                                  " to_regclass('messages_search_body_trgm') IS NOT NULL AS body")
+        known = _SEARCH_INDEXES[id(pool)] = (pool, frozenset(k for k in ("fields", "body") if row[k]))
+    return known[1]
+
+
+async def search_uids(conn: Conn, mailbox_id: int, where: str, args: Sequence[Any],
+                      candidates: str | None = None) -> list[int]:
+    """UIDs matching a condition compiled by `storage.mailsearch.compile_criteria` (parameters from $2).
+    With `candidates` (a necessary condition on `messages m` from `mailsearch.compile_indexed`), the
+    messages satisfying it are found first, through the trigram index, then only their entries in this
+    mailbox (by `mailbox_messages_message`) are tested: an array from a sub-select keeps that order
+    whatever the (possibly stale) statistics suggest."""
+    if candidates is None:
+        sql = ("SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+               f" WHERE mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
+    else:
+        sql = ("SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
+               f" WHERE mm.message_id = ANY(ARRAY(SELECT m.id FROM messages m WHERE {candidates}))"
+               f" AND mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
+    # a search over a large mailbox may take longer than an ordinary statement's limit: slowness is
+    # not unavailability, so it gets its own generous limit
+    rows = await conn.fetch(sql, mailbox_id, *args, timeout=SEARCH_TIMEOUT)
     return [r["uid"] for r in rows]

@@ -164,7 +164,12 @@ async def status(session: Session, cmd: Status) -> Reply:
 
 @command("APPEND", needs=Needs.AUTHENTICATED)
 async def append(session: Session, cmd: Append) -> Reply:
-    box = await find(session, cmd.mailbox, replies.TRY_CREATE)
+    # the mailbox's id is kept per session (a client appending many messages looks it up once); the
+    # store checks that the id still has that name, and on a miss it is looked up again
+    name = mailboxes.normalize(cmd.mailbox)
+    box = session.append_boxes.get(name)
+    if box is None:
+        box = await find(session, cmd.mailbox, replies.TRY_CREATE)
     uids: list[int] = []
     validity = box.uidvalidity
     for msg in cmd.messages:
@@ -175,7 +180,15 @@ async def append(session: Session, cmd: Append) -> Reply:
         else:
             summary = summarize(msg.message)
         flags = [f for f in msg.flags if f != "\\Recent"]
-        validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags, msg.date)
+        try:
+            validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags,
+                                                   msg.date, box.name)
+        except mailstore.MailboxNotFound:
+            session.append_boxes.pop(name, None)
+            box = await find(session, cmd.mailbox, replies.TRY_CREATE)
+            validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags,
+                                                   msg.date, box.name)
+        session.append_boxes[name] = box
         uids.append(uid)
     return replies.completed(cmd.name, Code.appenduid(validity, uids))
 

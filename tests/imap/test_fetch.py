@@ -157,3 +157,44 @@ def test_header_fields(block: bytes, names: set[str], exclude: bool, expected: b
     from imap.fetch import header_fields
 
     assert header_fields(block, frozenset(names), exclude) == expected
+
+
+SYNC = ("a UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date Message-ID "
+        "Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
+
+
+@pytest.mark.parametrize("command", [
+    SYNC,
+    "a FETCH 2:* (FLAGS UID MODSEQ ENVELOPE BODY.PEEK[HEADER.FIELDS (Date From To Cc Bcc Subject Message-ID "
+    "Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)] BODYSTRUCTURE BODY)",
+    "a UID FETCH 1,3:9,12:* (UID FLAGS RFC822.SIZE)",
+])
+async def test_batches_built_by_the_database_match_those_formatted_here(
+        world: World, monkeypatch: pytest.MonkeyPatch, command: str) -> None:
+    from imap import fetch
+    for i in range(1, 24):
+        await world.deliver(message(i, f"m {i} % caf\u00e9", X_Priority=str(i % 5)) if i != 17 else MULTIPART)
+    await world.pool.execute(  # one message stored before sync_fields existed: formatted here
+        "UPDATE messages SET sync_fields = NULL WHERE id = (SELECT min(id) FROM messages)")
+    first = await world.client()
+    await first("s SELECT INBOX")  # takes \Recent: its batches are formatted here
+    await first("f STORE 2:6 +FLAGS (\\Seen $Label1)")
+    await first("f STORE 9 FLAGS (\\Flagged \\Answered)")
+    await first("f STORE 3 +FLAGS (\\Deleted)")
+    monkeypatch.setattr(fetch, "STREAMED_BATCH", 5)
+    real = fetch.streamed
+
+    def rows_only(atts):  # type: ignore[no-untyped-def]
+        plan = real(atts)
+        return plan and fetch.Streamed(plan.fmt, plan.columns, plan.kinds)
+
+    c = await world.client()
+    await c("s SELECT INBOX")
+    for client in (c, first):
+        built = await client(command)
+        assert real([]).wire is not None
+        monkeypatch.setattr(fetch, "streamed", rows_only)
+        formatted = await client(command)
+        monkeypatch.setattr(fetch, "streamed", real)
+        assert built == formatted
+        assert built.count(" FETCH (") >= 15

@@ -142,6 +142,26 @@ async def test_append_over_quota(world: World) -> None:
     assert await c(b"a APPEND INBOX {%d+}\r\n" % len(raw) + raw) == replies.OVER_QUOTA.encode("a").decode()
 
 
+async def test_append_follows_renames_deletes_and_quota_after_the_first(world: World) -> None:
+    c = await world.client()
+    raw = message(10)
+    await c("a CREATE Box")
+    assert "] APPEND completed" in await c(b"b APPEND Box {%d+}\r\n" % len(raw) + raw)
+    await c("c RENAME Box Old")
+    await c("d CREATE Box")  # the session knew Box by the id Old has now
+    assert "1] APPEND completed" in await c(b"e APPEND Box {%d+}\r\n" % len(raw) + raw)
+    assert "MESSAGES 1)" in await c("f STATUS Old (MESSAGES)")
+    assert "MESSAGES 1)" in await c("g STATUS Box (MESSAGES)")
+    await c("h DELETE Box")
+    assert await c(b"i APPEND Box {1+}\r\nx") == replies.TRY_CREATE.encode("i").decode()
+    await world.pool.execute("UPDATE accounts SET quota_bytes = used_bytes")
+    used = await world.pool.fetchval("SELECT used_bytes FROM accounts")
+    assert await c(b"j APPEND Old {%d+}\r\n" % len(raw) + raw) == replies.OVER_QUOTA.encode("j").decode()
+    assert await world.pool.fetchval("SELECT used_bytes FROM accounts") == used
+    assert "MESSAGES 1)" in await c("k STATUS Old (MESSAGES)")
+    assert "UIDNEXT 2)" in await c("l STATUS Old (UIDNEXT)")  # the refused APPEND took no UID
+
+
 async def test_append_too_big_is_refused_and_session_goes_on(world: World) -> None:
     from tests.imap.conftest import make_settings
 
