@@ -32,3 +32,16 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def dead_pool() -> AsyncIterator[asyncpg.Pool]:
+    """A pool on a port where nothing listens (min_size=0: it only dials when asked), for the
+    database-unavailable tests of every protocol."""
+    from storage.db import ConnectBackoff
+    from tests.server_process import free_port
+
+    p = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", min_size=0,
+                                  max_size=2, connect=ConnectBackoff())
+    yield p
+    await p.close()

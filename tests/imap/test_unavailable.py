@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 
 from config.settings import ListenerSettings
 from imap.server import IMAPService
-from storage.db import ConnectBackoff
 from tests.imap.conftest import make_settings as imap_settings
 from tests.imap.test_server import Line
-from tests.server_process import free_port
-
-
-@pytest.fixture
-async def dead_pool() -> AsyncIterator[asyncpg.Pool]:
-    pool = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", min_size=0,
-                                     max_size=2, connect=ConnectBackoff())
-    yield pool
-    await pool.close()
 
 
 async def test_imap_says_no_unavailable(dead_pool: asyncpg.Pool, tmp_path: object) -> None:

@@ -4,7 +4,6 @@ connection stays usable, and the pool backs off instead of dialling the dead ser
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -13,15 +12,6 @@ import pytest
 from storage.db import ConnectBackoff, StorageUnavailable
 from tests.server_process import free_port
 from tests.smtp_in.harness import USER, RawClient, make_settings, start_server
-
-
-@pytest.fixture
-async def dead_pool() -> AsyncIterator[asyncpg.Pool]:
-    """A pool on a port where nothing listens (min_size=0: it only dials when asked)."""
-    pool = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/postgres", min_size=0,
-                                     max_size=2, connect=ConnectBackoff())
-    yield pool
-    await pool.close()
 
 
 async def test_smtp_says_451_and_keeps_the_session(dead_pool: asyncpg.Pool, tmp_path: Path) -> None:
