@@ -6,7 +6,9 @@ against (it must reach several times the rate of the servers under test) and the
 outbound workload. `XCOUNT` answers `250 <messages received>`, `XRESET` sets the count to 0.
 
 The DNS stub answers NXDOMAIN to every query at once, so a server under test that checks SPF or DMARC
-on the bench's senders gets a quick "none" instead of a time-out (there is no network here).
+on the bench's senders gets a quick "none" instead of a time-out (there is no network here). Like a real
+authoritative server it puts the zone's SOA in the authority section (RFC 2308 §3), so a resolver may cache
+the negative answer for the SOA's minimum TTL, as it would on the Internet.
 
     python bench/sink.py --port 10026 [--dns-port 10053]
 """
@@ -87,8 +89,14 @@ class SinkProtocol(asyncio.Protocol):
             self.transport.write(b"".join(out))  # type: ignore[attr-defined]
 
 
+# RFC 2308 §3: ". 300 IN SOA . . 1 3600 600 86400 300": owner ".", empty MNAME and RNAME, TTL and
+# MINIMUM 300 s, so a negative answer may be cached for five minutes.
+ROOT_SOA = (b"\0" + struct.pack("!HHIH", 6, 1, 300, 22) + b"\0\0"
+            + struct.pack("!IIIII", 1, 3600, 600, 86400, 300))
+
+
 class DNSStub(asyncio.DatagramProtocol):
-    """Answer every query with NXDOMAIN (RCODE 3), echoing the question."""
+    """Answer every query with NXDOMAIN (RCODE 3), echoing the question, with the root's SOA."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -103,8 +111,8 @@ class DNSStub(asyncio.DatagramProtocol):
             return
         question = data[12:end + 5]
         rd = flags & 0x0100
-        header = struct.pack("!HHHHHH", ident, 0x8000 | 0x0400 | rd | 0x0080 | 3, 1, 0, 0, 0)
-        self.transport.sendto(header + question, addr)  # type: ignore[attr-defined]
+        header = struct.pack("!HHHHHH", ident, 0x8000 | 0x0400 | rd | 0x0080 | 3, 1, 0, 1, 0)
+        self.transport.sendto(header + question + ROOT_SOA, addr)  # type: ignore[attr-defined]
 
 
 async def serve(host: str, port: int, dns_port: int | None) -> None:
