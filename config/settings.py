@@ -272,7 +272,9 @@ def _domains(value: list[str]) -> str | None:
 class QueueSettings:
     """The outbound queue."""
 
-    workers: int = setting(4, "Concurrent delivery workers in this process.", _positive)
+    workers: int = setting(32, "Queue entries delivered at once by this process (claimed in one batch "
+                           "when that many are due; at most max_per_destination connections go to one host).",
+                           _positive)
     retry_initial: float = setting(300.0, "First retry delay in seconds.", _positive)
     retry_max: float = setting(4 * 3600.0, "Longest retry delay in seconds.", _positive)
     give_up_after: float = setting(5 * 86400.0, "Seconds after which a deferred message bounces.",

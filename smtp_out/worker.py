@@ -1,10 +1,11 @@
 """The queue workers: claim due entries, sign once, deliver per destination, record, retry or bounce.
 
 `Outbound` does the work for one entry at a time and can be driven directly (`run_once`), which is how
-tests move time with a hand-made clock. `QueueService` is the long-running `Service`: N workers woken by
-LISTEN 'queue_changes' or the poll interval, a heartbeat that keeps each lease alive while a delivery is
-slow, and a shutdown that lets in-flight deliveries finish within the grace period and hands back the
-leases of those that do not.
+tests move time with a hand-made clock. `QueueService` is the long-running `Service`: one claimer woken
+by LISTEN 'queue_changes' or the poll interval that leases due entries in batches and runs up to
+`queue.workers` deliveries at once, a heartbeat that keeps their leases alive while deliveries are slow,
+and a shutdown that lets in-flight deliveries finish within the grace period and hands back the leases of
+those that do not.
 
 Guarantees: an entry is worked on by one worker at a time (the lease); a worker that dies leaves its
 claims to be retried once the lease expires; results and DSNs are committed in one transaction, fenced
@@ -277,7 +278,13 @@ class Outbound:
 
 
 class QueueService:
-    """The queue workers as a `Service` of the server (see `mailserver.app`)."""
+    """The queue workers as a `Service` of the server (see `mailserver.app`).
+
+    One claimer leases due entries in batches (one statement for as many entries as there are free
+    delivery slots) and runs each in its own task, up to `workers` at once. A single claimer means one
+    claim per wake-up instead of one per idle worker (which all woke on each NOTIFY and raced for the same
+    entry); the batch means the queue keeps up with a burst instead of taking entries one round trip at
+    a time. One heartbeat keeps every lease in flight alive with one statement."""
 
     name = "queue"
 
@@ -286,16 +293,20 @@ class QueueService:
         self.workers = workers or outbound.qs.workers
         self._wake = asyncio.Event()
         self._stopping = False
-        self._tasks: list[asyncio.Task[None]] = []
+        self._saturated = False  # the last claim filled every free slot: look again when one frees
+        self._claimer: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._running: dict[asyncio.Task[None], int] = {}  # delivery task -> queue id
         self._listener: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """LISTEN for new mail, then start the workers (they begin with whatever is due)."""
+        """LISTEN for new mail, then start claiming (beginning with whatever is due)."""
         listening = asyncio.Event()
         self._listen_task = asyncio.create_task(self._listen(listening), name="queue-listen")
         await asyncio.wait_for(listening.wait(), timeout=30)
-        self._tasks = [asyncio.create_task(self._work(i), name=f"queue-worker-{i}") for i in range(self.workers)]
+        self._claimer = asyncio.create_task(self._claim_loop(), name="queue-claimer")
+        self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="queue-heartbeat")
 
     async def _listen(self, listening: asyncio.Event) -> None:
         """Hold the LISTEN connection; when the database drops it, take another (with backoff) and look
@@ -338,26 +349,38 @@ class QueueService:
         """Look for due entries now (tests, and `queue retry` in the same process)."""
         self._wake.set()
 
-    async def _work(self, n: int) -> None:
+    async def _claim_loop(self) -> None:
+        """Claim as many due entries as there are free slots whenever woken (NOTIFY, a freed slot after a
+        full claim, or the poll interval), and start a delivery task for each."""
         ob = self.outbound
         while not self._stopping:
             self._wake.clear()
-            try:
-                entries = await ob.claim()
-            except UNAVAILABLE_ERRORS as exc:  # the database is away: try again after the poll interval
-                log.warning("queue claim failed; retrying after the poll interval", extra={"error": repr(exc)})
-                entries = []
-            if not entries:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ob.qs.poll_interval):
-                        await self._wake.wait()
-                continue
+            free = self.workers - len(self._running)
+            entries: list[QueueEntry] = []
+            if free > 0:
+                try:
+                    entries = await ob.claim(free)
+                except UNAVAILABLE_ERRORS as exc:  # the database is away: try again after the poll interval
+                    log.warning("queue claim failed; retrying after the poll interval", extra={"error": repr(exc)})
+            # Full: more may be due, so a freed slot wakes us. Not full: nothing else is due until a
+            # NOTIFY or the poll interval says so.
+            self._saturated = free <= 0 or len(entries) == free
             for entry in entries:
-                await self._run(entry)
-            self._wake.set()  # there may be more due: look again at once
+                task = asyncio.create_task(self._run(entry), name=f"queue-entry-{entry.id}")
+                self._running[task] = entry.id
+                task.add_done_callback(self._finished)
+            if self._stopping:
+                break
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ob.qs.poll_interval):
+                    await self._wake.wait()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if self._saturated:
+            self._wake.set()
 
     async def _run(self, entry: QueueEntry) -> None:
-        beat = asyncio.create_task(self._heartbeat(entry.id))
         try:
             await self.outbound.process(entry)
         except asyncio.CancelledError:
@@ -365,27 +388,36 @@ class QueueService:
         except Exception:
             # The lease will expire and the entry be retried; the attempt already counted.
             log.exception("queue entry failed unexpectedly", extra={"queue_id": entry.id})
-        finally:
-            beat.cancel()
 
-    async def _heartbeat(self, queue_id: int) -> None:
+    async def _heartbeat(self) -> None:
+        """Every third of the lease, push out the lease of every entry in flight, in one statement, so a
+        slow delivery is not taken over by another worker."""
         ob = self.outbound
         while True:
             await asyncio.sleep(ob.qs.lease_seconds / 3)
+            ids = list(self._running.values())
+            if not ids:
+                continue
             until = ob.clock() + dt.timedelta(seconds=ob.qs.lease_seconds)
             with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
-                await store.extend_lease(ob.pool, queue_id, ob.owner, until)
+                await store.extend_leases(ob.pool, ids, ob.owner, until)
 
     async def stop(self, grace: float) -> None:
         """No new claims; in-flight deliveries get `grace` seconds, then are cancelled and released."""
         self._stopping = True
         self._wake.set()
-        if self._tasks:
-            _, pending = await asyncio.wait(self._tasks, timeout=grace)
+        if self._claimer is not None:
+            await asyncio.gather(self._claimer, return_exceptions=True)
+            self._claimer = None
+        if self._running:
+            _, pending = await asyncio.wait(list(self._running), timeout=grace)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        self._tasks = []
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+            self._heartbeat_task = None
         if self.outbound.sessions is not None:
             await self.outbound.sessions.close()
         try:

@@ -225,11 +225,13 @@ async def record_alone(pool: asyncpg.Pool, queue_id: int, owner: str, outcomes: 
     return held is not None
 
 
-async def extend_lease(conn: Conn, queue_id: int, owner: str, until: dt.datetime) -> bool:
-    """Push `owner`'s lease on an entry out to `until` (a heartbeat while a slow delivery runs)."""
-    status = await conn.execute("UPDATE queue SET lease_expires = $3 WHERE id = $1 AND lease_owner = $2",
-                                queue_id, owner, until)
-    return status == "UPDATE 1"
+async def extend_leases(conn: Conn, queue_ids: list[int], owner: str, until: dt.datetime) -> int:
+    """Push `owner`'s leases on these entries out to `until` (the heartbeat of every delivery a process
+    has in flight, in one statement); returns how many it still held."""
+    status = await conn.execute(
+        "UPDATE queue SET lease_expires = $3 WHERE id = ANY($1::bigint[]) AND lease_owner = $2",
+        queue_ids, owner, until)
+    return int(status.split()[-1])
 
 
 async def release(conn: Conn, owner: str, queue_ids: list[int] | None = None) -> int:

@@ -189,3 +189,41 @@ async def test_concurrency_limit_per_destination(pool: asyncpg.Pool, ours: int, 
     finally:
         await service.stop(grace=5)
     assert peak <= 2
+
+
+async def test_the_service_runs_up_to_workers_entries_at_once(pool: asyncpg.Pool, ours: int, sinks) -> None:
+    sink = await sinks(data="stall")
+    for i in range(5):
+        await submit(pool, f"r{i}@far.example")
+    service = QueueService(Outbound(pool, settings(transports=to_sink(sink), max_per_destination=10)), workers=3)
+    await service.start()
+    try:
+        await until(lambda: len(sink.rcpt_attempts) >= 3, 10)  # three deliveries stalled in DATA at once
+        await asyncio.sleep(0.3)  # a fourth, were the limit not kept, would start now
+        assert len(sink.rcpt_attempts) == 3
+        assert await pool.fetchval("SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == 3
+    finally:
+        await service.stop(grace=0.2)
+    assert await pool.fetchval("SELECT count(*) FROM queue WHERE lease_owner IS NOT NULL") == 0
+
+
+async def test_a_slow_delivery_keeps_its_lease_against_another_service(db_dsn: str, ours: int, sinks) -> None:
+    sink = await sinks(data="stall", stall_seconds=1.5)  # DATA answers 451 after 1.5 s: deferred
+    pools = [await asyncpg.create_pool(db_dsn, min_size=1, max_size=4) for _ in range(2)]
+    try:
+        cfg = settings(transports=to_sink(sink), lease_seconds=0.6, poll_interval=0.05)
+        first = QueueService(Outbound(pools[0], cfg))
+        await first.start()
+        await submit(pools[0], "r@far.example")
+        await until(lambda: sink.rcpt_attempts, 10)
+        second = QueueService(Outbound(pools[1], cfg))  # polls every 50 ms for expired leases
+        await second.start()
+        await until(lambda: pools[0].fetchval("SELECT lease_owner IS NULL FROM queue"), 10)
+        await first.stop(grace=1)
+        await second.stop(grace=1)
+        # The heartbeat renewed the 0.6 s lease while DATA stalled: nobody else tried meanwhile.
+        assert sink.rcpt_attempts == ["r@far.example"]
+        assert await pools[0].fetchval("SELECT status FROM queue_recipients") == "deferred"
+    finally:
+        for p in pools:
+            await p.close()
