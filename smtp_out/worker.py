@@ -83,6 +83,7 @@ class Outbound:
         self._limits: dict[str, asyncio.Semaphore] = {}
         self._keys: dict[str, tuple[float, dkim_keys.DKIMKey | None]] = {}  # domain -> (until, key)
         self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
+        self.recorder = store.Recorder(pool, self.owner)  # attempts finishing together share a commit
 
     # --- driving ---------------------------------------------------------------------------------------
 
@@ -236,7 +237,7 @@ class Outbound:
         notices = self._notices(entry, outcomes, now)
         delay_noticed = any(n.action == "delayed" for n in notices)
         if outcomes and not notices:  # the usual attempt: one statement, no transaction to open
-            if not await store.record_alone(self.pool, entry.id, self.owner, outcomes, now, next_attempt):
+            if not await self.recorder.record(store.Attempt(entry.id, outcomes, now, next_attempt)):
                 raise LeaseLost()
             self._log_outcomes(entry, outcomes)
             return

@@ -13,13 +13,17 @@ It knows no SMTP and builds no messages.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from dataclasses import dataclass, field
 from typing import Literal
 
 import asyncpg
 
 from storage.accounts import StoreError, delete_unreferenced
+
+log = logging.getLogger(__name__)
 
 QUEUE_CHANNEL = "queue_changes"
 
@@ -66,29 +70,50 @@ _RECORD = (
     ") SELECT message_id FROM held"
 )
 
-# `_RECORD`, then in the same statement what `record` does next. The statement sees the recipients as
-# they were, so each one's status after this attempt is its outcome's, else its old one (`after`). With
-# none left to deliver, the entry goes, and its message unless something else points at it (the
-# references `accounts.delete_unreferenced` checks; the entry being deleted is still visible here, hence
-# `q.id <> $1`); otherwise it is rescheduled ($10 next attempt, $11 last error, $12 counted) and its
-# lease released.
-_RECORD_ALONE = _RECORD.removesuffix(" SELECT message_id FROM held") + (
-    ", after AS ("
-    "  SELECT count(*) AS unfinished FROM queue_recipients r LEFT JOIN o ON o.id = r.id"
-    "  WHERE r.queue_id = $1 AND COALESCE(o.status, r.status) IN ('pending', 'deferred')"
+# `record` for several entries' attempts with no DSN to send, as ONE statement (one round trip and one
+# commit for all of them). Per entry ($2.. arrays in order): queue id, attempt time, next attempt, last
+# error, counted; per outcome ($7.. arrays): queue id, recipient id, status, reply, status code, remote
+# MTA, log detail. The fence (`held`) locks, in id order, the entries `$1` still holds; the rest of the
+# statement touches only those. It sees the recipients as they were, so each one's status after this
+# attempt is its outcome's, else its old one (`after`). An entry with none left to deliver goes, and its
+# message unless something else points at it (the references `accounts.delete_unreferenced` checks; the
+# entries being deleted are still visible here, hence `NOT IN gone`); the others are rescheduled and
+# their leases released. Returns the ids of the entries that were held: only those were written.
+_RECORD_MANY = (
+    "WITH held AS (SELECT id, message_id FROM queue WHERE id = ANY($2::bigint[]) AND lease_owner = $1"
+    "  ORDER BY id FOR UPDATE"
+    "), e AS ("
+    "  SELECT * FROM unnest($2::bigint[], $3::timestamptz[], $4::timestamptz[], $5::text[], $6::boolean[])"
+    "    AS e(qid, at, next_attempt, last_error, counted) WHERE e.qid IN (SELECT id FROM held)"
+    "), o AS ("
+    "  SELECT o.*, e.at FROM unnest($7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[],"
+    "    $12::text[], $13::text[]) WITH ORDINALITY AS o(qid, id, status, reply, code, mta, detail, n)"
+    "  JOIN e ON e.qid = o.qid"
+    "), upd AS ("
+    "  UPDATE queue_recipients r SET status = o.status, last_error = o.reply, status_code = o.code,"
+    "    remote_mta = o.mta, attempts = r.attempts + 1, last_attempt = o.at, updated_at = o.at"
+    "  FROM o WHERE r.id = o.id AND r.queue_id = o.qid RETURNING r.id, r.recipient"
+    "), logged AS ("
+    "  INSERT INTO delivery_log (at, message_id, queue_id, recipient, event, detail)"
+    "  SELECT o.at, held.message_id, o.qid, upd.recipient, o.status, o.detail"
+    "  FROM upd JOIN o ON o.id = upd.id JOIN held ON held.id = o.qid ORDER BY o.n"
+    "), after AS ("
+    "  SELECT e.qid, count(r.id) FILTER (WHERE COALESCE(o.status, r.status) IN ('pending', 'deferred'))"
+    "    AS unfinished"
+    "  FROM e LEFT JOIN queue_recipients r ON r.queue_id = e.qid LEFT JOIN o ON o.id = r.id GROUP BY e.qid"
     "), gone AS ("
-    "  DELETE FROM queue WHERE id = $1 AND EXISTS (SELECT FROM held)"
-    "  AND (SELECT unfinished FROM after) = 0 RETURNING message_id"
+    "  DELETE FROM queue q USING after WHERE q.id = after.qid AND after.unfinished = 0"
+    "  RETURNING q.id, q.message_id"
     "), message_gone AS ("
     "  DELETE FROM messages m WHERE m.id IN (SELECT message_id FROM gone)"
     "  AND NOT EXISTS (SELECT 1 FROM mailbox_messages mm WHERE mm.message_id = m.id)"
-    "  AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.id <> $1)"
+    "  AND NOT EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.id NOT IN (SELECT id FROM gone))"
     "  AND NOT EXISTS (SELECT 1 FROM sent_messages s WHERE s.message_id = m.id)"
     "), later AS ("
-    "  UPDATE queue SET next_attempt = $10, lease_owner = NULL, lease_expires = NULL,"
-    "  last_error = COALESCE($11, last_error), attempts = attempts - CASE WHEN $12 THEN 0 ELSE 1 END"
-    "  WHERE id = $1 AND lease_owner = $2 AND EXISTS (SELECT FROM held) AND (SELECT unfinished FROM after) > 0"
-    ") SELECT message_id FROM held"
+    "  UPDATE queue q SET next_attempt = e.next_attempt, lease_owner = NULL, lease_expires = NULL,"
+    "  last_error = COALESCE(e.last_error, q.last_error), attempts = q.attempts - CASE WHEN e.counted THEN 0"
+    "  ELSE 1 END FROM e JOIN after ON after.qid = e.qid WHERE q.id = e.qid AND after.unfinished > 0"
+    ") SELECT id FROM held"
 )
 
 
@@ -213,16 +238,81 @@ async def record(conn: asyncpg.Connection, queue_id: int, owner: str, outcomes: 
     return True
 
 
-async def record_alone(pool: asyncpg.Pool, queue_id: int, owner: str, outcomes: list[Outcome],
-                       now: dt.datetime, next_attempt: dt.datetime, *, counted: bool = True) -> bool:
-    """`record` for an attempt with outcomes and no DSN to send, as ONE statement in its own
-    transaction (one round trip and commit instead of five): the same fence, writes and result."""
-    held = await pool.fetchval(
-        _RECORD_ALONE, queue_id, owner, now, [o.recipient_id for o in outcomes], [o.status for o in outcomes],
-        [o.reply for o in outcomes], [o.status_code for o in outcomes], [o.remote_mta for o in outcomes],
-        [_detail(o) for o in outcomes], next_attempt,
-        next((o.reply for o in outcomes if o.status == "deferred"), None), counted)
-    return held is not None
+@dataclass(frozen=True)
+class Attempt:
+    """One entry's attempt to record: its outcomes (at least one) and when to try again."""
+
+    queue_id: int
+    outcomes: list[Outcome]
+    at: dt.datetime
+    next_attempt: dt.datetime
+    counted: bool = True
+
+
+async def record_many(pool: asyncpg.Pool, owner: str, attempts: list[Attempt]) -> set[int]:
+    """`record` for attempts with outcomes and no DSN to send, of any number of entries, as ONE
+    statement in its own transaction (one round trip and one commit for all). Returns the ids of the
+    entries `owner` still held: the others, taken over by another worker, were left untouched."""
+    outcomes = [(a.queue_id, o) for a in attempts for o in a.outcomes]
+    rows = await pool.fetch(
+        _RECORD_MANY, owner, [a.queue_id for a in attempts], [a.at for a in attempts],
+        [a.next_attempt for a in attempts],
+        [next((o.reply for o in a.outcomes if o.status == "deferred"), None) for a in attempts],
+        [a.counted for a in attempts],
+        [q for q, _ in outcomes], [o.recipient_id for _, o in outcomes], [o.status for _, o in outcomes],
+        [o.reply for _, o in outcomes], [o.status_code for _, o in outcomes],
+        [o.remote_mta for _, o in outcomes], [_detail(o) for _, o in outcomes])
+    return {r["id"] for r in rows}
+
+
+class Recorder:
+    """Group commit for `record_many`: attempts that finish while a statement is in flight wait for it
+    and then go together in the next one. Alone, an attempt is written at once (a batch of one); under
+    load, one round trip and one commit serve every delivery that finished meanwhile, instead of a
+    statement, a pool round trip and an fsync each."""
+
+    def __init__(self, pool: asyncpg.Pool, owner: str) -> None:
+        self.pool = pool
+        self.owner = owner
+        self._pending: list[tuple[Attempt, asyncio.Future[bool]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, attempt: Attempt) -> bool:
+        """Write `attempt` (in the next statement); True if the lease still held, so it was written."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((attempt, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="queue-recorder")
+        return await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                held = await self._write([a for a, _ in batch])
+            except BaseException as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+            else:
+                for attempt, future in batch:
+                    if not future.done():
+                        future.set_result(attempt.queue_id in held)
+
+    async def _write(self, attempts: list[Attempt]) -> set[int]:
+        try:
+            return await record_many(self.pool, self.owner, attempts)
+        except asyncpg.PostgresError as exc:
+            if len(attempts) == 1:
+                raise
+            # e.g. a deadlock with an administrator's UPDATE of many rows: each alone, as before batching
+            log.warning("batched queue record failed; recording one by one", extra={"error": repr(exc)})
+        held: set[int] = set()
+        for attempt in attempts:
+            held |= await record_many(self.pool, self.owner, [attempt])
+        return held
 
 
 async def extend_leases(conn: Conn, queue_ids: list[int], owner: str, until: dt.datetime) -> int:
