@@ -1,8 +1,9 @@
 """One SMTP client session: deliver one message to a batch of recipients over one connection.
 
-Owns the conversation with aiosmtplib: connect with our EHLO name, STARTTLS (opportunistic, required and
-verified, or implicit TLS), AUTH for a smarthost, SMTPUTF8/8BITMIME negotiation, DSN parameters when the
-server offers DSN, then MAIL, one RCPT per recipient and DATA, with the RFC 5321 §4.5.3.2 timeouts.
+Owns the conversation: with aiosmtplib, connect with our EHLO name, STARTTLS (opportunistic, required and
+verified, or implicit TLS) and AUTH for a smarthost; then, on the session taken over (`smtp_out.session`),
+SMTPUTF8/8BITMIME negotiation, DSN parameters when the server offers DSN, MAIL, one RCPT per recipient
+and DATA, pipelined when the server offers PIPELINING, with the RFC 5321 §4.5.3.2 timeouts.
 Every reply becomes a per-recipient `RcptResult`. Failures before the transaction starts raise
 `ConnectionFailed`, which tells the caller to try the next address or host.
 
@@ -23,6 +24,7 @@ import aiosmtplib
 
 from config.settings import QueueSettings
 from smtp_out.routing import Hop
+from smtp_out.session import Session, SessionLost, command, dot_stuffed
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -162,77 +164,60 @@ _SessionKey = tuple[Hop, str, str]  # hop, address, our EHLO name
 class SessionCache:
     """Sessions left open after a delivery, per (hop, address), for the next message to the same place,
     as Postfix's smtp client caches connections to a destination with a backlog. A cached session is
-    probed with RSET before reuse (a dead or unwilling one is closed and a new one opened, so reuse never
-    defers mail), is closed with QUIT after `idle` seconds unused, and after `max_uses` messages."""
+    used without a probe: if it turns out dead or closing at the first reply (MAIL's), nothing can have
+    been accepted, so the message goes on a new session instead (reuse never defers mail). It is closed
+    with QUIT after `idle` seconds unused, and after `max_uses` messages."""
 
     def __init__(self, idle: float = REUSE_IDLE, max_uses: int = REUSE_MAX) -> None:
         self.idle = idle
         self.max_uses = max_uses
-        self._idle: dict[_SessionKey, list[tuple[aiosmtplib.SMTP, int, asyncio.TimerHandle]]] = {}
+        self._idle: dict[_SessionKey, list[tuple[Session, int, asyncio.TimerHandle]]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
-    def take(self, key: _SessionKey) -> tuple[aiosmtplib.SMTP, int] | None:
+    def take(self, key: _SessionKey) -> tuple[Session, int] | None:
         """The most recently used idle session for `key` and how many messages it has carried."""
         entries = self._idle.get(key)
         while entries:
-            smtp, uses, timer = entries.pop()
+            session, uses, timer = entries.pop()
             timer.cancel()
-            if smtp.is_connected:
-                return smtp, uses
-            smtp.close()
+            if session.is_connected:
+                return session, uses
+            session.close()
         return None
 
-    def put(self, key: _SessionKey, smtp: aiosmtplib.SMTP, uses: int) -> None:
+    def put(self, key: _SessionKey, session: Session, uses: int) -> None:
         """Keep a session that just finished a transaction (or close it if it has carried enough)."""
         if uses >= self.max_uses:
-            self._quit(smtp)
+            self._quit(session)
             return
-        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, smtp)
-        self._idle.setdefault(key, []).append((smtp, uses, timer))
+        timer = asyncio.get_running_loop().call_later(self.idle, self._expire, key, session)
+        self._idle.setdefault(key, []).append((session, uses, timer))
 
-    def _expire(self, key: _SessionKey, smtp: aiosmtplib.SMTP) -> None:
+    def _expire(self, key: _SessionKey, session: Session) -> None:
         entries = self._idle.get(key, [])
-        self._idle[key] = [e for e in entries if e[0] is not smtp]
+        self._idle[key] = [e for e in entries if e[0] is not session]
         if not self._idle[key]:
             del self._idle[key]
-        self._quit(smtp)
+        self._quit(session)
 
-    def _quit(self, smtp: aiosmtplib.SMTP) -> None:
-        task = asyncio.ensure_future(_quit(smtp))
+    def _quit(self, session: Session) -> None:
+        task = asyncio.ensure_future(session.quit(5))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """QUIT every idle session (shutdown)."""
         for entries in self._idle.values():
-            for smtp, _, timer in entries:
+            for session, _, timer in entries:
                 timer.cancel()
-                self._quit(smtp)
+                self._quit(session)
         self._idle.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-async def _quit(smtp: aiosmtplib.SMTP) -> None:
-    if not smtp.is_connected:
-        return
-    try:
-        await smtp.quit(timeout=5)
-    except (aiosmtplib.SMTPException, OSError):
-        smtp.close()
-
-
-async def _reuse(cache: SessionCache, key: _SessionKey, settings: QueueSettings) -> tuple[aiosmtplib.SMTP, int] | None:
-    """A cached session for `key` that answered RSET with 250, if there is one."""
-    while (cached := cache.take(key)) is not None:
-        smtp, uses = cached
-        try:
-            if (await smtp.execute_command(b"RSET", timeout=min(settings.command_timeout, 30))).code == 250:
-                return smtp, uses
-        except (aiosmtplib.SMTPException, OSError):
-            pass
-        smtp.close()
-    return None
+class _Stale(Exception):
+    """A cached session was found dead or closing at its first reply: nothing was accepted on it."""
 
 
 def _reusable(results: list[RcptResult]) -> bool:
@@ -246,28 +231,31 @@ async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings
     session from `cache` when one is idle there, else on a new one; with a cache, the session is kept
     there afterwards."""
     key = (hop, address, local_hostname)
-    reused = await _reuse(cache, key, settings) if cache is not None else None
-    if reused is not None:
-        smtp, uses = reused
-    else:
-        smtp, uses = await _session(hop, address, settings, local_hostname), 0
-    try:
-        results = await _transaction(smtp, env, settings, hop.name)
-    except BaseException:  # cancelled (shutdown) or a bug: no polite QUIT to a server that may stall
-        smtp.close()
-        raise
-    if cache is not None and smtp.is_connected and _reusable(results):
-        cache.put(key, smtp, uses + 1)
-        return results
-    if smtp.is_connected:
+    cached = cache.take(key) if cache is not None else None
+    if cached is not None:
         try:
-            await smtp.quit(timeout=min(settings.command_timeout, 30))
-        except (aiosmtplib.SMTPException, OSError):
-            smtp.close()
+            return await _deliver_on(cached[0], cached[1], key, env, settings, cache)
+        except _Stale:
+            pass  # closed already; a new session below
+    session = await _session(hop, address, settings, local_hostname)
+    return await _deliver_on(session, 0, key, env, settings, cache)
+
+
+async def _deliver_on(session: Session, uses: int, key: _SessionKey, env: Envelope, settings: QueueSettings,
+                      cache: SessionCache | None) -> list[RcptResult]:
+    try:
+        results, clean = await _transaction(session, env, settings, key[0].name, reused=uses > 0)
+    except BaseException:  # stale, cancelled (shutdown) or a bug: no polite QUIT to a server that may stall
+        session.close()
+        raise
+    if cache is not None and clean and session.is_connected and _reusable(results):
+        cache.put(key, session, uses + 1)
+    elif session.is_connected:
+        await session.quit(min(settings.command_timeout, 30))
     return results
 
 
-async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str) -> aiosmtplib.SMTP:
+async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str) -> Session:
     """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks."""
     verify = hop.tls in ("required", "implicit")
     try:
@@ -292,13 +280,16 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
             raise ConnectionFailed(_reply(exc.code, exc.message), status_of(exc.code, exc.message)) from exc
         except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
             raise ConnectionFailed(f"{type(exc).__name__}: {exc}") from exc
+        if smtp.transport is None or smtp.transport.is_closing():
+            raise ConnectionFailed("connection lost after EHLO")
     except BaseException:
         owned = smtp.transport is None  # never handed to a transport: the socket is ours to close
         smtp.close()
         if owned:
             sock.close()
         raise
-    return smtp
+    # Set up: from here on the session is ours, for pipelining (see smtp_out.session).
+    return Session(smtp.transport, dict(smtp.esmtp_extensions))
 
 
 async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> None:
@@ -320,20 +311,8 @@ async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> Non
         await smtp.login(hop.username, hop.password or "")
 
 
-async def _transaction(smtp: aiosmtplib.SMTP, env: Envelope, settings: QueueSettings,
-                       mta: str) -> list[RcptResult]:
-    def every(status: str, reply: str, code: str) -> list[RcptResult]:
-        return [RcptResult(r.id, status, reply, code, mta) for r in env.recipients]
-
-    utf8 = smtp.supports_extension("smtputf8")
-    if env.needs_smtputf8 and not utf8:
-        # RFC 6531 §3.2: no downgrade exists; the message cannot go to this server, now or later.
-        return every("bounced", "550 5.6.7 the message needs SMTPUTF8, which the receiving server "
-                     "does not support", "5.6.7")
-    if env.eight_bit and not smtp.supports_extension("8bitmime") and not utf8:
-        return every("bounced", "554 5.6.3 the message has 8-bit content and the receiving server "
-                     "does not support 8BITMIME (no conversion is done)", "5.6.3")
-    dsn = smtp.supports_extension("dsn")
+def _mail_command(env: Envelope, session: Session) -> bytes:
+    dsn = session.supports("dsn")
     options: list[bytes] = []
     if env.eight_bit:
         options.append(b"BODY=8BITMIME")
@@ -344,35 +323,93 @@ async def _transaction(smtp: aiosmtplib.SMTP, env: Envelope, settings: QueueSett
     if dsn and env.envid and env.envid.isascii():
         options.append(f"ENVID={env.envid}".encode())
     enc = "utf-8" if env.needs_smtputf8 else "ascii"
+    return command(b"MAIL", b"FROM:<" + env.sender.encode(enc) + b">", *options)
+
+
+def _rcpt_command(env: Envelope, r: Recipient, session: Session) -> bytes:
+    enc = "utf-8" if env.needs_smtputf8 else "ascii"
+    return command(b"RCPT", b"TO:<" + r.address.encode(enc) + b">",
+                   *[p.encode() for p in _params(env, r, session.supports("dsn"))])
+
+
+async def _transaction(session: Session, env: Envelope, settings: QueueSettings, mta: str,
+                       reused: bool = False) -> tuple[list[RcptResult], bool]:
+    """MAIL, RCPT for each recipient, DATA and the message; pipelined (RFC 2920) when the server offers
+    it, else one command at a time. Returns the results and whether the session ended the transaction
+    cleanly (so it may carry another). On a `reused` session, a lost connection or a 421 at the first
+    reply raises _Stale: nothing was accepted, and the caller uses a new session."""
+    def every(status: str, reply: str, code: str) -> list[RcptResult]:
+        return [RcptResult(r.id, status, reply, code, mta) for r in env.recipients]
+
+    utf8 = session.supports("smtputf8")
+    if env.needs_smtputf8 and not utf8:
+        # RFC 6531 §3.2: no downgrade exists; the message cannot go to this server, now or later.
+        return every("bounced", "550 5.6.7 the message needs SMTPUTF8, which the receiving server "
+                     "does not support", "5.6.7"), True
+    if env.eight_bit and not session.supports("8bitmime") and not utf8:
+        return every("bounced", "554 5.6.3 the message has 8-bit content and the receiving server "
+                     "does not support 8BITMIME (no conversion is done)", "5.6.3"), True
+    mail = _mail_command(env, session)
+    rcpts = [_rcpt_command(env, r, session) for r in env.recipients]
+    piped = session.pipelining
+    timeout = settings.command_timeout
     try:
-        resp = await smtp.execute_command(b"MAIL", b"FROM:<" + env.sender.encode(enc) + b">", *options)
-        if resp.code != 250:
-            return every(_outcome(resp.code) if resp.code >= 400 else "deferred",
-                         _reply(resp.code, resp.message), status_of(resp.code, resp.message))
+        session.write(mail + b"".join(rcpts) + b"DATA\r\n" if piped else mail)
+        try:
+            code, text = await session.reply(timeout)
+        except SessionLost:
+            if reused:
+                raise _Stale() from None
+            raise
+        if code == 421 and reused:
+            raise _Stale()
+        if code != 250:
+            if piped:  # the RCPT and DATA replies still come (refusals): read them, end any DATA
+                await _skip_replies(session, len(rcpts), timeout)
+            return every(_outcome(code) if code >= 400 else "deferred", _reply(code, text),
+                         status_of(code, text)), code != 421
         results: dict[int, RcptResult] = {}
         accepted: list[Recipient] = []
-        for r in env.recipients:
-            resp = await smtp.execute_command(b"RCPT", b"TO:<" + r.address.encode(enc) + b">",
-                                              *[p.encode() for p in _params(env, r, dsn)])
-            if resp.code in (250, 251):
+        for r, line in zip(env.recipients, rcpts, strict=True):
+            if not piped:
+                session.write(line)
+            code, text = await session.reply(timeout)
+            if code in (250, 251):
                 accepted.append(r)
             else:
-                status = _outcome(resp.code) if resp.code >= 400 else "deferred"
-                results[r.id] = RcptResult(r.id, status, _reply(resp.code, resp.message),
-                                           status_of(resp.code, resp.message), mta)
+                status = _outcome(code) if code >= 400 else "deferred"
+                results[r.id] = RcptResult(r.id, status, _reply(code, text), status_of(code, text), mta)
         if not accepted:
-            await smtp.execute_command(b"RSET")
-            return [results[r.id] for r in env.recipients]
-        try:
-            resp = await smtp.data(env.message, timeout=settings.data_timeout)
-            code, text = resp.code, resp.message
-        except aiosmtplib.SMTPResponseException as exc:
-            code, text = exc.code, exc.message
+            if piped:
+                await _skip_replies(session, 0, timeout)
+            session.write(b"RSET\r\n")
+            await session.reply(timeout)
+            return [results[r.id] for r in env.recipients], True
+        if not piped:
+            session.write(b"DATA\r\n")
+        code, text = await session.reply(timeout)
+        clean = code == 354
+        if code == 354:
+            session.write(dot_stuffed(env.message))
+            await session.drain(settings.data_timeout)
+            code, text = await session.reply(settings.data_timeout)
         for r in accepted:
             results[r.id] = RcptResult(r.id, _outcome(code), _reply(code, text), status_of(code, text), mta)
-        return [results[r.id] for r in env.recipients]
-    except (aiosmtplib.SMTPException, OSError) as exc:
+        # A refused DATA leaves the server's transaction open: that session is not used again.
+        return [results[r.id] for r in env.recipients], clean
+    except SessionLost as exc:
         # Lost mid-transaction: nothing was accepted for sure, so everything not final is retried.
         # A crash of the peer between its 250 and our reading it is the at-least-once duplicate window.
-        reply = f"451 4.4.2 connection lost during the transaction ({type(exc).__name__})"
-        return every("deferred", reply, "4.4.2")
+        reply = f"451 4.4.2 connection lost during the transaction ({exc.reason})"
+        return every("deferred", reply, "4.4.2"), False
+
+
+async def _skip_replies(session: Session, rcpts: int, seconds: float) -> None:
+    """Read the replies to `rcpts` pipelined RCPTs and to DATA; should DATA have been accepted anyway
+    (RFC 2920 §3.1 says a server must refuse it then), send an empty message to end it."""
+    for _ in range(rcpts):
+        await session.reply(seconds)
+    code, _ = await session.reply(seconds)
+    if code == 354:
+        session.write(b".\r\n")
+        await session.reply(seconds)
