@@ -363,6 +363,8 @@ class QueueService:
                     entries = await ob.claim(free)
                 except UNAVAILABLE_ERRORS as exc:  # the database is away: try again after the poll interval
                     log.warning("queue claim failed; retrying after the poll interval", extra={"error": repr(exc)})
+                except Exception:  # anything else too: the one claimer must outlive it, or the queue stops
+                    log.exception("queue claim failed unexpectedly; retrying after the poll interval")
             # Full: more may be due, so a freed slot wakes us. Not full: nothing else is due until a
             # NOTIFY or the poll interval says so.
             self._saturated = free <= 0 or len(entries) == free
@@ -415,6 +417,7 @@ class QueueService:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self.outbound.recorder.idle()  # attempts already handed over are written under our leases
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)

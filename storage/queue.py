@@ -285,6 +285,12 @@ class Recorder:
             self._flusher = asyncio.create_task(self._flush(), name="queue-recorder")
         return await asyncio.shield(future)
 
+    async def idle(self) -> None:
+        """Wait until every attempt handed over so far is written (or has failed): at shutdown, before
+        the leases are released, so that no result is fenced out by our own release."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.gather(self._flusher, return_exceptions=True)
+
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
@@ -294,6 +300,7 @@ class Recorder:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
+                        future.exception()  # retrieved: its waiter may have been cancelled meanwhile
                 if isinstance(exc, asyncio.CancelledError):
                     raise
             else:
