@@ -13,7 +13,6 @@ It touches neither the database nor the breaker; replies are kept as text for th
 from __future__ import annotations
 
 import asyncio
-import functools
 import ipaddress
 import re
 import socket
@@ -101,18 +100,32 @@ def _outcome(code: int) -> str:
     return "delivered" if 200 <= code < 300 else ("bounced" if code >= 500 else "deferred")
 
 
-@functools.lru_cache(maxsize=16)
-def tls_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
-    """Verified (hostname and chain) or opportunistic (any certificate: better than clear text).
+_VERIFIED: dict[str, ssl.SSLContext] = {}  # CA file ("" for the system's) -> context, made once
 
-    Made once per (verify, ca_file) and shared by every session: building one loads the CA bundle,
-    tens of milliseconds on the event loop, which was most of an outbound delivery's time (py-spy)."""
-    if verify:
-        return ssl.create_default_context(cafile=ca_file or None)
-    ctx = ssl.create_default_context()
+
+def opportunistic_tls() -> ssl.SSLContext:
+    """Any certificate: better than clear text (RFC 7435). No CA bundle is loaded for it, so making
+    one costs nothing; `ssl.create_default_context()` would read every system CA on the event loop."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+async def tls_context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
+    """Verified (hostname and chain) or opportunistic. A verified context is made once per CA file, in
+    a thread: loading the CA bundle took half a second of the event loop on a busy machine (py-spy),
+    in the middle of the first delivery after start."""
+    if not verify:
+        return _OPPORTUNISTIC
+    ctx = _VERIFIED.get(ca_file)
+    if ctx is None:
+        ctx = _VERIFIED.setdefault(ca_file, await asyncio.to_thread(ssl.create_default_context,
+                                                                    cafile=ca_file or None))
+    return ctx
+
+
+_OPPORTUNISTIC = opportunistic_tls()
 
 
 def _params(env: Envelope, r: Recipient, dsn: bool) -> list[str]:
@@ -257,7 +270,7 @@ async def _deliver_on(session: Session, uses: int, key: _SessionKey, env: Envelo
 
 async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str) -> Session:
     """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks."""
-    verify = hop.tls in ("required", "implicit")
+    tls = await tls_context(hop.tls in ("required", "implicit"), settings.tls_ca_file)
     try:
         # We connect the socket to the chosen address ourselves, so that TLS (implicit or STARTTLS) is
         # verified against the host's name, not the address. RFC 5321 §4.5.3.2.1: the greeting may take
@@ -269,7 +282,7 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
         raise ConnectionFailed(f"cannot connect to {address} port {hop.port}: {exc.strerror or exc}") from exc
     smtp = aiosmtplib.SMTP(hostname=hop.name, sock=sock, local_hostname=local_hostname,
                            timeout=settings.command_timeout, use_tls=hop.tls == "implicit",
-                           start_tls=False, tls_context=tls_context(verify, settings.tls_ca_file))
+                           start_tls=False, tls_context=tls)
     try:
         try:
             await _open(smtp, hop, settings)

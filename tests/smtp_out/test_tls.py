@@ -62,3 +62,17 @@ async def test_required_tls_problems_defer(pool: asyncpg.Pool, ours: int, sinks,
     row = await pool.fetchrow("SELECT status, status_code FROM queue_recipients WHERE queue_id=$1", qid)
     assert row["status"] == "deferred" and row["status_code"].startswith("4.7.")
     assert ob.breaker.state(f"localhost:{sink.port}") == "closed"  # our policy, not the host's health
+
+
+async def test_tls_contexts_are_made_once_and_the_opportunistic_one_loads_no_cas(ca: trustme.CA,
+                                                                               tmp_path: Path) -> None:
+    from smtp_out.client import tls_context
+
+    loose = await tls_context(False)
+    assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+    assert loose.cert_store_stats()["x509"] == 0  # nothing read from disk (on the event loop) for it
+    strict = await tls_context(True, _ca_file(ca, tmp_path))
+    assert strict.verify_mode == ssl.CERT_REQUIRED and strict.check_hostname
+    assert strict.cert_store_stats()["x509_ca"] == 1  # our test CA, loaded (in a thread)
+    assert await tls_context(True, _ca_file(ca, tmp_path)) is strict
+    assert await tls_context(False) is loose
