@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 # How long a domain's signing key (or that it has none) is remembered.
 KEY_CACHE_SECONDS = 30.0
 
+# Messages up to LARGE_MESSAGE bytes come with their claim; larger ones are read when their delivery
+# starts, and at most LARGE_AT_ONCE of them are in delivery at once, so that queue.workers deliveries in
+# flight hold at most about workers x 256 KiB plus 4 x smtp.max_message_size (each a few copies: the
+# message, the signed one, the dot-stuffed one), not workers x the largest message.
+LARGE_MESSAGE = 256 * 1024
+LARGE_AT_ONCE = 4
+
 # sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend.
 Signer = Callable[[bytes, str, str, str, str], bytes]
 
@@ -69,7 +76,8 @@ class Outbound:
     def __init__(self, pool: asyncpg.Pool, settings: Settings, dns: DNSLookup | None = None, *,
                  clock: Clock = utc_now, rng: random.Random | None = None, signer: Signer | None = None,
                  owner: str | None = None, metrics: Metrics | None = None,
-                 sessions: client.SessionCache | None = None) -> None:
+                 sessions: client.SessionCache | None = None, large_message: int = LARGE_MESSAGE,
+                 large_at_once: int = LARGE_AT_ONCE) -> None:
         self.pool = pool
         self.settings = settings
         self.qs = settings.queue
@@ -84,12 +92,15 @@ class Outbound:
         self._keys: dict[str, tuple[float, dkim_keys.DKIMKey | None]] = {}  # domain -> (until, key)
         self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
         self.recorder = store.Recorder(pool, self.owner)  # attempts finishing together share a commit
+        self.large_message = large_message
+        self._large = asyncio.Semaphore(large_at_once)
 
     # --- driving ---------------------------------------------------------------------------------------
 
     async def claim(self, limit: int = 1) -> list[QueueEntry]:
         """Lease up to `limit` due entries to this worker."""
-        return await store.claim(self.pool, self.owner, self.clock(), self.qs.lease_seconds, limit)
+        return await store.claim(self.pool, self.owner, self.clock(), self.qs.lease_seconds, limit,
+                                 self.large_message)
 
     async def run_once(self) -> int:
         """Deliver every entry due now, one after another; return how many were worked on."""
@@ -102,6 +113,13 @@ class Outbound:
 
     async def process(self, entry: QueueEntry) -> None:
         """One attempt at every unfinished recipient of a claimed entry, then record it."""
+        if entry.raw is not None:
+            await self._attempt(entry)
+            return
+        async with self._large:  # a large message, not claimed with its entry: a few at a time
+            await self._attempt(entry)
+
+    async def _attempt(self, entry: QueueEntry) -> None:
         try:
             raw = entry.raw if entry.raw is not None else await store.message_bytes(self.pool, entry.message_id)
             prefix = entry.signed_prefix if entry.signed else await self._sign(entry, raw)

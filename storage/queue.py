@@ -44,7 +44,7 @@ _CLAIM = (
     "    AND (lease_expires IS NULL OR lease_expires <= $3)"
     "    ORDER BY next_attempt LIMIT $4 FOR UPDATE SKIP LOCKED)"
     f"  RETURNING {_QUEUE_COLUMNS}"
-    ") SELECT c.*, m.raw, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c"
+    ") SELECT c.*, CASE WHEN $5::bigint IS NULL OR octet_length(m.raw) <= $5::bigint THEN m.raw END AS raw, " + ", ".join(f"r.r_{c}" for c in _RCPT_NAMES) + " FROM c"
     " LEFT JOIN messages m ON m.id = c.message_id LEFT JOIN LATERAL ("
     "  SELECT " + ", ".join(f"array_agg({c} ORDER BY id) AS r_{c}" for c in _RCPT_NAMES) +
     "  FROM queue_recipients WHERE queue_id = c.id AND status IN ('pending', 'deferred')"
@@ -172,16 +172,17 @@ class Outcome:
 # --- workers -------------------------------------------------------------------------------------------
 
 async def claim(pool: asyncpg.Pool, owner: str, now: dt.datetime, lease_seconds: float,
-                limit: int = 1) -> list[QueueEntry]:
+                limit: int = 1, inline_max: int | None = None) -> list[QueueEntry]:
     """Lease up to `limit` due entries to `owner` (due: queued, next_attempt passed, no live lease), each
-    with its message (`raw`).
+    with its message (`raw`) unless that is over `inline_max` bytes (a larger one is left to
+    `message_bytes`, so that a batch of claims does not bring a batch of large messages into memory).
 
     An entry whose lease expired (its worker crashed or hung) is due again. The attempt counter goes up
     here, so an entry that kills its worker every time still backs off."""
     expires = now + dt.timedelta(seconds=lease_seconds)
     # One statement (one round trip, its own transaction): the lease and the unfinished recipients,
     # these as one array per column (r_<column>), in id order.
-    rows = await pool.fetch(_CLAIM, owner, expires, now, limit)
+    rows = await pool.fetch(_CLAIM, owner, expires, now, limit, inline_max)
     return [_entry(row, [dict(zip(_RCPT_NAMES, values, strict=True))
                          for values in zip(*(row["r_" + c] or () for c in _RCPT_NAMES), strict=True)])
             for row in rows]

@@ -8,8 +8,9 @@ import dataclasses
 import asyncpg
 
 from smtp_out.worker import Outbound, QueueService
+from storage import queue as store
 from storage.delivery import RemoteRecipient
-from tests.smtp_out.conftest import Clock, inbox, outbound, settings, submit, to_sink, until
+from tests.smtp_out.conftest import Clock, inbox, message, outbound, settings, submit, to_sink, until
 
 
 async def test_breaker_opens_holds_then_probes_and_closes(pool: asyncpg.Pool, ours: int, sinks,
@@ -227,3 +228,26 @@ async def test_a_slow_delivery_keeps_its_lease_against_another_service(db_dsn: s
     finally:
         for p in pools:
             await p.close()
+
+
+async def test_large_messages_are_read_at_delivery_and_only_a_few_at_once(pool: asyncpg.Pool, ours: int,
+                                                                          sinks) -> None:
+    sink = await sinks(data="stall")
+    small, big = message(body="short"), message(body=("x" * 70 + "\r\n") * 80)
+    for i in range(4):
+        await submit(pool, f"big{i}@far.example", raw=big)
+    await submit(pool, "small@far.example", raw=small)
+    ob = Outbound(pool, settings(transports=to_sink(sink), max_per_destination=10), large_message=1000,
+                  large_at_once=2)
+    assert [e.raw for e in await store.claim(pool, "peek", ob.clock(), 0.001, 10, ob.large_message)] == [
+        None, None, None, None, small]  # claimed without the large ones' bytes (the lease lapses at once)
+    await asyncio.sleep(0.01)
+    service = QueueService(ob, workers=8)
+    await service.start()
+    try:
+        await until(lambda: set(sink.rcpt_attempts) >= {"small@far.example"}, 10)
+        await until(lambda: len(sink.rcpt_attempts) >= 3, 10)
+        await asyncio.sleep(0.3)  # a third large one, were the limit not kept, would start now
+        assert sorted(sink.rcpt_attempts) == ["big0@far.example", "big1@far.example", "small@far.example"]
+    finally:
+        await service.stop(grace=0.2)
