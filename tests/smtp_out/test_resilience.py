@@ -7,6 +7,7 @@ import dataclasses
 
 import asyncpg
 
+from smtp_out import client
 from smtp_out.worker import Outbound, QueueService
 from storage import queue as store
 from storage.delivery import RemoteRecipient
@@ -251,3 +252,18 @@ async def test_large_messages_are_read_at_delivery_and_only_a_few_at_once(pool: 
         assert sorted(sink.rcpt_attempts) == ["big0@far.example", "big1@far.example", "small@far.example"]
     finally:
         await service.stop(grace=0.2)
+
+
+async def test_entries_to_one_destination_share_its_sessions(pool: asyncpg.Pool, ours: int, sinks) -> None:
+    sink = await sinks()
+    for i in range(10):
+        await submit(pool, f"r{i}@far.example")
+    service = QueueService(Outbound(pool, settings(transports=to_sink(sink), max_per_destination=2),
+                                    sessions=client.SessionCache()), workers=8)
+    await service.start()
+    try:
+        await until(lambda: len(sink.recipients) >= 10, 20)
+    finally:
+        await service.stop(grace=5)
+    assert sorted(sink.recipients) == sorted(f"r{i}@far.example" for i in range(10))
+    assert sink.connections <= 2  # ten messages, at most two sessions at once, each kept for the next
