@@ -210,10 +210,10 @@ async def test_the_service_runs_up_to_workers_entries_at_once(pool: asyncpg.Pool
 
 
 async def test_a_slow_delivery_keeps_its_lease_against_another_service(db_dsn: str, ours: int, sinks) -> None:
-    sink = await sinks(data="stall", stall_seconds=1.5)  # DATA answers 451 after 1.5 s: deferred
+    sink = await sinks(data="stall", stall_seconds=3.0)  # DATA answers 451 after 3 s: deferred
     pools = [await asyncpg.create_pool(db_dsn, min_size=1, max_size=4) for _ in range(2)]
     try:
-        cfg = settings(transports=to_sink(sink), lease_seconds=0.6, poll_interval=0.05)
+        cfg = settings(transports=to_sink(sink), lease_seconds=1.5, poll_interval=0.05)
         first = QueueService(Outbound(pools[0], cfg))
         await first.start()
         await submit(pools[0], "r@far.example")
@@ -223,7 +223,7 @@ async def test_a_slow_delivery_keeps_its_lease_against_another_service(db_dsn: s
         await until(lambda: pools[0].fetchval("SELECT lease_owner IS NULL FROM queue"), 10)
         await first.stop(grace=1)
         await second.stop(grace=1)
-        # The heartbeat renewed the 0.6 s lease while DATA stalled: nobody else tried meanwhile.
+        # The heartbeat renewed the 1.5 s lease while DATA stalled: nobody else tried meanwhile.
         assert sink.rcpt_attempts == ["r@far.example"]
         assert await pools[0].fetchval("SELECT status FROM queue_recipients") == "deferred"
     finally:
