@@ -53,6 +53,7 @@ _VOCABULARY = ("INSERT INTO search_words (word, code) SELECT * FROM unnest($1::t
 # Words known to be in search_words of the indexer's database (added by it): not sent again. Bounded; when
 # full it is emptied, which costs one round of ON CONFLICT look-ups, nothing else.
 _KNOWN_MAX = 200_000
+_GIN_INDEXES = ("message_texts_words", "search_words_trgm")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,14 @@ async def index_all(pool: asyncpg.Pool, *, batch: int = 200, max_text: int = 256
             return total
 
 
+async def merge_pending(pool: asyncpg.Pool) -> None:
+    """Merge the GIN indexes' pending lists now, in bulk (cheap per row), rather than leave each SEARCH
+    to read the recent rows' entries linearly until autovacuum comes by."""
+    with contextlib.suppress(asyncpg.PostgresError):  # e.g. a role that does not own the index
+        await pool.execute("SELECT gin_clean_pending_list(i) FROM unnest($1::text[]) AS n, to_regclass(n) AS i"
+                           " WHERE i IS NOT NULL", list(_GIN_INDEXES))
+
+
 class TextIndexer:
     """The indexer as a `Service` of the server (see `mailserver.app`): one task that indexes batches
     while there are unindexed messages and otherwise looks again every `poll_interval` seconds."""
@@ -196,11 +205,15 @@ class TextIndexer:
         if time.monotonic() - self._last_full > FULL_PASS_SECONDS:
             self._floor, self._last_full = 0, time.monotonic()
         after = top = self._floor
+        stored_now = 0
         while True:
             n, stored, after = await index_batch(self.pool, after=after, batch=s.batch, max_text=s.max_text,
                                                  known=self._known)
-            self.indexed += stored
+            stored_now += stored
             top = max(top, after)
             if n < s.batch:
                 break
+        self.indexed += stored_now
         self._floor = max(self._floor, top - _LAG_IDS)
+        if stored_now:
+            await merge_pending(self.pool)

@@ -135,6 +135,11 @@ def header_regex(field: str, needle: str) -> str:
 
 
 _HEADER_ONLY = "encode(mm.header_prefix || m.header, 'escape')"
+# The raw body of an entry not (fully) indexed, read by its own look-up: a BODY search then joins no
+# `messages` row for the entries whose text answers (most of them).
+_RAW_BODY_OF_ENTRY = ("EXISTS (SELECT 1 FROM messages rm WHERE rm.id = mm.message_id"
+                      " AND encode(substring(rm.raw FROM rm.body_offset + 1), 'escape') ILIKE {})")
+_USES_MESSAGE = re.compile(r"(?<![\w.])m\.")
 
 
 # Up to this many code sets narrow one needle (message_texts_with takes three).
@@ -189,7 +194,7 @@ class _Compiler:
         query (a hashed sub-plan), is far cheaper than comparing every text."""
         self.uses_texts = True
         text_param = self.param(like_pattern(fold(text)))
-        raw = f"({_BODY_TEXT} ILIKE {self.param(raw_like)})"
+        raw = _RAW_BODY_OF_ENTRY.format(self.param(raw_like))
         direct = f"(t.text LIKE {text_param})"
         indexed = direct
         sets = self.narrowing.get(fold(text))
@@ -353,10 +358,12 @@ def search_sql(criteria: Criteria, indexes: frozenset[str],
     comp = _Compiler(2, indexes, narrowed)
     where = comp.compile(criteria)
     candidates = comp.prefilter(criteria)
-    join = " LEFT JOIN message_texts t ON t.message_id = mm.message_id" if comp.uses_texts else ""
+    join = " JOIN messages m ON m.id = mm.message_id" if _USES_MESSAGE.search(where) else ""
+    if comp.uses_texts:
+        join += " LEFT JOIN message_texts t ON t.message_id = mm.message_id"
     narrow = "" if candidates is None else \
         f"mm.message_id = ANY(ARRAY(SELECT m.id FROM messages m WHERE {candidates})) AND "
-    sql = (f"SELECT mm.uid FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id{join}"
+    sql = (f"SELECT mm.uid FROM mailbox_messages mm{join}"
            f" WHERE {narrow}mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
     return sql, comp.args
 
