@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 
 from config.settings import SearchSettings
-from mailcore.mime.searchtext import SearchText, search_text, text_ranges, word_code
+from mailcore.mime.searchtext import SearchText, codes_literal, root_type, search_text, text_ranges, word_code
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +40,8 @@ _CLAIM = (
     " WHERE m.id > $1 AND NOT EXISTS (SELECT 1 FROM message_texts t WHERE t.message_id = m.id)"
     " ORDER BY m.id LIMIT $2 FOR NO KEY UPDATE OF m SKIP LOCKED")
 _READ = (
-    "SELECT w.id, substring(m.raw FROM w.lo + 1 FOR w.len) AS window"
-    " FROM unnest($1::bigint[], $2::integer[], $3::integer[]) AS w(id, lo, len)"
-    " JOIN messages m ON m.id = w.id")
+    "SELECT w.id, substring(m.raw FROM 1 FOR w.len) AS window"
+    " FROM unnest($1::bigint[], $2::integer[]) AS w(id, len) JOIN messages m ON m.id = w.id")
 _STORE = (
     "INSERT INTO message_texts (message_id, text, words, complete)"
     " SELECT id, text, CASE WHEN narrowable THEN codes::integer[] END, complete FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::boolean[])"
@@ -58,11 +57,13 @@ _GIN_INDEXES = ("message_texts_words", "search_words_trgm")
 
 @dataclass(frozen=True, slots=True)
 class _Planned:
-    """One claimed message: the text stretches to decode and the window of raw bytes that holds them."""
+    """One claimed message: its part list and the window of raw bytes (from the start: the header tells
+    the message's own type) that holds every stretch of text it may have."""
 
     id: int
-    ranges: list[tuple[int, int, str, str | None]]
-    lo: int
+    parts: list[Any]
+    body_offset: int
+    size: int
     length: int
 
 
@@ -77,10 +78,9 @@ def _plan(row: asyncpg.Record, max_text: int) -> _Planned:
         parts = []
     ranges = text_ranges(parts, row["body_offset"], row["size"])
     if not ranges:
-        return _Planned(row["id"], [], 0, 0)
-    lo = ranges[0][0]
-    hi = min(max(r[1] for r in ranges), lo + max_text * _BYTES_PER_CHAR)
-    return _Planned(row["id"], ranges, lo, hi - lo)
+        return _Planned(row["id"], parts, row["body_offset"], row["size"], 0)
+    hi = min(max(r[1] for r in ranges), ranges[0][0] + max_text * _BYTES_PER_CHAR)
+    return _Planned(row["id"], parts, row["body_offset"], row["size"], hi)
 
 
 @dataclass(slots=True)
@@ -99,11 +99,17 @@ def _extract(planned: list[_Planned], windows: dict[int, bytes], max_text: int) 
     texts = []
     for p in planned:
         try:
-            texts.append(search_text(p.ranges, windows.get(p.id, b""), p.lo, max_text))
+            window = windows.get(p.id, b"")
+            # the message's own type matters only to top-level html parts (text_ranges): skip the parse
+            top_html = any(isinstance(x, dict) and x.get("content_type") == "text/html"
+                           and "." not in str(x.get("number")) for x in p.parts)
+            root = root_type(window[: p.body_offset]) if top_html else None
+            ranges = text_ranges(p.parts, p.body_offset, p.size, root)
+            texts.append(search_text(ranges, window, 0, max_text))
         except Exception:  # a decoder bug must not stop the index for every later message
             log.exception("text extraction failed; message left to raw search", extra={"message_id": p.id})
             texts.append(SearchText("", False, None))
-    codes = ["{" + ",".join(str(word_code(w)) for w in t.words) + "}" if t.words else "{}" for t in texts]
+    codes = [codes_literal(t.words) if t.words else "{}" for t in texts]
     words: set[str] = set()
     for t in texts:
         if t.words:
@@ -120,6 +126,10 @@ async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, m
     `known`: words already in this database's vocabulary, kept across batches by the caller (updated)."""
     known = set() if known is None else known
     async with pool.acquire() as conn, conn.transaction():
+        # The index is derived data: a crash that loses the last batches loses nothing (their messages
+        # are indexed again), so the indexer does not wait for, nor add, WAL flushes that deliveries'
+        # commits wait on.
+        await conn.execute("SET LOCAL synchronous_commit = off")
         claimed = await conn.fetch(_CLAIM, after, batch)
         if not claimed:
             return 0, 0, after
@@ -127,8 +137,7 @@ async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, m
         reading = [p for p in planned if p.length > 0]
         windows: dict[int, bytes] = {}
         if reading:
-            rows = await conn.fetch(_READ, [p.id for p in reading], [p.lo for p in reading],
-                                    [p.length for p in reading])
+            rows = await conn.fetch(_READ, [p.id for p in reading], [p.length for p in reading])
             windows = {r["id"]: r["window"] for r in rows}
         got = await asyncio.to_thread(_extract, planned, windows, max_text)
         new_words = sorted(got.words - known)
@@ -154,7 +163,8 @@ async def index_all(pool: asyncpg.Pool, *, batch: int = 200, max_text: int = 256
 
 async def merge_pending(pool: asyncpg.Pool) -> None:
     """Merge the GIN indexes' pending lists now, in bulk (cheap per row), rather than leave each SEARCH
-    to read the recent rows' entries linearly until autovacuum comes by."""
+    to read the recent rows' entries linearly until autovacuum comes by. Done when the indexer is idle:
+    while mail keeps arriving, the list merges itself when full (4 MB), within the indexer's inserts."""
     with contextlib.suppress(asyncpg.PostgresError):  # e.g. a role that does not own the index
         await pool.execute("SELECT gin_clean_pending_list(i) FROM unnest($1::text[]) AS n, to_regclass(n) AS i"
                            " WHERE i IS NOT NULL", list(_GIN_INDEXES))
@@ -173,6 +183,7 @@ class TextIndexer:
         self._floor = 0
         self._last_full = 0.0
         self._known: set[str] = set()
+        self._unmerged = False
         self.indexed = 0
 
     async def start(self) -> None:
@@ -216,4 +227,7 @@ class TextIndexer:
         self.indexed += stored_now
         self._floor = max(self._floor, top - _LAG_IDS)
         if stored_now:
+            self._unmerged = True
+        elif self._unmerged:  # caught up and mail has stopped arriving: a quiet moment to merge
             await merge_pending(self.pool)
+            self._unmerged = False

@@ -22,6 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mailcore.mime.headers import parse_header
+from mailcore.mime.structure import content_type
+
 # Charsets that are, in practice, "whatever the client had": tried as UTF-8, then Windows-1252 (the
 # usual truth of unlabelled 8-bit mail), never with a replacement character for every 8-bit byte.
 _GUESSED = frozenset({"", "us-ascii", "ascii", "utf-8", "utf8", "unknown-8bit", "x-unknown"})
@@ -70,6 +73,27 @@ def word_code(word: str) -> int:
     may share a code: that only adds candidates, which the comparison of texts then drops."""
     c = zlib.crc32(word.encode("utf-8", "surrogatepass"))
     return c - (1 << 32) if c >= 1 << 31 else c
+
+
+# Codes as text, by word: most words of a mail recur in the next, and computing a code costs more than
+# looking it up. A pure function's memo (bounded; emptied when full), so sharing it is harmless.
+_CODE_TEXT: dict[str, str] = {}
+_CODE_TEXT_MAX = 500_000
+
+
+def codes_literal(words: Iterable[str]) -> str:
+    """The words' codes as a PostgreSQL integer[] literal ("{1,-2}"): one text per message lets a whole
+    batch of arrays of different lengths travel as one text[] parameter."""
+    memo = _CODE_TEXT
+    if len(memo) > _CODE_TEXT_MAX:
+        memo.clear()
+    out = []
+    for w in words:
+        c = memo.get(w)
+        if c is None:
+            c = memo[w] = str(word_code(w))
+        out.append(c)
+    return "{" + ",".join(out) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +152,36 @@ def _field(part: Any, name: str) -> Any:
     return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)
 
 
-def text_ranges(parts: Iterable[Any], body_offset: int, size: int) -> list[tuple[int, int, str, str | None]]:
+def root_type(header: bytes) -> str:
+    """The message's own Content-Type ("type/subtype", lower case) from its header block."""
+    main, sub, _ = content_type(parse_header(header, 0, len(header)), "text/plain")
+    return f"{main}/{sub}"
+
+
+def text_ranges(parts: Iterable[Any], body_offset: int, size: int,
+                root: str | None = None) -> list[tuple[int, int, str, str | None]]:
     """(start, end, transfer encoding, charset) of every stretch of the raw message that holds text, in
     order: text/* leaf parts and encapsulated messages' headers. A message with no part list (stored
-    before parts were kept) is taken as one text/plain body, RFC 2045 §5.2's default."""
+    before parts were kept) is taken as one text/plain body, RFC 2045 §5.2's default.
+    In a multipart/alternative (the parents' types are known: `root` is the message's own type), a
+    text/html part after a text/plain one is left out: the same words again (RFC 2046 §5.1.4), in nearly
+    all mail today, and reading them once halves the work of indexing such a message. Without `root`
+    (the indexer's first look, before it has read the header) the top level's html parts are kept."""
+    parts = list(parts)
+    types = {"": root or ""}
+    types.update((str(_field(p, "number") or ""), str(_field(p, "content_type") or "")) for p in parts)
     out: list[tuple[int, int, str, str | None]] = []
     found_any = False
+    plain_under: set[str] = set()  # multipart/alternative parents that have had a text/plain child
     for part in parts:
         found_any = True
         ctype = str(_field(part, "content_type") or "")
+        parent = str(_field(part, "number") or "").rpartition(".")[0]
+        if types.get(parent) == "multipart/alternative":
+            if ctype == "text/plain":
+                plain_under.add(parent)
+            elif ctype == "text/html" and parent in plain_under:
+                continue
         start, end = _field(part, "body_start"), _field(part, "body_end")
         if not isinstance(start, int) or not isinstance(end, int):
             continue
@@ -179,4 +224,4 @@ def search_text(ranges: Iterable[tuple[int, int, str, str | None]], window: byte
 
 def message_text(raw: bytes, parts: Iterable[Any], body_offset: int, limit: int) -> SearchText:
     """`search_text` of a whole message."""
-    return search_text(text_ranges(parts, body_offset, len(raw)), raw, 0, limit)
+    return search_text(text_ranges(parts, body_offset, len(raw), root_type(raw[:body_offset])), raw, 0, limit)

@@ -92,6 +92,25 @@ def test_charsets(data: bytes, charset: str | None, out: str) -> None:
     assert decode_charset(data, charset) == out
 
 
+ALTERNATIVE = (
+    b"Content-Type: multipart/mixed; boundary=M\r\n\r\n--M\r\nContent-Type: multipart/alternative; boundary=A\r\n"
+    b"\r\n--A\r\nContent-Type: text/plain\r\n\r\nplain words\r\n--A\r\nContent-Type: text/html\r\n\r\n"
+    b"<p>html words</p>\r\n--A--\r\n--M\r\nContent-Type: text/html\r\n\r\n<p>second html</p>\r\n"
+    b"--M\r\nContent-Type: text/html\r\nContent-Disposition: attachment; filename=page.html\r\n\r\n"
+    b"<p>attached page</p>\r\n--M--\r\n")
+
+
+@pytest.mark.parametrize("raw,text", [
+    (ALTERNATIVE, "plain words\n<p>second html</p>\n<p>attached page</p>"),  # in multipart/alternative only
+    (b"Content-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/plain\r\n\r\nx\r\n"
+     b"--A\r\nContent-Type: text/html\r\n\r\n<b>x</b>\r\n--A--\r\n", "x"),
+    (b"Content-Type: multipart/alternative; boundary=A\r\n\r\n--A\r\nContent-Type: text/html\r\n\r\n<b>x</b>"
+     b"\r\n--A\r\nContent-Type: text/plain\r\n\r\nx\r\n--A--\r\n", "<b>x</b>\nx"),
+])
+def test_html_twin_of_a_plain_alternative_is_left_out(raw: bytes, text: str) -> None:
+    assert text_of(raw) == text
+
+
 def test_limit_cuts_and_marks_incomplete() -> None:
     raw = b"Subject: x\r\n\r\n" + b"word " * 100
     s = summarize(raw)
