@@ -44,7 +44,8 @@ _READ = (
     " FROM unnest($1::bigint[], $2::integer[]) AS w(id, len) JOIN messages m ON m.id = w.id")
 _STORE = (
     "INSERT INTO message_texts (message_id, text, words, complete)"
-    " SELECT id, text, CASE WHEN narrowable THEN codes::integer[] END, complete FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::boolean[])"
+    " SELECT id, text, CASE WHEN narrowable THEN codes::integer[] END, complete"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::boolean[])"
     " AS r(id, text, codes, narrowable, complete) ON CONFLICT (message_id) DO NOTHING")
 # In sorted order, so that two indexers adding the same new words lock them in the same order.
 _VOCABULARY = ("INSERT INTO search_words (word, code) SELECT * FROM unnest($1::text[], $2::integer[])"
