@@ -312,6 +312,10 @@ def _body_needles(c: Criteria) -> list[str]:
 
 # A part-word term whose token matches more words of the vocabulary than this does not narrow.
 _MOST_WORDS = 2000
+# Whole words shorter than this do not narrow: "the", "and", "you" are in nearly every message of the
+# database (the index is not per mailbox), so the set to hash would be the whole table; comparing this
+# mailbox's texts costs less.
+_SHORTEST_WORD = 4
 
 
 def _term_pattern(term: Term) -> str:
@@ -339,6 +343,8 @@ async def narrowing(pool: asyncpg.Pool | asyncpg.Connection, criteria: Criteria,
     for needle, ts in terms.items():
         sets: list[tuple[int, list[int]]] = []
         for t in ts:
+            if t.kind == "word" and len(t.token) < _SHORTEST_WORD:
+                continue
             codes = [word_code(t.token)] if t.kind == "word" else found.get(_term_pattern(t))
             if codes is not None:
                 sets.append((len(t.token), codes))
