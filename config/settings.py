@@ -161,6 +161,21 @@ class IMAPSettings:
 
 
 @dataclass(frozen=True)
+class SearchSettings:
+    """The full-text index behind IMAP SEARCH BODY and TEXT (storage.bodyindex)."""
+
+    index: bool = setting(True, "Run the background indexer in this process: it extracts each new "
+                          "message's decoded text into the trigram-indexed message_texts table. With several "
+                          "instances each may run one (they share the work). Without any, SEARCH reads raw "
+                          "bodies of unindexed messages, as before.")
+    batch: int = setting(200, "Messages the indexer reads, decodes and stores per transaction.", _positive)
+    poll_interval: float = setting(1.0, "Seconds between the indexer's looks for new messages when it has "
+                                   "caught up.", _positive)
+    max_text: int = setting(256 * 1024, "Characters of decoded text indexed per message; a longer text is "
+                            "cut, and SEARCH then also reads that message's raw body.", _positive)
+
+
+@dataclass(frozen=True)
 class HTTPSettings:
     """The HTTP API."""
 
@@ -332,6 +347,7 @@ class Settings:
     tls: TLSSettings = setting(doc="Certificates.", factory=TLSSettings)
     smtp: SMTPSettings = setting(doc="Inbound SMTP.", factory=SMTPSettings)
     imap: IMAPSettings = setting(doc="IMAP.", factory=IMAPSettings)
+    search: SearchSettings = setting(doc="Full-text search index.", factory=SearchSettings)
     http: HTTPSettings = setting(doc="HTTP API.", factory=HTTPSettings)
     limits: LimitSettings = setting(doc="Rate limits shared by SMTP, IMAP and the API.", factory=LimitSettings)
     dns: DNSSettings = setting(doc="DNS resolver.", factory=DNSSettings)

@@ -121,9 +121,18 @@ async def imap_services(runtime: Runtime) -> list[Service]:
                         auth=runtime.auth_guard, metrics=runtime.metrics)]
 
 
+async def search_index_services(runtime: Runtime) -> list[Service]:
+    """The background indexer of message text for SEARCH BODY/TEXT (storage.bodyindex), unless disabled."""
+    from storage.bodyindex import TextIndexer
+
+    if not runtime.settings.search.index:
+        return []
+    return [TextIndexer(runtime.db.pool, runtime.settings.search)]
+
+
 def service_factories() -> list[ServiceFactory]:
     """The listeners and workers this build provides, in start order."""
-    return [smtp_in_services, queue_services, imap_services, http_service]
+    return [smtp_in_services, queue_services, imap_services, http_service, search_index_services]
 
 
 async def http_service(runtime: Runtime) -> list[Service]:

@@ -1,11 +1,17 @@
-"""Search criteria over a mailbox's entries, compiled to a parameterised SQL condition.
+"""Search criteria over a mailbox's entries, compiled to a parameterised SQL condition, and run.
 
 Owns: a small protocol-neutral criteria tree (the IMAP layer translates SEARCH keys into it, having
-already turned sequence numbers into UIDs) and its translation into SQL over `mailbox_messages mm`
-joined with `messages m`. Every value the client gave travels as a bind parameter; the SQL text is
-assembled only from the fixed fragments below. Substring matches are case-insensitive for ASCII and
-byte-exact otherwise: header and body bytes are compared in PostgreSQL's `escape` encoding (NUL and
-8-bit bytes as `\\ooo`), so any message, even one with NUL bytes, can be searched without decoding.
+already turned sequence numbers into UIDs), its translation into SQL over `mailbox_messages mm`
+joined with `messages m` (and, for body text, `message_texts t`), and `search`, which runs it. Every
+value the client gave travels as a bind parameter; the SQL text is assembled only from the fixed
+fragments below. Header substring matches are case-insensitive for ASCII and byte-exact otherwise:
+header bytes are compared in PostgreSQL's `escape` encoding (NUL and 8-bit bytes as `\\ooo`), so any
+message, even one with NUL bytes, can be searched without decoding.
+Body text (BODY, and TEXT's body half) is matched in the message's decoded, case-folded text where the
+indexer (storage.bodyindex, migration 0009) has stored it: a word in a quoted-printable or base64 text
+part is found, base64 noise in an attachment is not, and case folds for every script, as users and
+Dovecot expect. A message not indexed yet is matched in its raw body bytes as before, and one whose text
+was cut at the size limit in both, so a search never misses what is in a text part because of the index.
 Must not: know IMAP syntax or sequence numbers.
 """
 
@@ -16,6 +22,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+import asyncpg
+
+from mailcore.mime.searchtext import Term, fold, needle_terms, word_code
 from storage.headerfields import SYNC_FIELDS
 
 
@@ -125,11 +134,28 @@ def header_regex(field: str, needle: str) -> str:
     return f"(^|\n){_regex_literal(field)}[ \t]*:([^\n]|\n[ \t])*{value}"
 
 
+_HEADER_ONLY = "encode(mm.header_prefix || m.header, 'escape')"
+# The raw body of an entry not (fully) indexed, read by its own look-up: a BODY search then joins no
+# `messages` row for the entries whose text answers (most of them).
+_RAW_BODY_OF_ENTRY = ("EXISTS (SELECT 1 FROM messages rm WHERE rm.id = mm.message_id"
+                      " AND encode(substring(rm.raw FROM rm.body_offset + 1), 'escape') ILIKE {})")
+_USES_MESSAGE = re.compile(r"(?<![\w.])m\.")
+
+
+# Up to this many code sets narrow one needle (message_texts_with takes three).
+_NARROWING_SETS = 3
+Narrowing = tuple[list[int], list[int], list[int]]
+
+
 class _Compiler:
-    def __init__(self, first_param: int, indexes: frozenset[str] = frozenset()) -> None:
+    def __init__(self, first_param: int, indexes: frozenset[str] = frozenset(),
+                 narrowing: dict[str, Narrowing | None] | None = None) -> None:
         self.args: list[Any] = []
         self.first = first_param
         self.indexes = indexes
+        self.texts = "texts" in indexes
+        self.narrowing = narrowing or {}
+        self.uses_texts = False  # the condition reads `message_texts t` (the query must join it)
 
     def param(self, value: Any) -> str:
         self.args.append(value)
@@ -161,8 +187,30 @@ class _Compiler:
                 return f"(NOT {self.compile(item)})"
         raise TypeError(f"not a criterion: {c!r}")
 
+    def _body_text(self, text: str, raw_like: str) -> str:
+        """BODY over the decoded text where the indexer stored it, else (or also, when cut) the raw body.
+        With narrowing code sets for the needle, an indexed text is compared only if its message has a
+        word from each set: membership in that set of messages, found through the word index once per
+        query (a hashed sub-plan), is far cheaper than comparing every text."""
+        self.uses_texts = True
+        text_param = self.param(like_pattern(fold(text)))
+        raw = _RAW_BODY_OF_ENTRY.format(self.param(raw_like))
+        direct = f"(t.text LIKE {text_param})"
+        indexed = direct
+        sets = self.narrowing.get(fold(text))
+        if sets is not None:
+            a, b, c = (self.param(codes) for codes in sets)
+            indexed = (f"((t.words IS NULL OR mm.message_id IN (SELECT message_texts_with({a}::integer[],"
+                       f" {b}::integer[], {c}::integer[]))) AND {direct})")
+        return (f"(CASE WHEN t.complete THEN {indexed} WHEN t.complete IS NULL THEN {raw}"
+                f" ELSE ({direct} OR {raw}) END)")
+
     def _contains(self, where: str, text: str, field: str) -> str:
         escaped_like = like_pattern(pg_escape(text.encode("utf-8")))
+        if self.texts and where == "body":
+            return self._body_text(text, escaped_like)
+        if self.texts and where == "text":
+            return f"({self._body_text(text, escaped_like)} OR {_HEADER_ONLY} ILIKE {self.param(escaped_like)})"
         if where == "body":
             return f"({_BODY_TEXT} ILIKE {self.param(escaped_like)})"
         if where == "text":
@@ -189,7 +237,7 @@ class _Compiler:
         indexes; None when there is none (then nothing is narrowed down)."""
         match c:
             case Contains("body", text):
-                if "body" not in self.indexes or not _trigram_friendly(text):
+                if self.texts or "body" not in self.indexes or not _trigram_friendly(text):
                     return None
                 return (f"(m.size - m.body_offset > {_BODY_INDEXED_LENGTH}"
                         f" OR {_BODY_INDEXED} ILIKE {self.param(like_pattern(pg_escape(text.encode('utf-8'))))})")
@@ -228,3 +276,107 @@ def compile_indexed(criteria: Criteria, indexes: frozenset[str] = frozenset({"fi
     comp = _Compiler(first_param, indexes)
     sql = comp.compile(criteria)
     return sql, comp.prefilter(criteria), comp.args
+
+
+# Per pool (by identity; a pool is not weak-referenceable): which indexes exist, checked once.
+_INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
+_INDEX_NAMES = {"fields": "messages_search_fields_trgm", "body": "messages_search_body_trgm",
+                "texts": "message_texts_words", "words_trgm": "search_words_trgm"}
+
+
+async def available_indexes(pool: asyncpg.Pool | asyncpg.Connection) -> frozenset[str]:
+    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0007), "body" (0008's optional
+    one), "texts" (the decoded texts and their word index, 0009) and "words_trgm" (the trigram index of
+    the vocabulary, where pg_trgm is: without it, needles that are parts of words do not narrow)."""
+    known = _INDEXES.get(id(pool))
+    if known is None or known[0] is not pool:
+        row = await pool.fetchrow("SELECT " + ", ".join(f"to_regclass('{rel}') IS NOT NULL AS {kind}"
+                                                         for kind, rel in _INDEX_NAMES.items()))
+        known = _INDEXES[id(pool)] = (pool, frozenset(k for k in _INDEX_NAMES if row[k]))
+    return known[1]
+
+
+SEARCH_TIMEOUT = 600.0  # seconds: a search over a large mailbox is slow, not unavailable
+
+
+def _body_needles(c: Criteria) -> list[str]:
+    match c:
+        case Contains("body" | "text", text):
+            return [fold(text)]
+        case AllOf(items) | AnyOf(items):
+            return [n for i in items for n in _body_needles(i)]
+        case Negate(item):
+            return _body_needles(item)
+    return []
+
+
+# A part-word term whose token matches more words of the vocabulary than this does not narrow.
+_MOST_WORDS = 2000
+# Whole words shorter than this do not narrow: "the", "and", "you" are in nearly every message of the
+# database (the index is not per mailbox), so the set to hash would be the whole table; comparing this
+# mailbox's texts costs less.
+_SHORTEST_WORD = 4
+
+
+def _term_pattern(term: Term) -> str:
+    token = term.token.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return {"prefix": token + "%", "suffix": "%" + token}.get(term.kind, "%" + token + "%")
+
+
+async def narrowing(pool: asyncpg.Pool | asyncpg.Connection, criteria: Criteria,
+                    indexes: frozenset[str]) -> dict[str, Narrowing | None]:
+    """Per folded body needle of `criteria`, up to three word-code sets such that every text containing
+    the needle has a word from each (`searchtext.needle_terms`), or None when its words narrow nothing.
+    Whole words give their code; parts of words (3 characters or more, with the vocabulary's trigram
+    index) the codes of the vocabulary's words having them, all looked up in one statement."""
+    if "texts" not in indexes:
+        return {}
+    terms = {needle: needle_terms(needle) for needle in dict.fromkeys(_body_needles(criteria))}
+    lookups = sorted({_term_pattern(t) for ts in terms.values() for t in ts
+                      if t.kind != "word" and len(t.token) >= 3 and "words_trgm" in indexes})
+    found: dict[str, list[int] | None] = {}
+    if lookups:
+        rows = await pool.fetch("SELECT p, search_word_codes(p, $2) AS codes FROM unnest($1::text[]) AS p",
+                                lookups, _MOST_WORDS)
+        found = {r["p"]: r["codes"] for r in rows}
+    out: dict[str, Narrowing | None] = {}
+    for needle, ts in terms.items():
+        sets: list[tuple[int, list[int]]] = []
+        for t in ts:
+            if t.kind == "word" and len(t.token) < _SHORTEST_WORD:
+                continue
+            codes = [word_code(t.token)] if t.kind == "word" else found.get(_term_pattern(t))
+            if codes is not None:
+                sets.append((len(t.token), codes))
+        sets.sort(key=lambda s: -s[0])  # longer words are rarer: the best narrowing first
+        chosen = [codes for _, codes in sets[:_NARROWING_SETS]]
+        out[needle] = None if not chosen else \
+            (chosen[0], chosen[min(1, len(chosen) - 1)], chosen[min(2, len(chosen) - 1)])
+    return out
+
+
+def search_sql(criteria: Criteria, indexes: frozenset[str],
+               narrowed: dict[str, Narrowing | None] | None = None) -> tuple[str, list[Any]]:
+    """The statement `search` runs (parameter $1 the mailbox id): the entries' UIDs in order. With a
+    necessary condition on `messages m` from the header-field index, the messages satisfying it are found
+    first, then only their entries in this mailbox are tested (an array from a sub-select keeps that order
+    whatever the statistics suggest)."""
+    comp = _Compiler(2, indexes, narrowed)
+    where = comp.compile(criteria)
+    candidates = comp.prefilter(criteria)
+    join = " JOIN messages m ON m.id = mm.message_id" if _USES_MESSAGE.search(where) else ""
+    if comp.uses_texts:
+        join += " LEFT JOIN message_texts t ON t.message_id = mm.message_id"
+    narrow = "" if candidates is None else \
+        f"mm.message_id = ANY(ARRAY(SELECT m.id FROM messages m WHERE {candidates})) AND "
+    sql = (f"SELECT mm.uid FROM mailbox_messages mm{join}"
+           f" WHERE {narrow}mm.mailbox_id = $1 AND ({where}) ORDER BY mm.uid")
+    return sql, comp.args
+
+
+async def search(pool: asyncpg.Pool | asyncpg.Connection, mailbox_id: int, criteria: Criteria) -> list[int]:
+    """UIDs of the entries of `mailbox_id` matching `criteria`, ascending, through every index there is."""
+    indexes = await available_indexes(pool)
+    sql, args = search_sql(criteria, indexes, await narrowing(pool, criteria, indexes))
+    rows = await pool.fetch(sql, mailbox_id, *args, timeout=SEARCH_TIMEOUT)
+    return [r["uid"] for r in rows]

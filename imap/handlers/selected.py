@@ -75,9 +75,7 @@ async def search(session: Session, cmd: Search) -> Reply:
         criteria = translate(cmd.criteria, sel)
     except ValueError:
         raise Refusal(replies.BAD_ITEMS) from None
-    pool = session.ctx.pool
-    where, candidates, args = mailsearch.compile_indexed(criteria, await mailstore.search_indexes(pool))
-    uids = await mailstore.search_uids(pool, sel.mailbox.id, where, args, candidates)
+    uids = await mailsearch.search(session.ctx.pool, sel.mailbox.id, criteria)
     numbers = [u for u in uids if sel.contains(u)] if cmd.uid else \
         [s for s in (sel.seq_of(u) for u in uids) if s is not None]
     session.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")

@@ -1,0 +1,234 @@
+"""The full-text index behind SEARCH BODY/TEXT: `message_texts` (migration 0009) and its background indexer.
+
+Owns: finding messages that have no text row yet, reading only the stretches of their raw bytes that hold
+text, decoding them (`mailcore.mime.searchtext`, in a worker thread: the event loop never decodes), and
+storing the rows in batches. Delivery and APPEND write nothing here; a message is searchable in its raw
+bytes until its row exists (`storage.mailsearch`), so a lagging or absent indexer costs speed, never
+results. Several instances may index at once: each batch locks its messages with SKIP LOCKED.
+Must not: know IMAP, or hold a message's lock longer than one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from config.settings import SearchSettings
+from mailcore.mime.searchtext import SearchText, codes_literal, root_type, search_text, text_ranges, word_code
+
+log = logging.getLogger(__name__)
+
+# Bytes of a message's text stretches read per character of `max_text`: base64 carries 3 bytes in 4, a
+# UTF-8 character takes up to 4, quoted-printable up to 3 per byte; past this the text is cut anyway.
+_BYTES_PER_CHAR = 4
+# How far behind the highest id indexed the next pass starts: deliveries commit out of id order, so a
+# message with a lower id may become visible after a higher one was indexed. A full pass from id 0
+# runs every FULL_PASS_SECONDS to catch anything older (rows skipped because another instance held them
+# and then failed, for example).
+_LAG_IDS = 2000
+FULL_PASS_SECONDS = 600.0
+
+_CLAIM = (
+    "SELECT m.id, m.size, m.body_offset, m.parts FROM messages m"
+    " WHERE m.id > $1 AND NOT EXISTS (SELECT 1 FROM message_texts t WHERE t.message_id = m.id)"
+    " ORDER BY m.id LIMIT $2 FOR NO KEY UPDATE OF m SKIP LOCKED")
+_READ = (
+    "SELECT w.id, substring(m.raw FROM 1 FOR w.len) AS window"
+    " FROM unnest($1::bigint[], $2::integer[]) AS w(id, len) JOIN messages m ON m.id = w.id")
+_STORE = (
+    "INSERT INTO message_texts (message_id, text, words, complete)"
+    " SELECT id, text, CASE WHEN narrowable THEN codes::integer[] END, complete"
+    " FROM unnest($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::boolean[])"
+    " AS r(id, text, codes, narrowable, complete) ON CONFLICT (message_id) DO NOTHING")
+# In sorted order, so that two indexers adding the same new words lock them in the same order.
+_VOCABULARY = ("INSERT INTO search_words (word, code) SELECT * FROM unnest($1::text[], $2::integer[])"
+               " ON CONFLICT (word) DO NOTHING")
+# Words known to be in search_words of the indexer's database (added by it): not sent again. Bounded; when
+# full it is emptied, which costs one round of ON CONFLICT look-ups, nothing else.
+_KNOWN_MAX = 200_000
+_GIN_INDEXES = ("message_texts_words", "search_words_trgm")
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One claimed message: its part list and the window of raw bytes (from the start: the header tells
+    the message's own type) that holds every stretch of text it may have."""
+
+    id: int
+    parts: list[Any]
+    body_offset: int
+    size: int
+    length: int
+
+
+def _plan(row: asyncpg.Record, max_text: int) -> _Planned:
+    parts: Any = row["parts"]
+    if isinstance(parts, str):
+        try:
+            parts = json.loads(parts)
+        except ValueError:
+            parts = None
+    if not isinstance(parts, list):
+        parts = []
+    ranges = text_ranges(parts, row["body_offset"], row["size"])
+    if not ranges:
+        return _Planned(row["id"], parts, row["body_offset"], row["size"], 0)
+    hi = min(max(r[1] for r in ranges), ranges[0][0] + max_text * _BYTES_PER_CHAR)
+    return _Planned(row["id"], parts, row["body_offset"], row["size"], hi)
+
+
+@dataclass(slots=True)
+class _Extracted:
+    """What one batch stores: per message its text, word codes (as a PostgreSQL array literal: one
+    parameter for a list of arrays of different lengths) and flags, and all their words."""
+
+    texts: list[SearchText]
+    codes: list[str]
+    words: set[str]
+
+
+def _extract(planned: list[_Planned], windows: dict[int, bytes], max_text: int) -> _Extracted:
+    """Decode every claimed message (runs in a worker thread). A message that cannot be decoded gets an
+    empty, not-complete text: SEARCH then reads its raw bytes, and the indexer does not retry it forever."""
+    texts = []
+    for p in planned:
+        try:
+            window = windows.get(p.id, b"")
+            # the message's own type matters only to top-level html parts (text_ranges): skip the parse
+            top_html = any(isinstance(x, dict) and x.get("content_type") == "text/html"
+                           and "." not in str(x.get("number")) for x in p.parts)
+            root = root_type(window[: p.body_offset]) if top_html else None
+            ranges = text_ranges(p.parts, p.body_offset, p.size, root)
+            texts.append(search_text(ranges, window, 0, max_text))
+        except Exception:  # a decoder bug must not stop the index for every later message
+            log.exception("text extraction failed; message left to raw search", extra={"message_id": p.id})
+            texts.append(SearchText("", False, None))
+    codes = [codes_literal(t.words) if t.words else "{}" for t in texts]
+    words: set[str] = set()
+    for t in texts:
+        if t.words:
+            words.update(t.words)
+    return _Extracted(texts, codes, words)
+
+
+async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, max_text: int = 256 * 1024,
+                      known: set[str] | None = None) -> tuple[int, int, int]:
+    """Index up to `batch` messages with ids above `after` that have no text row: (how many claimed, how
+    many stored, highest id claimed or `after` when none). Two indexers may rarely claim the same message
+    (one commits just before the other's look-up); the second's row is then dropped (ON CONFLICT). One transaction: the texts appear together with their words in the
+    vocabulary (so a search never sees a text whose words it cannot look up); the locks go at commit.
+    `known`: words already in this database's vocabulary, kept across batches by the caller (updated)."""
+    known = set() if known is None else known
+    async with pool.acquire() as conn, conn.transaction():
+        # The index is derived data: a crash that loses the last batches loses nothing (their messages
+        # are indexed again), so the indexer does not wait for, nor add, WAL flushes that deliveries'
+        # commits wait on.
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        claimed = await conn.fetch(_CLAIM, after, batch)
+        if not claimed:
+            return 0, 0, after
+        planned = [_plan(r, max_text) for r in claimed]
+        reading = [p for p in planned if p.length > 0]
+        windows: dict[int, bytes] = {}
+        if reading:
+            rows = await conn.fetch(_READ, [p.id for p in reading], [p.length for p in reading])
+            windows = {r["id"]: r["window"] for r in rows}
+        got = await asyncio.to_thread(_extract, planned, windows, max_text)
+        new_words = sorted(got.words - known)
+        if new_words:
+            await conn.execute(_VOCABULARY, new_words, [word_code(w) for w in new_words])
+        status = await conn.execute(_STORE, [p.id for p in planned], [t.text for t in got.texts], got.codes,
+                           [t.words is not None for t in got.texts], [t.complete for t in got.texts])
+    if len(known) >= _KNOWN_MAX:
+        known.clear()
+    known.update(new_words)
+    return len(planned), int(status.split()[-1]), claimed[-1]["id"]
+
+
+async def index_all(pool: asyncpg.Pool, *, batch: int = 200, max_text: int = 256 * 1024) -> int:
+    """Index every message without a text row now (tests, and an admin catching up); how many stored."""
+    total, after, known = 0, 0, set[str]()
+    while True:
+        n, stored, after = await index_batch(pool, after=after, batch=batch, max_text=max_text, known=known)
+        total += stored
+        if n < batch:
+            return total
+
+
+async def merge_pending(pool: asyncpg.Pool) -> None:
+    """Merge the GIN indexes' pending lists now, in bulk (cheap per row), rather than leave each SEARCH
+    to read the recent rows' entries linearly until autovacuum comes by. Done when the indexer is idle:
+    while mail keeps arriving, the list merges itself when full (4 MB), within the indexer's inserts."""
+    with contextlib.suppress(asyncpg.PostgresError):  # e.g. a role that does not own the index
+        await pool.execute("SELECT gin_clean_pending_list(i) FROM unnest($1::text[]) AS n, to_regclass(n) AS i"
+                           " WHERE i IS NOT NULL", list(_GIN_INDEXES))
+
+
+class TextIndexer:
+    """The indexer as a `Service` of the server (see `mailserver.app`): one task that indexes batches
+    while there are unindexed messages and otherwise looks again every `poll_interval` seconds."""
+
+    name = "search-indexer"
+
+    def __init__(self, pool: asyncpg.Pool, settings: SearchSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self._task: asyncio.Task[None] | None = None
+        self._floor = 0
+        self._last_full = 0.0
+        self._known: set[str] = set()
+        self._unmerged = False
+        self.indexed = 0
+
+    async def start(self) -> None:
+        """Begin indexing in the background (from id 0: the first pass finds whatever is missing)."""
+        self._last_full = time.monotonic()
+        self._task = asyncio.create_task(self._run(), name="search-indexer")
+
+    async def stop(self, grace: float) -> None:
+        """Stop at once: a batch cut short is rolled back and done again later, by any instance."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        s = self.settings
+        while True:
+            try:
+                await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("search indexing failed; retrying after the poll interval", extra={"error": repr(exc)})
+            await asyncio.sleep(s.poll_interval)
+
+    async def _pass(self) -> None:
+        """Index from the floor up until caught up; then move the floor to just behind the highest id seen."""
+        s = self.settings
+        if time.monotonic() - self._last_full > FULL_PASS_SECONDS:
+            self._floor, self._last_full = 0, time.monotonic()
+        after = top = self._floor
+        stored_now = 0
+        while True:
+            n, stored, after = await index_batch(self.pool, after=after, batch=s.batch, max_text=s.max_text,
+                                                 known=self._known)
+            stored_now += stored
+            top = max(top, after)
+            if n < s.batch:
+                break
+        self.indexed += stored_now
+        self._floor = max(self._floor, top - _LAG_IDS)
+        if stored_now:
+            self._unmerged = True
+        elif self._unmerged:  # caught up and mail has stopped arriving: a quiet moment to merge
+            await merge_pending(self.pool)
+            self._unmerged = False
