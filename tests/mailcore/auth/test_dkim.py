@@ -138,6 +138,24 @@ async def test_sign_then_verify_round_trip(algorithm: str) -> None:
     assert (await verify_dkim(resolver, signed.replace(b"Subject: hello", b"Subject:  hello")))[0].result == "pass"
 
 
+async def test_a_key_is_parsed_once_and_a_new_key_is_used_at_once() -> None:
+    """The queue signs every message of a domain with one key: its PEM is loaded once, not per message
+    (loading validates the key, ~85 ms for RSA-2048); a rotated key is a new PEM and signs at once."""
+    from mailcore.auth.dkim import _private_key_for_dkimpy
+    old_pem, old_txt = generate_key("rsa", 1024)
+    new_pem, new_txt = generate_key("rsa", 1024)
+    sign_message(MESSAGE, "example.test", "s1", old_pem)
+    before = _private_key_for_dkimpy.cache_info()
+    sign_message(MESSAGE, "example.test", "s1", old_pem)
+    after = _private_key_for_dkimpy.cache_info()
+    assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+    header = sign_message(MESSAGE, "example.test", "s1", new_pem)
+    for txt, expected in ((new_txt, "pass"), (old_txt, "fail")):
+        resolver = FakeResolver({"s1._domainkey.example.test": {"TXT": [txt]}})
+        [result] = await verify_dkim(resolver, header + normalize_crlf(MESSAGE), minkey=1024)
+        assert result.result == expected
+
+
 def test_sign_rejects_bad_input() -> None:
     rsa_pem, _ = generate_key("rsa", 1024)
     ed_pem, _ = generate_key("ed25519")
