@@ -19,7 +19,9 @@ from typing import Any
 import asyncpg
 
 from storage.accounts import delete_unreferenced
-from storage.delivery import MAILBOX_CHANNEL, insert_message
+from storage.delivery import _MESSAGE_COLUMNS as MESSAGE_COLUMNS  # a message row as a delivery writes it
+from storage.delivery import _MESSAGE_PARAMS as MESSAGE_PARAMS
+from storage.delivery import MAILBOX_CHANNEL, message_values
 
 INBOX = "INBOX"
 DELIMITER = "/"
@@ -512,34 +514,52 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
         raise OverQuota(str(account_id))
 
 
-async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
+# APPEND in one statement, so its implicit transaction commits (durably) as it returns: one round trip
+# instead of six (BEGIN, lock, message, entry, COMMIT and the pool's reset). $1..$18 the message
+# (`message_values`), $19 the mailbox id, $20 the name it must still have (or NULL), $21 the flags,
+# $22 the internal date (or NULL: now), $23 the notification channel. The mailbox row is locked first,
+# then the account's, as a delivery does. `box` takes a UID only when the quota allows the message (as
+# seen at the start of the statement); `charge` checks the quota again on the locked account row, and
+# nothing is stored without it: only a concurrent delivery filling the quota in between can leave a UID
+# unused, a gap RFC 3501 §2.3.1.1 allows.
+_APPEND = (
+    "WITH box AS ("
+    "  UPDATE mailboxes b SET highestmodseq = b.highestmodseq + 1, uidnext = b.uidnext + 1 FROM accounts a"
+    "  WHERE b.id = $19 AND ($20::text IS NULL OR b.name = $20) AND a.id = b.account_id"
+    "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes)"
+    "  RETURNING b.account_id, b.highestmodseq, b.uidvalidity, b.uidnext - 1 AS uid"
+    "), charge AS ("
+    "  UPDATE accounts a SET used_bytes = a.used_bytes + $2::integer FROM box WHERE a.id = box.account_id"
+    "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes) RETURNING a.id"
+    "), msg AS ("
+    f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} WHERE EXISTS (SELECT FROM charge)"
+    "  RETURNING id"
+    "), entry AS ("
+    "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+    "  SELECT $19, box.uid, msg.id, $21::text[], COALESCE($22::timestamptz, now()), box.highestmodseq"
+    "  FROM box, msg"
+    ")"
+    " SELECT box.uidvalidity, box.uid, msg.id IS NOT NULL AS stored,"
+    " CASE WHEN msg.id IS NOT NULL THEN pg_notify($23::text, $19::text) END"
+    " FROM box LEFT JOIN msg ON true"
+)
+
+
+async def append(pool: Conn, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
                  internal_date: datetime | None, name: str | None = None) -> tuple[int, int]:
-    """Store a message given by a client into a mailbox; return (uidvalidity, uid). With `name`, the
-    mailbox must still have that name (a caller's cached id may be stale): else MailboxNotFound."""
-    async with pool.acquire() as conn, conn.transaction():
-        # the lock, the modseq, the UID and the quota in one statement (a round trip per statement is
-        # most of an APPEND's time); then the message, and the entry with its notification
-        lock = await conn.fetchrow(
-            "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1"
-            " WHERE id = $1 AND ($3::text IS NULL OR name = $3)"
-            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid),"
-            " charge AS (UPDATE accounts a SET used_bytes = a.used_bytes + $2 FROM lock"
-            " WHERE a.id = lock.account_id AND (a.quota_bytes IS NULL OR a.used_bytes + $2 <= a.quota_bytes)"
-            " RETURNING a.id)"
-            " SELECT lock.*, EXISTS (SELECT 1 FROM charge) AS charged FROM lock", mailbox_id, len(raw), name)
-        if lock is None:
-            raise MailboxNotFound(str(mailbox_id))
-        if not lock["charged"]:
-            raise OverQuota(str(lock["account_id"]))
-        message_id = await insert_message(conn, raw, summary)
-        uid = lock["uid"]
-        await conn.execute(
-            "WITH entry AS (INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
-            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6))"
-            " SELECT pg_notify($7, $8)",
-            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"],
-            MAILBOX_CHANNEL, str(mailbox_id))
-        return lock["uidvalidity"], uid
+    """Store a message given by a client into a mailbox; return (uidvalidity, uid) once it is durable.
+    With `name`, the mailbox must still have that name (a caller's cached id may be stale): else
+    MailboxNotFound. OverQuota when the account has no room for it."""
+    row = await pool.fetchrow(_APPEND, *message_values(raw, summary), mailbox_id, name, sorted(set(flags)),
+                              internal_date, MAILBOX_CHANNEL)
+    if row is not None and row["stored"]:
+        return row["uidvalidity"], row["uid"]
+    # refused: nothing was stored; tell a vanished (or renamed) mailbox from a full account
+    exists = await pool.fetchval("SELECT 1 FROM mailboxes WHERE id = $1 AND ($2::text IS NULL OR name = $2)",
+                                 mailbox_id, name)
+    if exists is None:
+        raise MailboxNotFound(str(mailbox_id))
+    raise OverQuota(str(mailbox_id))
 
 
 SEARCH_TIMEOUT = 600.0  # seconds

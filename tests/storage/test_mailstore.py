@@ -144,3 +144,45 @@ async def test_notifier_wakes_on_delivery_from_another_connection(pool: asyncpg.
         other.close()
     finally:
         await notifier.stop()
+
+
+@pytest.mark.parametrize(("case", "quota", "name", "error"), [
+    ("stored", None, "INBOX", None),
+    ("any name", None, None, None),
+    ("renamed since", None, "Elsewhere", mailstore.MailboxNotFound),
+    ("over quota", 10, "INBOX", mailstore.OverQuota),
+])
+async def test_append_is_durable_and_refusals_leave_nothing(pool: asyncpg.Pool, db_dsn: str, account: int,
+                                                            case: str, quota: int | None, name: str | None,
+                                                            error: type[Exception] | None) -> None:
+    """One statement stores the message, its entry, the charge and the notification; a refusal (the
+    mailbox gone under its name, no room) writes nothing at all: no UID, no modseq, no bytes."""
+    await pool.execute("UPDATE accounts SET quota_bytes = $1", quota)
+    box = await inbox(pool, account)
+    notifier = MailboxNotifier(db_dsn)
+    await notifier.start()
+    sub = notifier.subscribe(box.id)
+    data = raw(1)
+    try:
+        if error is not None:
+            with pytest.raises(error):
+                await mailstore.append(pool, box.id, data, summarize(data), ["\\Seen"], None, name)
+            after = await mailstore.mailbox_status(pool, box.id)
+            assert (after.uidnext, after.highestmodseq, after.messages) == (box.uidnext, box.highestmodseq, 0)
+            assert await pool.fetchval("SELECT used_bytes FROM accounts") == 0
+            assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+            await asyncio.sleep(0.1)
+            assert not sub.event.is_set()
+            return
+        validity, uid = await mailstore.append(pool, box.id, data, summarize(data), ["\\Seen", "\\Seen", "x"],
+                                               None, name)
+        assert (validity, uid) == (box.uidvalidity, box.uidnext)
+        row = await pool.fetchrow("SELECT mm.flags, mm.modseq, m.raw, m.subject FROM mailbox_messages mm"
+                                  " JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1", box.id)
+        assert (list(row["flags"]), row["raw"], row["subject"]) == (["\\Seen", "x"], data, "hello")
+        assert row["modseq"] == box.highestmodseq + 1
+        assert await pool.fetchval("SELECT used_bytes FROM accounts") == len(data)
+        await asyncio.wait_for(sub.event.wait(), 2)
+    finally:
+        sub.close()
+        await notifier.stop()
