@@ -71,8 +71,10 @@ class Plan:
         for att in atts:
             columns.update(_SIMPLE_COLUMNS.get(att.name, ()))
             if att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT") or att.section is not None:
-                columns.update(("size", "prefix", "header", "body_offset", "parts"))
+                columns.update(("size", "prefix", "header", "body_offset"))
                 section = _section_of(att)
+                if section.part:
+                    columns.add("parts")  # a JSON list: decoded only when a part is asked for
                 if not (section.text or "").startswith("HEADER") or section.part:
                     self.needs_raw = True
         self.columns = sorted(columns)

@@ -53,6 +53,10 @@ AUTHENTICATED_LITERAL = 1024 * 1024  # literals other than APPEND's once logged 
 # Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1); their UID forms may.
 IDLE_RETRY = 1.0  # seconds between looks at the store while it is unavailable during IDLE
 _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
+# Commands after which the store is asked for mailbox changes only when a notification said there may be
+# some: they change nothing another session must see (a FETCH's own \Seen is in `own_modseqs`), and a
+# client polls with NOOP (always asked). Saves a query per FETCH: Thunderbird fetches one body at a time.
+_SYNC_ON_NOTIFY = frozenset({"FETCH", "SEARCH"})
 
 
 class Transport(Protocol):
@@ -284,7 +288,8 @@ class Session:
             # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
             return reply.kind.lower() if reply is not None else "ok"
         if self.state is State.SELECTED:
-            await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
+            await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING,
+                            poll=cmd.name not in _SYNC_ON_NOTIFY)
         if reply.kind == "BAD":
             await self._bad(cmd.tag, reply)
         else:
@@ -292,12 +297,25 @@ class Session:
         return reply.kind.lower()
 
     # --- mailbox updates
-    async def sync(self, allow_expunge: bool = True) -> None:
-        """Tell the client what changed in its selected mailbox since it was last told."""
+    async def sync(self, allow_expunge: bool = True, poll: bool = True) -> None:
+        """Tell the client what changed in its selected mailbox since it was last told. Without `poll`,
+        the store is asked only if a notification came since the last time (any change to the mailbox,
+        from any process, sends one when it commits; a lost notification connection wakes every
+        subscriber when it is back), so a client reading its mailbox costs no extra query per command."""
         sel = self.selected
         if sel is None:
             return
-        changes = await mailstore.changes_since(self.ctx.pool, sel.mailbox.id, sel.modseq)
+        sub = self.subscription
+        if sub is not None:
+            if not poll and not sub.event.is_set():
+                return
+            sub.event.clear()  # before asking: a change committed from now on sets it again
+        try:
+            changes = await mailstore.changes_since(self.ctx.pool, sel.mailbox.id, sel.modseq)
+        except BaseException:
+            if sub is not None:
+                sub.event.set()  # not asked after all: ask next time
+            raise
         if changes is None:
             return  # the mailbox was deleted under us; commands on it will fail
         out, new = sel.apply(changes, allow_expunge)
