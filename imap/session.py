@@ -56,7 +56,8 @@ _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
 # Commands after which the store is asked for mailbox changes only when a notification said there may be
 # some: they change nothing another session must see (a FETCH's own \Seen is in `own_modseqs`), and a
 # client polls with NOOP (always asked). Saves a query per FETCH: Thunderbird fetches one body at a time.
-_SYNC_ON_NOTIFY = frozenset({"FETCH", "SEARCH"})
+# SELECT and EXAMINE subscribe before they read the mailbox, so a change they did not see is notified.
+_SYNC_ON_NOTIFY = frozenset({"FETCH", "SEARCH", "SELECT", "EXAMINE"})
 
 
 class Transport(Protocol):
@@ -335,12 +336,16 @@ class Session:
             for line in sel.add_new(new, recent_from):
                 self.send(line)
 
-    def select(self, sel: SelectedMailbox) -> None:
+    def subscribe(self, mailbox_id: int) -> Subscription | None:
+        """A wait on the mailbox's changes (None without a notifier), to be handed to `select`."""
+        return self.ctx.notifier.subscribe(mailbox_id) if self.ctx.notifier is not None else None
+
+    def select(self, sel: SelectedMailbox, subscription: Subscription | None) -> None:
+        """Enter SELECTED with the `subscription` taken (by `subscribe`) before `sel` was read."""
         self.deselect()
         self.selected = sel
         self.state = State.SELECTED
-        if self.ctx.notifier is not None:
-            self.subscription = self.ctx.notifier.subscribe(sel.mailbox.id)
+        self.subscription = subscription
 
     def deselect(self) -> None:
         if self.subscription is not None:

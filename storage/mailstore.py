@@ -89,6 +89,7 @@ class Snapshot:
     uids: list[int]
     first_unseen_uid: int | None
     keywords: list[str]
+    recent_from: int | None = None  # UIDs from this one are \Recent for the session that claimed them
 
 
 @dataclass(frozen=True)
@@ -244,20 +245,38 @@ async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
 
 # --- a selected mailbox ----------------------------------------------------------------------------------
 
-async def snapshot(pool: asyncpg.Pool, mailbox_id: int) -> Snapshot:
-    """The mailbox and its UIDs, read in one consistent view."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        row = await conn.fetchrow(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1", mailbox_id)
-        if row is None:
-            raise MailboxNotFound(str(mailbox_id))
-        agg = await conn.fetchrow(
-            "SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids,"
-            " min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen"
-            " FROM mailbox_messages WHERE mailbox_id = $1", mailbox_id, SEEN)
-        keywords = await conn.fetch(
-            "SELECT DISTINCT f FROM mailbox_messages, unnest(flags) f WHERE mailbox_id = $1"
-            " AND left(f, 1) <> '\\' ORDER BY f LIMIT 100", mailbox_id)
-    return Snapshot(_mailbox(row), list(agg["uids"]), agg["first_unseen"], [r["f"] for r in keywords])
+# SELECT in one statement (one snapshot, so no explicit transaction): the mailbox row, its UIDs in order,
+# the first unseen, the sets of flags that carry keywords (few distinct ones however many messages;
+# messages with system flags only are skipped cheaply) and, with $4, \Recent claimed up to the highest
+# UID read. The claim locks and writes the mailbox row only when there is something to claim (a warm
+# SELECT writes nothing, so waits for no WAL flush); `old` is the row as locked (the newest version),
+# as in `claim_recent`. $2 \Seen, $3 the system flags.
+_SELECT = (
+    f"WITH box AS (SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1),"
+    " entries AS (SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids, max(uid) + 1 AS upto,"
+    "  min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen,"
+    "  array_agg(DISTINCT array_to_string(flags, ' ')) FILTER (WHERE NOT flags <@ $3::text[]) AS flag_sets"
+    "  FROM mailbox_messages WHERE mailbox_id = $1),"
+    " claim AS (UPDATE mailboxes b SET recent_uid = GREATEST(old.recent_uid, entries.upto)"
+    "  FROM entries, (SELECT recent_uid FROM mailboxes WHERE id = $1 AND $4::boolean"
+    "                 AND recent_uid < (SELECT upto FROM entries) FOR UPDATE) old"
+    "  WHERE b.id = $1 AND old.recent_uid < entries.upto RETURNING old.recent_uid)"
+    " SELECT box.*, entries.uids, entries.first_unseen, entries.flag_sets,"
+    " COALESCE((SELECT recent_uid FROM claim), entries.upto) AS recent_from FROM box, entries"
+)
+_SYSTEM_FLAGS = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
+MAX_KEYWORDS = 100  # listed in SELECT's FLAGS
+
+
+async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> Snapshot:
+    """The mailbox and its UIDs, read in one consistent view; with `claim_recent`, this session's
+    \\Recent messages claimed (`Snapshot.recent_from`) in the same statement."""
+    row = await conn.fetchrow(_SELECT, mailbox_id, SEEN, _SYSTEM_FLAGS, claim_recent)
+    if row is None:
+        raise MailboxNotFound(str(mailbox_id))
+    keywords = sorted({f for flags in row["flag_sets"] or () for f in flags.split(" ") if f[:1] != "\\"})
+    return Snapshot(_mailbox(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
+                    row["recent_from"] if claim_recent else None)
 
 
 async def claim_recent(conn: Conn, mailbox_id: int, upto_uid: int) -> int:

@@ -186,3 +186,38 @@ async def test_append_is_durable_and_refusals_leave_nothing(pool: asyncpg.Pool, 
     finally:
         sub.close()
         await notifier.stop()
+
+
+@pytest.mark.parametrize(("flags", "keywords"), [
+    ([[], [], []], []),
+    ([["\\Seen"], ["\\Seen", "\\Flagged"], []], []),
+    ([["$Work", "\\Seen"], ["$Work"], ["Junk", "$Work", "\\Answered"]], ["$Work", "Junk"]),
+])
+async def test_snapshot_reads_uids_first_unseen_and_keywords_and_claims_recent_once(
+        pool: asyncpg.Pool, account: int, flags: list[list[str]], keywords: list[str]) -> None:
+    box = await inbox(pool, account)
+    for i, f in enumerate(flags):
+        await deliver(pool, account, raw(i))
+        await mailstore.store_flags(pool, box.id, [i + 1], "set", f)
+    await mailstore.expunge(pool, box.id, [])  # nothing: \Deleted is not set
+    unseen = [i + 1 for i, f in enumerate(flags) if "\\Seen" not in f]
+    looked = await mailstore.snapshot(pool, box.id)  # EXAMINE: claims nothing
+    assert (looked.uids, looked.first_unseen_uid, looked.keywords) == ([1, 2, 3], unseen[0] if unseen else None,
+                                                                      keywords)
+    assert looked.recent_from is None
+    first = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert first.recent_from == 1 and first.keywords == keywords
+    version = await pool.fetchval("SELECT xmin::text FROM mailboxes WHERE id = $1", box.id)
+    again = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert again.recent_from == 4  # nothing is recent any more, and the row was not written again
+    assert await pool.fetchval("SELECT xmin::text FROM mailboxes WHERE id = $1", box.id) == version
+    await deliver(pool, account, raw(9))
+    assert (await mailstore.snapshot(pool, box.id, claim_recent=True)).recent_from == 4
+
+
+async def test_snapshot_of_an_empty_or_missing_mailbox(pool: asyncpg.Pool, account: int) -> None:
+    box = await inbox(pool, account)
+    empty = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert (empty.uids, empty.first_unseen_uid, empty.keywords, empty.recent_from) == ([], None, [], None)
+    with pytest.raises(mailstore.MailboxNotFound):
+        await mailstore.snapshot(pool, box.id + 1000)
