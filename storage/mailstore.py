@@ -245,7 +245,7 @@ async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
 
 # --- a selected mailbox ----------------------------------------------------------------------------------
 
-# SELECT in one statement (one snapshot, so no explicit transaction): the mailbox row, its UIDs,
+# SELECT in one statement (one snapshot, so no explicit transaction): the mailbox row, its UIDs in order,
 # the first unseen, the sets of flags that carry keywords (few distinct ones however many messages;
 # messages with system flags only are skipped cheaply) and, with $4, \Recent claimed up to the highest
 # UID read. The claim locks and writes the mailbox row only when there is something to claim (a warm
@@ -253,7 +253,7 @@ async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
 # as in `claim_recent`. $2 \Seen, $3 the system flags.
 _SELECT = (
     f"WITH box AS (SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1),"
-    " entries AS (SELECT COALESCE(array_agg(uid), '{}') AS uids, max(uid) + 1 AS upto,"
+    " entries AS (SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids, max(uid) + 1 AS upto,"
     "  min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen,"
     "  array_agg(DISTINCT array_to_string(flags, ' ')) FILTER (WHERE NOT flags <@ $3::text[]) AS flag_sets"
     "  FROM mailbox_messages WHERE mailbox_id = $1),"
@@ -275,9 +275,7 @@ async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> S
     if row is None:
         raise MailboxNotFound(str(mailbox_id))
     keywords = sorted({f for flags in row["flag_sets"] or () for f in flags.split(" ") if f[:1] != "\\"})
-    uids = list(row["uids"])
-    uids.sort()  # here, not in the aggregate: the rows mostly come in UID order, and then this is linear
-    return Snapshot(_mailbox(row), uids, row["first_unseen"], keywords[:MAX_KEYWORDS],
+    return Snapshot(_mailbox(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
                     row["recent_from"] if claim_recent else None)
 
 
