@@ -419,38 +419,37 @@ async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> byt
                                message_id, offset + 1, length) or b""
 
 
-async def store_flags(pool: asyncpg.Pool, mailbox_id: int, uids: Sequence[int], mode: str,
+async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: str,
                       flags: Sequence[str]) -> tuple[int | None, list[tuple[int, list[str]]]]:
     """Set (`set`), add (`add`) or remove (`remove`) flags on `uids`. Returns the modseq given to the
-    changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`."""
-    flag_list = sorted(set(flags))
+    changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`.
+
+    One statement (its implicit transaction commits as it returns). The mailbox row is locked, and a
+    modseq taken, only when some entry needs the change (as seen when the statement starts); the
+    entries' condition is checked again on the rows as locked, so a concurrent change that made ours
+    needless can at worst leave a modseq unused. Entries it did not change are reported as it read them."""
     change = {
         "set": "ARRAY(SELECT DISTINCT f FROM unnest($3::text[]) f ORDER BY f)",
-        "add": "ARRAY(SELECT DISTINCT f FROM unnest(flags || $3::text[]) f ORDER BY f)",
-        "remove": "ARRAY(SELECT f FROM unnest(flags) f WHERE NOT f = ANY($3::text[]) ORDER BY f)",
+        "add": "ARRAY(SELECT DISTINCT f FROM unnest(mm.flags || $3::text[]) f ORDER BY f)",
+        "remove": "ARRAY(SELECT f FROM unnest(mm.flags) f WHERE NOT f = ANY($3::text[]) ORDER BY f)",
     }[mode]
     needs = {
-        "set": "NOT (flags @> $3::text[] AND $3::text[] @> flags)",
-        "add": "NOT (flags @> $3::text[])",
-        "remove": "flags && $3::text[]",
+        "set": "NOT (mm.flags @> $3::text[] AND $3::text[] @> mm.flags)",
+        "add": "NOT (mm.flags @> $3::text[])",
+        "remove": "mm.flags && $3::text[]",
     }[mode]
-    modseq = None
-    async with pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                lock = await _lock(conn, mailbox_id)
-                status = await conn.execute(
-                    f"UPDATE mailbox_messages SET flags = {change}, modseq = $4"
-                    f" WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) AND {needs}",
-                    mailbox_id, list(uids), flag_list, lock["highestmodseq"])
-                if status == "UPDATE 0":
-                    raise _NothingToDo
-                modseq = lock["highestmodseq"]
-                await _notify(conn, mailbox_id)
-        except _NothingToDo:
-            pass
-        rows = await conn.fetch("SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = $1"
-                                " AND uid = ANY($2::bigint[]) ORDER BY uid", mailbox_id, list(uids))
+    rows = await pool.fetch(
+        "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND EXISTS"
+        f"  (SELECT FROM mailbox_messages mm WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND {needs})"
+        "  RETURNING highestmodseq),"
+        f" changed AS (UPDATE mailbox_messages mm SET flags = {change}, modseq = lock.highestmodseq FROM lock"
+        f"  WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND {needs} RETURNING mm.uid, mm.flags, mm.modseq)"
+        " SELECT mm.uid, COALESCE(changed.flags, mm.flags) AS flags, changed.modseq,"
+        "  (SELECT pg_notify($4, $1::text) WHERE EXISTS (SELECT FROM changed)) IS NOT NULL AS notified"
+        " FROM mailbox_messages mm LEFT JOIN changed ON changed.uid = mm.uid"
+        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid",
+        mailbox_id, list(uids), sorted(set(flags)), MAILBOX_CHANNEL)
+    modseq = next((r["modseq"] for r in rows if r["modseq"] is not None), None)
     return modseq, [(r["uid"], list(r["flags"])) for r in rows]
 
 

@@ -221,3 +221,42 @@ async def test_snapshot_of_an_empty_or_missing_mailbox(pool: asyncpg.Pool, accou
     assert (empty.uids, empty.first_unseen_uid, empty.keywords, empty.recent_from) == ([], None, [], None)
     with pytest.raises(mailstore.MailboxNotFound):
         await mailstore.snapshot(pool, box.id + 1000)
+
+
+@pytest.mark.parametrize(("mode", "flags", "changes"), [
+    ("add", ["\\Seen"], [2]),  # message 1 has it already
+    ("add", ["\\Seen", "$Work"], [1, 2]),
+    ("remove", ["\\Flagged"], []),
+    ("remove", ["\\Seen"], [1]),
+    ("set", ["\\Seen"], [2]),
+    ("set", [], [1]),
+])
+async def test_store_flags_spends_a_modseq_only_on_a_change_and_reports_every_entry(
+        pool: asyncpg.Pool, db_dsn: str, account: int, mode: str, flags: list[str], changes: list[int]) -> None:
+    for i in range(2):
+        await deliver(pool, account, raw(i))
+    box = await inbox(pool, account)
+    await mailstore.store_flags(pool, box.id, [1], "add", ["\\Seen"])
+    before = (await mailstore.mailbox_status(pool, box.id)).highestmodseq
+    current = {1: {"\\Seen"}, 2: set()}
+    notifier = MailboxNotifier(db_dsn)
+    await notifier.start()
+    sub = notifier.subscribe(box.id)
+    try:
+        modseq, rows = await mailstore.store_flags(pool, box.id, [1, 2, 7], mode, flags)
+        expected = {u: sorted(current[u] | set(flags) if mode == "add" else current[u] - set(flags)
+                              if mode == "remove" else set(flags)) for u in (1, 2)}
+        assert rows == [(1, expected[1]), (2, expected[2])]
+        after = (await mailstore.mailbox_status(pool, box.id)).highestmodseq
+        if changes:
+            assert modseq == after == before + 1
+            await asyncio.wait_for(sub.event.wait(), 2)
+        else:
+            assert modseq is None and after == before
+            await asyncio.sleep(0.1)
+            assert not sub.event.is_set()
+        changed = await mailstore.changes_since(pool, box.id, before)
+        assert changed is not None and [u for u, _, _ in changed.updated] == changes
+    finally:
+        sub.close()
+        await notifier.stop()
