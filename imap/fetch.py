@@ -31,6 +31,7 @@ STREAM_CHUNK = 1024 * 1024
 BATCH_WITH_BODIES = 32
 BATCH_WITHOUT_BODIES = 250
 STREAMED_BATCH = 1000  # rows per query (and per write) of a streamed FETCH: about 1 MB of headers
+MIN_SHARED_BATCH = 100  # a FETCH of fewer than twice this many is built on one connection
 
 _SIMPLE_COLUMNS = {
     "INTERNALDATE": ("internal_date",),
@@ -324,15 +325,17 @@ async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> N
     sel = session.selected
     assert sel is not None
     known = sel.uids
-    batches: list[tuple[list[int], int, bool]] = []
-    for i in range(0, len(uids), STREAMED_BATCH):
-        batch = uids[i : i + STREAMED_BATCH]
-        start = bisect_left(known, batch[0])
-        batches.append((batch, start, known[start : start + len(batch)] == batch))  # contiguous: a range scan
     pool = session.ctx.pool
     # one connection for the whole FETCH: no pool release (and reset) between batches
     async with pool.acquire() as conn:
-        spare = await _spare(pool) if plan.wire is not None and len(batches) > 1 else None
+        spare = await _spare(pool) if plan.wire is not None and len(uids) >= 2 * MIN_SHARED_BATCH else None
+        # with a second connection, at least two batches (a 1,000-message folder is built in two halves)
+        size = STREAMED_BATCH if spare is None else min(STREAMED_BATCH, -(-len(uids) // 2))
+        batches: list[tuple[list[int], int, bool]] = []
+        for i in range(0, len(uids), size):
+            batch = uids[i : i + size]
+            start = bisect_left(known, batch[0])
+            batches.append((batch, start, known[start : start + len(batch)] == batch))  # contiguous: a range scan
         try:
             await _write_batches(session, plan, batches, [conn] if spare is None else [conn, spare])
         finally:

@@ -212,6 +212,7 @@ async def test_a_header_sync_is_the_same_with_or_without_a_second_connection(
     await world.pool.execute(  # formatted here, on the connection of its batch
         "UPDATE messages SET sync_fields = NULL WHERE id = (SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET 12)")
     monkeypatch.setattr(fetch, "STREAMED_BATCH", 5)
+    monkeypatch.setattr(fetch, "MIN_SHARED_BATCH", 2)
     await asyncio.gather(*(world.pool.fetchval("SELECT pg_sleep(0.01)") for _ in range(3)))  # 3 connections
     first = await world.client()
     await first("s SELECT INBOX")  # takes \Recent, so the next session's batches are built by the database
