@@ -11,7 +11,9 @@ mailbox holds. Must not: touch sockets (it writes to the session's transport) or
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ STREAM_CHUNK = 1024 * 1024
 BATCH_WITH_BODIES = 32
 BATCH_WITHOUT_BODIES = 250
 STREAMED_BATCH = 1000  # rows per query (and per write) of a streamed FETCH: about 1 MB of headers
+MIN_SHARED_BATCH = 100  # a FETCH of fewer than twice this many is built on one connection
 
 _SIMPLE_COLUMNS = {
     "INTERNALDATE": ("internal_date",),
@@ -71,8 +74,10 @@ class Plan:
         for att in atts:
             columns.update(_SIMPLE_COLUMNS.get(att.name, ()))
             if att.name in ("RFC822", "RFC822.HEADER", "RFC822.TEXT") or att.section is not None:
-                columns.update(("size", "prefix", "header", "body_offset", "parts"))
+                columns.update(("size", "prefix", "header", "body_offset"))
                 section = _section_of(att)
+                if section.part:
+                    columns.add("parts")  # a JSON list: decoded only when a part is asked for
                 if not (section.text or "").startswith("HEADER") or section.part:
                     self.needs_raw = True
         self.columns = sorted(columns)
@@ -320,25 +325,69 @@ async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> N
     sel = session.selected
     assert sel is not None
     known = sel.uids
-    recent = sel.recent
-    out = session.transport
     pool = session.ctx.pool
     # one connection for the whole FETCH: no pool release (and reset) between batches
     async with pool.acquire() as conn:
-        for i in range(0, len(uids), STREAMED_BATCH):
-            batch = uids[i : i + STREAMED_BATCH]
+        spare = await _spare(pool) if plan.wire is not None and len(uids) >= 2 * MIN_SHARED_BATCH else None
+        # with a second connection, at least two batches (a 1,000-message folder is built in two halves)
+        size = STREAMED_BATCH if spare is None else min(STREAMED_BATCH, -(-len(uids) // 2))
+        batches: list[tuple[list[int], int, bool]] = []
+        for i in range(0, len(uids), size):
+            batch = uids[i : i + size]
             start = bisect_left(known, batch[0])
-            contiguous = known[start : start + len(batch)] == batch  # then a range scan finds exactly them
-            if plan.wire is not None and contiguous and recent.isdisjoint(batch):
-                # the database builds the batch's responses; used when it found exactly the batch, every
-                # message with its sync_fields (else the batch is formatted here, as below)
-                data, built = await mailstore.fetch_wire_batch(conn, sel.mailbox.id, plan.wire, batch[0],
-                                                               batch[-1], start + 1)
-                if built == len(batch):
-                    out.write(data)
-                    await out.drain()
-                    continue
-            await _write_rows(session, plan, conn, batch, start, contiguous)
+            batches.append((batch, start, known[start : start + len(batch)] == batch))  # contiguous: a range scan
+        try:
+            await _write_batches(session, plan, batches, [conn] if spare is None else [conn, spare])
+        finally:
+            if spare is not None:
+                await pool.release(spare)
+
+
+async def _spare(pool: Any) -> Any:
+    """A second connection, only when one is idle: taken at once (the pool's queue is not empty) or not
+    at all, so a session holding one connection never waits for another and sessions cannot starve
+    each other of connections."""
+    if pool.get_idle_size() < 1:
+        return None
+    return await pool.acquire()
+
+
+async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[list[int], int, bool]],
+                         conns: list[Any]) -> None:
+    """The batches in order. With two connections the database builds the next batch while this one is
+    built or sent (two backends, two cores): a large header sync is bound by the database's time."""
+    sel = session.selected
+    assert sel is not None
+    out = session.transport
+
+    async def build(i: int) -> bytes | None:
+        """Batch i as the database builds it, on connection i mod n; None: format it here instead."""
+        batch, start, contiguous = batches[i]
+        if plan.wire is None or not contiguous or not sel.recent.isdisjoint(batch):
+            return None
+        data, built = await mailstore.fetch_wire_batch(conns[i % len(conns)], sel.mailbox.id, plan.wire,
+                                                       batch[0], batch[-1], start + 1)
+        return data if built == len(batch) else None  # a message without sync_fields: format here
+
+    ahead: deque[asyncio.Task[bytes | None]] = deque()
+    try:
+        for i, (batch, start, contiguous) in enumerate(batches):
+            if len(conns) == 1:
+                data = await build(i)
+            else:
+                while len(ahead) < len(conns) and i + len(ahead) < len(batches):
+                    ahead.append(asyncio.create_task(build(i + len(ahead))))
+                data = await ahead.popleft()
+            if data is None:  # its connection is free: the batch in flight uses the other one
+                await _write_rows(session, plan, conns[i % len(conns)], batch, start, contiguous)
+                continue
+            out.write(data)
+            await out.drain()
+    finally:
+        for task in ahead:
+            task.cancel()
+        if ahead:
+            await asyncio.gather(*ahead, return_exceptions=True)
 
 
 async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: list[int], start: int,

@@ -155,33 +155,43 @@ async def serve(session: Session, reader: asyncio.StreamReader, inactivity: floa
     read: asyncio.Task[bytes] | None = None
     try:
         while not session.closed:
-            if read is None:
-                read = asyncio.create_task(reader.read(READ_SIZE))
             wakeup = session.idle_wakeup
-            waits: set[asyncio.Future[object]] = {read}  # type: ignore[arg-type]
-            if wakeup is not None:
-                woke = asyncio.create_task(wakeup.wait())
-                waits.add(woke)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waits, timeout=inactivity, return_when=asyncio.FIRST_COMPLETED)
-            if wakeup is not None:
-                woke.cancel()
-            if not done:
-                session.send(encoder.bye("autologout; idle for too long"))  # RFC 9051 §5.4
-                return
-            if read in done:
+            if wakeup is None and read is None:
+                # the common case, a client sending commands: a plain read under a deadline (no task
+                # and no wait set per command: they cost more than a small command's own work)
+                try:
+                    async with asyncio.timeout(inactivity):
+                        data = await reader.read(READ_SIZE)
+                except TimeoutError:
+                    session.send(encoder.bye("autologout; idle for too long"))  # RFC 9051 §5.4
+                    return
+            else:
+                if read is None:
+                    read = asyncio.create_task(reader.read(READ_SIZE))
+                waits: set[asyncio.Future[object]] = {read}  # type: ignore[arg-type]
+                if wakeup is not None:
+                    woke = asyncio.create_task(wakeup.wait())
+                    waits.add(woke)  # type: ignore[arg-type]
+                done, _ = await asyncio.wait(waits, timeout=inactivity, return_when=asyncio.FIRST_COMPLETED)
+                if wakeup is not None:
+                    woke.cancel()
+                if not done:
+                    session.send(encoder.bye("autologout; idle for too long"))  # RFC 9051 §5.4
+                    return
+                if read not in done:
+                    await session.idle_changed()
+                    continue
                 data = read.result()
                 read = None
-                if not data:
-                    return
+            if not data:
+                return
+            if busy is not None and task is not None:
+                busy.add(task)
+            try:
+                await session.feed(data)
+            finally:
                 if busy is not None and task is not None:
-                    busy.add(task)
-                try:
-                    await session.feed(data)
-                finally:
-                    if busy is not None and task is not None:
-                        busy.discard(task)
-            else:
-                await session.idle_changed()
+                    busy.discard(task)
     finally:
         if read is not None:
             read.cancel()

@@ -53,6 +53,11 @@ AUTHENTICATED_LITERAL = 1024 * 1024  # literals other than APPEND's once logged 
 # Commands during which EXPUNGE must not be sent (RFC 3501 §7.4.1); their UID forms may.
 IDLE_RETRY = 1.0  # seconds between looks at the store while it is unavailable during IDLE
 _NO_EXPUNGE_DURING = frozenset({"FETCH", "STORE", "SEARCH"})
+# Commands after which the store is asked for mailbox changes only when a notification said there may be
+# some: they change nothing another session must see (a FETCH's own \Seen is in `own_modseqs`), and a
+# client polls with NOOP (always asked). Saves a query per FETCH: Thunderbird fetches one body at a time.
+# SELECT and EXAMINE subscribe before they read the mailbox, so a change they did not see is notified.
+_SYNC_ON_NOTIFY = frozenset({"FETCH", "SEARCH", "SELECT", "EXAMINE"})
 
 
 class Transport(Protocol):
@@ -284,7 +289,8 @@ class Session:
             # already answered (LOGOUT, STARTTLS), or the command continues (IDLE, AUTHENTICATE)
             return reply.kind.lower() if reply is not None else "ok"
         if self.state is State.SELECTED:
-            await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING)
+            await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING,
+                            poll=cmd.name not in _SYNC_ON_NOTIFY)
         if reply.kind == "BAD":
             await self._bad(cmd.tag, reply)
         else:
@@ -292,12 +298,25 @@ class Session:
         return reply.kind.lower()
 
     # --- mailbox updates
-    async def sync(self, allow_expunge: bool = True) -> None:
-        """Tell the client what changed in its selected mailbox since it was last told."""
+    async def sync(self, allow_expunge: bool = True, poll: bool = True) -> None:
+        """Tell the client what changed in its selected mailbox since it was last told. Without `poll`,
+        the store is asked only if a notification came since the last time (any change to the mailbox,
+        from any process, sends one when it commits; a lost notification connection wakes every
+        subscriber when it is back), so a client reading its mailbox costs no extra query per command."""
         sel = self.selected
         if sel is None:
             return
-        changes = await mailstore.changes_since(self.ctx.pool, sel.mailbox.id, sel.modseq)
+        sub = self.subscription
+        if sub is not None:
+            if not poll and not sub.event.is_set():
+                return
+            sub.event.clear()  # before asking: a change committed from now on sets it again
+        try:
+            changes = await mailstore.changes_since(self.ctx.pool, sel.mailbox.id, sel.modseq)
+        except BaseException:
+            if sub is not None:
+                sub.event.set()  # not asked after all: ask next time
+            raise
         if changes is None:
             return  # the mailbox was deleted under us; commands on it will fail
         out, new = sel.apply(changes, allow_expunge)
@@ -317,12 +336,16 @@ class Session:
             for line in sel.add_new(new, recent_from):
                 self.send(line)
 
-    def select(self, sel: SelectedMailbox) -> None:
+    def subscribe(self, mailbox_id: int) -> Subscription | None:
+        """A wait on the mailbox's changes (None without a notifier), to be handed to `select`."""
+        return self.ctx.notifier.subscribe(mailbox_id) if self.ctx.notifier is not None else None
+
+    def select(self, sel: SelectedMailbox, subscription: Subscription | None) -> None:
+        """Enter SELECTED with the `subscription` taken (by `subscribe`) before `sel` was read."""
         self.deselect()
         self.selected = sel
         self.state = State.SELECTED
-        if self.ctx.notifier is not None:
-            self.subscription = self.ctx.notifier.subscribe(sel.mailbox.id)
+        self.subscription = subscription
 
     def deselect(self) -> None:
         if self.subscription is not None:

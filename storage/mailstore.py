@@ -19,7 +19,9 @@ from typing import Any
 import asyncpg
 
 from storage.accounts import delete_unreferenced
-from storage.delivery import MAILBOX_CHANNEL, insert_message
+from storage.delivery import _MESSAGE_COLUMNS as MESSAGE_COLUMNS  # a message row as a delivery writes it
+from storage.delivery import _MESSAGE_PARAMS as MESSAGE_PARAMS
+from storage.delivery import MAILBOX_CHANNEL, message_values
 
 INBOX = "INBOX"
 DELIMITER = "/"
@@ -87,6 +89,7 @@ class Snapshot:
     uids: list[int]
     first_unseen_uid: int | None
     keywords: list[str]
+    recent_from: int | None = None  # UIDs from this one are \Recent for the session that claimed them
 
 
 @dataclass(frozen=True)
@@ -242,20 +245,38 @@ async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
 
 # --- a selected mailbox ----------------------------------------------------------------------------------
 
-async def snapshot(pool: asyncpg.Pool, mailbox_id: int) -> Snapshot:
-    """The mailbox and its UIDs, read in one consistent view."""
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        row = await conn.fetchrow(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1", mailbox_id)
-        if row is None:
-            raise MailboxNotFound(str(mailbox_id))
-        agg = await conn.fetchrow(
-            "SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids,"
-            " min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen"
-            " FROM mailbox_messages WHERE mailbox_id = $1", mailbox_id, SEEN)
-        keywords = await conn.fetch(
-            "SELECT DISTINCT f FROM mailbox_messages, unnest(flags) f WHERE mailbox_id = $1"
-            " AND left(f, 1) <> '\\' ORDER BY f LIMIT 100", mailbox_id)
-    return Snapshot(_mailbox(row), list(agg["uids"]), agg["first_unseen"], [r["f"] for r in keywords])
+# SELECT in one statement (one snapshot, so no explicit transaction): the mailbox row, its UIDs in order,
+# the first unseen, the sets of flags that carry keywords (few distinct ones however many messages;
+# messages with system flags only are skipped cheaply) and, with $4, \Recent claimed up to the highest
+# UID read. The claim locks and writes the mailbox row only when there is something to claim (a warm
+# SELECT writes nothing, so waits for no WAL flush); `old` is the row as locked (the newest version),
+# as in `claim_recent`. $2 \Seen, $3 the system flags.
+_SELECT = (
+    f"WITH box AS (SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1),"
+    " entries AS (SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids, max(uid) + 1 AS upto,"
+    "  min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen,"
+    "  array_agg(DISTINCT array_to_string(flags, ' ')) FILTER (WHERE NOT flags <@ $3::text[]) AS flag_sets"
+    "  FROM mailbox_messages WHERE mailbox_id = $1),"
+    " claim AS (UPDATE mailboxes b SET recent_uid = GREATEST(old.recent_uid, entries.upto)"
+    "  FROM entries, (SELECT recent_uid FROM mailboxes WHERE id = $1 AND $4::boolean"
+    "                 AND recent_uid < (SELECT upto FROM entries) FOR UPDATE) old"
+    "  WHERE b.id = $1 AND old.recent_uid < entries.upto RETURNING old.recent_uid)"
+    " SELECT box.*, entries.uids, entries.first_unseen, entries.flag_sets,"
+    " COALESCE((SELECT recent_uid FROM claim), entries.upto) AS recent_from FROM box, entries"
+)
+_SYSTEM_FLAGS = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
+MAX_KEYWORDS = 100  # listed in SELECT's FLAGS
+
+
+async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> Snapshot:
+    """The mailbox and its UIDs, read in one consistent view; with `claim_recent`, this session's
+    \\Recent messages claimed (`Snapshot.recent_from`) in the same statement."""
+    row = await conn.fetchrow(_SELECT, mailbox_id, SEEN, _SYSTEM_FLAGS, claim_recent)
+    if row is None:
+        raise MailboxNotFound(str(mailbox_id))
+    keywords = sorted({f for flags in row["flag_sets"] or () for f in flags.split(" ") if f[:1] != "\\"})
+    return Snapshot(_mailbox(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
+                    row["recent_from"] if claim_recent else None)
 
 
 async def claim_recent(conn: Conn, mailbox_id: int, upto_uid: int) -> int:
@@ -398,38 +419,37 @@ async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> byt
                                message_id, offset + 1, length) or b""
 
 
-async def store_flags(pool: asyncpg.Pool, mailbox_id: int, uids: Sequence[int], mode: str,
+async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: str,
                       flags: Sequence[str]) -> tuple[int | None, list[tuple[int, list[str]]]]:
     """Set (`set`), add (`add`) or remove (`remove`) flags on `uids`. Returns the modseq given to the
-    changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`."""
-    flag_list = sorted(set(flags))
+    changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`.
+
+    One statement (its implicit transaction commits as it returns). The mailbox row is locked, and a
+    modseq taken, only when some entry needs the change (as seen when the statement starts); the
+    entries' condition is checked again on the rows as locked, so a concurrent change that made ours
+    needless can at worst leave a modseq unused. Entries it did not change are reported as it read them."""
     change = {
         "set": "ARRAY(SELECT DISTINCT f FROM unnest($3::text[]) f ORDER BY f)",
-        "add": "ARRAY(SELECT DISTINCT f FROM unnest(flags || $3::text[]) f ORDER BY f)",
-        "remove": "ARRAY(SELECT f FROM unnest(flags) f WHERE NOT f = ANY($3::text[]) ORDER BY f)",
+        "add": "ARRAY(SELECT DISTINCT f FROM unnest(mm.flags || $3::text[]) f ORDER BY f)",
+        "remove": "ARRAY(SELECT f FROM unnest(mm.flags) f WHERE NOT f = ANY($3::text[]) ORDER BY f)",
     }[mode]
     needs = {
-        "set": "NOT (flags @> $3::text[] AND $3::text[] @> flags)",
-        "add": "NOT (flags @> $3::text[])",
-        "remove": "flags && $3::text[]",
+        "set": "NOT (mm.flags @> $3::text[] AND $3::text[] @> mm.flags)",
+        "add": "NOT (mm.flags @> $3::text[])",
+        "remove": "mm.flags && $3::text[]",
     }[mode]
-    modseq = None
-    async with pool.acquire() as conn:
-        try:
-            async with conn.transaction():
-                lock = await _lock(conn, mailbox_id)
-                status = await conn.execute(
-                    f"UPDATE mailbox_messages SET flags = {change}, modseq = $4"
-                    f" WHERE mailbox_id = $1 AND uid = ANY($2::bigint[]) AND {needs}",
-                    mailbox_id, list(uids), flag_list, lock["highestmodseq"])
-                if status == "UPDATE 0":
-                    raise _NothingToDo
-                modseq = lock["highestmodseq"]
-                await _notify(conn, mailbox_id)
-        except _NothingToDo:
-            pass
-        rows = await conn.fetch("SELECT uid, flags FROM mailbox_messages WHERE mailbox_id = $1"
-                                " AND uid = ANY($2::bigint[]) ORDER BY uid", mailbox_id, list(uids))
+    rows = await pool.fetch(
+        "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND EXISTS"
+        f"  (SELECT FROM mailbox_messages mm WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND {needs})"
+        "  RETURNING highestmodseq),"
+        f" changed AS (UPDATE mailbox_messages mm SET flags = {change}, modseq = lock.highestmodseq FROM lock"
+        f"  WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND {needs} RETURNING mm.uid, mm.flags, mm.modseq)"
+        " SELECT mm.uid, COALESCE(changed.flags, mm.flags) AS flags, changed.modseq,"
+        "  (SELECT pg_notify($4, $1::text) WHERE EXISTS (SELECT FROM changed)) IS NOT NULL AS notified"
+        " FROM mailbox_messages mm LEFT JOIN changed ON changed.uid = mm.uid"
+        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid",
+        mailbox_id, list(uids), sorted(set(flags)), MAILBOX_CHANNEL)
+    modseq = next((r["modseq"] for r in rows if r["modseq"] is not None), None)
     return modseq, [(r["uid"], list(r["flags"])) for r in rows]
 
 
@@ -512,34 +532,52 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
         raise OverQuota(str(account_id))
 
 
-async def append(pool: asyncpg.Pool, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
+# APPEND in one statement, so its implicit transaction commits (durably) as it returns: one round trip
+# instead of six (BEGIN, lock, message, entry, COMMIT and the pool's reset). $1..$18 the message
+# (`message_values`), $19 the mailbox id, $20 the name it must still have (or NULL), $21 the flags,
+# $22 the internal date (or NULL: now), $23 the notification channel. The mailbox row is locked first,
+# then the account's, as a delivery does. `box` takes a UID only when the quota allows the message (as
+# seen at the start of the statement); `charge` checks the quota again on the locked account row, and
+# nothing is stored without it: only a concurrent delivery filling the quota in between can leave a UID
+# unused, a gap RFC 3501 §2.3.1.1 allows.
+_APPEND = (
+    "WITH box AS ("
+    "  UPDATE mailboxes b SET highestmodseq = b.highestmodseq + 1, uidnext = b.uidnext + 1 FROM accounts a"
+    "  WHERE b.id = $19 AND ($20::text IS NULL OR b.name = $20) AND a.id = b.account_id"
+    "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes)"
+    "  RETURNING b.account_id, b.highestmodseq, b.uidvalidity, b.uidnext - 1 AS uid"
+    "), charge AS ("
+    "  UPDATE accounts a SET used_bytes = a.used_bytes + $2::integer FROM box WHERE a.id = box.account_id"
+    "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes) RETURNING a.id"
+    "), msg AS ("
+    f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} WHERE EXISTS (SELECT FROM charge)"
+    "  RETURNING id"
+    "), entry AS ("
+    "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+    "  SELECT $19, box.uid, msg.id, $21::text[], COALESCE($22::timestamptz, now()), box.highestmodseq"
+    "  FROM box, msg"
+    ")"
+    " SELECT box.uidvalidity, box.uid, msg.id IS NOT NULL AS stored,"
+    " CASE WHEN msg.id IS NOT NULL THEN pg_notify($23::text, $19::text) END"
+    " FROM box LEFT JOIN msg ON true"
+)
+
+
+async def append(pool: Conn, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
                  internal_date: datetime | None, name: str | None = None) -> tuple[int, int]:
-    """Store a message given by a client into a mailbox; return (uidvalidity, uid). With `name`, the
-    mailbox must still have that name (a caller's cached id may be stale): else MailboxNotFound."""
-    async with pool.acquire() as conn, conn.transaction():
-        # the lock, the modseq, the UID and the quota in one statement (a round trip per statement is
-        # most of an APPEND's time); then the message, and the entry with its notification
-        lock = await conn.fetchrow(
-            "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1, uidnext = uidnext + 1"
-            " WHERE id = $1 AND ($3::text IS NULL OR name = $3)"
-            " RETURNING account_id, highestmodseq, uidvalidity, uidnext - 1 AS uid),"
-            " charge AS (UPDATE accounts a SET used_bytes = a.used_bytes + $2 FROM lock"
-            " WHERE a.id = lock.account_id AND (a.quota_bytes IS NULL OR a.used_bytes + $2 <= a.quota_bytes)"
-            " RETURNING a.id)"
-            " SELECT lock.*, EXISTS (SELECT 1 FROM charge) AS charged FROM lock", mailbox_id, len(raw), name)
-        if lock is None:
-            raise MailboxNotFound(str(mailbox_id))
-        if not lock["charged"]:
-            raise OverQuota(str(lock["account_id"]))
-        message_id = await insert_message(conn, raw, summary)
-        uid = lock["uid"]
-        await conn.execute(
-            "WITH entry AS (INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
-            " VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6))"
-            " SELECT pg_notify($7, $8)",
-            mailbox_id, uid, message_id, sorted(set(flags)), internal_date, lock["highestmodseq"],
-            MAILBOX_CHANNEL, str(mailbox_id))
-        return lock["uidvalidity"], uid
+    """Store a message given by a client into a mailbox; return (uidvalidity, uid) once it is durable.
+    With `name`, the mailbox must still have that name (a caller's cached id may be stale): else
+    MailboxNotFound. OverQuota when the account has no room for it."""
+    row = await pool.fetchrow(_APPEND, *message_values(raw, summary), mailbox_id, name, sorted(set(flags)),
+                              internal_date, MAILBOX_CHANNEL)
+    if row is not None and row["stored"]:
+        return row["uidvalidity"], row["uid"]
+    # refused: nothing was stored; tell a vanished (or renamed) mailbox from a full account
+    exists = await pool.fetchval("SELECT 1 FROM mailboxes WHERE id = $1 AND ($2::text IS NULL OR name = $2)",
+                                 mailbox_id, name)
+    if exists is None:
+        raise MailboxNotFound(str(mailbox_id))
+    raise OverQuota(str(mailbox_id))
 
 
 SEARCH_TIMEOUT = 600.0  # seconds

@@ -5,6 +5,7 @@ APPEND, plus ENABLE (RFC 5161) and IDLE (RFC 2177)."""
 from __future__ import annotations
 
 import asyncio
+from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from imap import encoder, mailboxes, replies
@@ -40,11 +41,18 @@ async def find(session: Session, name: str, missing: Reply = replies.NO_SUCH_MAI
 async def select(session: Session, cmd: Select) -> Reply:
     session.deselect()  # RFC 3501 §6.3.1: a failed SELECT leaves no mailbox selected
     box = await find(session, cmd.mailbox)
-    snap = await mailstore.snapshot(session.ctx.pool, box.id)
+    # listening before the snapshot: a change it misses is notified, so the sync after this command
+    # need not ask the store (see `Session.sync`)
+    subscription = session.subscribe(box.id)
+    try:
+        snap = await mailstore.snapshot(session.ctx.pool, box.id, claim_recent=not cmd.readonly)
+    except BaseException:
+        if subscription is not None:
+            subscription.close()
+        raise
     sel = SelectedMailbox(snap.mailbox, snap.uids, cmd.readonly)
-    if not cmd.readonly and snap.uids:
-        first = await mailstore.claim_recent(session.ctx.pool, box.id, snap.uids[-1] + 1)
-        sel.recent = {u for u in snap.uids if u >= first}
+    if snap.recent_from is not None:
+        sel.recent = set(snap.uids[bisect_left(snap.uids, snap.recent_from):])
     flags = [*SYSTEM_FLAGS, *snap.keywords]
     session.send(encoder.flags(flags))
     session.send(encoder.exists(sel.exists))
@@ -57,7 +65,7 @@ async def select(session: Session, cmd: Select) -> Reply:
     session.send(encoder.ok("*", "predicted next UID", Code.uidnext(snap.mailbox.uidnext)))
     permanent = () if cmd.readonly else (*SYSTEM_FLAGS, "\\*")
     session.send(encoder.ok("*", "flags permitted", Code.permanentflags(permanent)))
-    session.select(sel)
+    session.select(sel, subscription)
     return replies.completed(cmd.name, encoder.READ_ONLY if cmd.readonly else encoder.READ_WRITE)
 
 

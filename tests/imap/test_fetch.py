@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from mailcore.mime.precompute import summarize
@@ -198,3 +200,32 @@ async def test_batches_built_by_the_database_match_those_formatted_here(
         monkeypatch.setattr(fetch, "streamed", real)
         assert built == formatted
         assert built.count(" FETCH (") >= 15
+
+
+async def test_a_header_sync_is_the_same_with_or_without_a_second_connection(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches built on two connections at once come out in order, the same as on one (when the pool
+    has no two idle connections, the FETCH does not wait for a second one)."""
+    from imap import fetch
+    for i in range(1, 24):
+        await world.deliver(message(i, f"m {i}") if i != 17 else MULTIPART)
+    await world.pool.execute(  # formatted here, on the connection of its batch
+        "UPDATE messages SET sync_fields = NULL WHERE id = (SELECT id FROM messages ORDER BY id LIMIT 1 OFFSET 12)")
+    monkeypatch.setattr(fetch, "STREAMED_BATCH", 5)
+    monkeypatch.setattr(fetch, "MIN_SHARED_BATCH", 2)
+    await asyncio.gather(*(world.pool.fetchval("SELECT pg_sleep(0.01)") for _ in range(3)))  # 3 connections
+    first = await world.client()
+    await first("s SELECT INBOX")  # takes \Recent, so the next session's batches are built by the database
+    c = await world.client()
+    await c("s SELECT INBOX")
+    assert world.pool.get_idle_size() >= 2
+    pipelined = await c(SYNC)
+    held = [await world.pool.acquire() for _ in range(world.pool.get_idle_size() - 1)]
+    assert world.pool.get_idle_size() == 1  # left for the FETCH itself: no second one
+    try:
+        serial = await c(SYNC)
+    finally:
+        for conn in held:
+            await world.pool.release(conn)
+    assert pipelined == serial
+    assert [int(line.split()[1]) for line in serial.splitlines() if " FETCH (" in line] == list(range(1, 24))

@@ -104,6 +104,28 @@ async def test_idle_sees_flag_changes_and_expunges_from_other_sessions(listening
     assert await c.line(within=1) == "* 2 EXPUNGE\r\n"
 
 
+@pytest.mark.parametrize("command", ["FETCH 1 (FLAGS)", "UID FETCH 1:* (UID)", "SEARCH ALL", "NOOP"])
+async def test_a_client_that_only_reads_still_learns_of_new_mail(listening: Listening, command: str) -> None:
+    """After FETCH and SEARCH the store is asked for changes only once a notification came: a delivery
+    (another connection) is announced by the first such command after its notification; NOOP always asks."""
+    await listening.world.deliver(message(1))
+    c = await Line.open(listening.imap_port)
+    await c.line()
+    await c.cmd(f'a LOGIN {USER} "{PASSWORD}"')
+    await c.cmd("b SELECT INBOX")
+    assert "* 2 EXISTS\r\n" not in await c.cmd(f"c {command}")
+    await listening.world.deliver(message(2))
+    for i in range(100):  # the notification arrives shortly after the commit
+        out = await c.cmd(f"d{i} {command}")
+        assert out[-1].startswith(f"d{i} OK")
+        if "* 2 EXISTS\r\n" in out:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError(f"{command}: the new message was never announced")
+    assert "* 2 EXISTS\r\n" not in await c.cmd(f"e {command}")  # once
+
+
 DELIVER_SCRIPT = """
 import asyncio, sys
 import asyncpg

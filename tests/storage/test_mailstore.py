@@ -144,3 +144,119 @@ async def test_notifier_wakes_on_delivery_from_another_connection(pool: asyncpg.
         other.close()
     finally:
         await notifier.stop()
+
+
+@pytest.mark.parametrize(("case", "quota", "name", "error"), [
+    ("stored", None, "INBOX", None),
+    ("any name", None, None, None),
+    ("renamed since", None, "Elsewhere", mailstore.MailboxNotFound),
+    ("over quota", 10, "INBOX", mailstore.OverQuota),
+])
+async def test_append_is_durable_and_refusals_leave_nothing(pool: asyncpg.Pool, db_dsn: str, account: int,
+                                                            case: str, quota: int | None, name: str | None,
+                                                            error: type[Exception] | None) -> None:
+    """One statement stores the message, its entry, the charge and the notification; a refusal (the
+    mailbox gone under its name, no room) writes nothing at all: no UID, no modseq, no bytes."""
+    await pool.execute("UPDATE accounts SET quota_bytes = $1", quota)
+    box = await inbox(pool, account)
+    notifier = MailboxNotifier(db_dsn)
+    await notifier.start()
+    sub = notifier.subscribe(box.id)
+    data = raw(1)
+    try:
+        if error is not None:
+            with pytest.raises(error):
+                await mailstore.append(pool, box.id, data, summarize(data), ["\\Seen"], None, name)
+            after = await mailstore.mailbox_status(pool, box.id)
+            assert (after.uidnext, after.highestmodseq, after.messages) == (box.uidnext, box.highestmodseq, 0)
+            assert await pool.fetchval("SELECT used_bytes FROM accounts") == 0
+            assert await pool.fetchval("SELECT count(*) FROM messages") == 0
+            await asyncio.sleep(0.1)
+            assert not sub.event.is_set()
+            return
+        validity, uid = await mailstore.append(pool, box.id, data, summarize(data), ["\\Seen", "\\Seen", "x"],
+                                               None, name)
+        assert (validity, uid) == (box.uidvalidity, box.uidnext)
+        row = await pool.fetchrow("SELECT mm.flags, mm.modseq, m.raw, m.subject FROM mailbox_messages mm"
+                                  " JOIN messages m ON m.id = mm.message_id WHERE mm.mailbox_id = $1", box.id)
+        assert (list(row["flags"]), row["raw"], row["subject"]) == (["\\Seen", "x"], data, "hello")
+        assert row["modseq"] == box.highestmodseq + 1
+        assert await pool.fetchval("SELECT used_bytes FROM accounts") == len(data)
+        await asyncio.wait_for(sub.event.wait(), 2)
+    finally:
+        sub.close()
+        await notifier.stop()
+
+
+@pytest.mark.parametrize(("flags", "keywords"), [
+    ([[], [], []], []),
+    ([["\\Seen"], ["\\Seen", "\\Flagged"], []], []),
+    ([["$Work", "\\Seen"], ["$Work"], ["Junk", "$Work", "\\Answered"]], ["$Work", "Junk"]),
+])
+async def test_snapshot_reads_uids_first_unseen_and_keywords_and_claims_recent_once(
+        pool: asyncpg.Pool, account: int, flags: list[list[str]], keywords: list[str]) -> None:
+    box = await inbox(pool, account)
+    for i, f in enumerate(flags):
+        await deliver(pool, account, raw(i))
+        await mailstore.store_flags(pool, box.id, [i + 1], "set", f)
+    await mailstore.expunge(pool, box.id, [])  # nothing: \Deleted is not set
+    unseen = [i + 1 for i, f in enumerate(flags) if "\\Seen" not in f]
+    looked = await mailstore.snapshot(pool, box.id)  # EXAMINE: claims nothing
+    assert (looked.uids, looked.first_unseen_uid, looked.keywords) == ([1, 2, 3], unseen[0] if unseen else None,
+                                                                      keywords)
+    assert looked.recent_from is None
+    first = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert first.recent_from == 1 and first.keywords == keywords
+    version = await pool.fetchval("SELECT xmin::text FROM mailboxes WHERE id = $1", box.id)
+    again = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert again.recent_from == 4  # nothing is recent any more, and the row was not written again
+    assert await pool.fetchval("SELECT xmin::text FROM mailboxes WHERE id = $1", box.id) == version
+    await deliver(pool, account, raw(9))
+    assert (await mailstore.snapshot(pool, box.id, claim_recent=True)).recent_from == 4
+
+
+async def test_snapshot_of_an_empty_or_missing_mailbox(pool: asyncpg.Pool, account: int) -> None:
+    box = await inbox(pool, account)
+    empty = await mailstore.snapshot(pool, box.id, claim_recent=True)
+    assert (empty.uids, empty.first_unseen_uid, empty.keywords, empty.recent_from) == ([], None, [], None)
+    with pytest.raises(mailstore.MailboxNotFound):
+        await mailstore.snapshot(pool, box.id + 1000)
+
+
+@pytest.mark.parametrize(("mode", "flags", "changes"), [
+    ("add", ["\\Seen"], [2]),  # message 1 has it already
+    ("add", ["\\Seen", "$Work"], [1, 2]),
+    ("remove", ["\\Flagged"], []),
+    ("remove", ["\\Seen"], [1]),
+    ("set", ["\\Seen"], [2]),
+    ("set", [], [1]),
+])
+async def test_store_flags_spends_a_modseq_only_on_a_change_and_reports_every_entry(
+        pool: asyncpg.Pool, db_dsn: str, account: int, mode: str, flags: list[str], changes: list[int]) -> None:
+    for i in range(2):
+        await deliver(pool, account, raw(i))
+    box = await inbox(pool, account)
+    await mailstore.store_flags(pool, box.id, [1], "add", ["\\Seen"])
+    before = (await mailstore.mailbox_status(pool, box.id)).highestmodseq
+    current = {1: {"\\Seen"}, 2: set()}
+    notifier = MailboxNotifier(db_dsn)
+    await notifier.start()
+    sub = notifier.subscribe(box.id)
+    try:
+        modseq, rows = await mailstore.store_flags(pool, box.id, [1, 2, 7], mode, flags)
+        expected = {u: sorted(current[u] | set(flags) if mode == "add" else current[u] - set(flags)
+                              if mode == "remove" else set(flags)) for u in (1, 2)}
+        assert rows == [(1, expected[1]), (2, expected[2])]
+        after = (await mailstore.mailbox_status(pool, box.id)).highestmodseq
+        if changes:
+            assert modseq == after == before + 1
+            await asyncio.wait_for(sub.event.wait(), 2)
+        else:
+            assert modseq is None and after == before
+            await asyncio.sleep(0.1)
+            assert not sub.event.is_set()
+        changed = await mailstore.changes_since(pool, box.id, before)
+        assert changed is not None and [u for u, _, _ in changed.updated] == changes
+    finally:
+        sub.close()
+        await notifier.stop()
