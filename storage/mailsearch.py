@@ -268,16 +268,6 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
     return sql, comp.args
 
 
-def compile_indexed(criteria: Criteria, indexes: frozenset[str] = frozenset({"fields", "body"}),
-                    first_param: int = 2) -> tuple[str, str | None, list[Any]]:
-    """As `compile_criteria`, plus a condition on `messages m` alone (or None) that every matching
-    entry's message satisfies and that the trigram indexes named in `indexes` ("fields": migration
-    0007, "body": the optional one of 0008) answer: the candidates."""
-    comp = _Compiler(first_param, indexes)
-    sql = comp.compile(criteria)
-    return sql, comp.prefilter(criteria), comp.args
-
-
 # Per pool (by identity; a pool is not weak-referenceable): which indexes exist, checked once.
 _INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
 _INDEX_NAMES = {"fields": "messages_search_fields_trgm", "body": "messages_search_body_trgm",
