@@ -296,6 +296,27 @@ async def test_unnegotiated_pipelining_refused(server: Server, after: str | None
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
+async def test_pipelined_replies_held_until_the_group_is_done(server: Server) -> None:
+    """RFC 2920 §3.1: replies to a pipelined group go out together, once the server needs more input.
+    The RCPT's recipient lookup is held up by a table lock, so MAIL's reply, already decided, must not
+    have gone out on its own; once the lookup runs, both arrive."""
+    client = await RawClient.connect(server.port("mx"))
+    await client.cmd("EHLO x.example")
+    async with server.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        await client.send(f"MAIL FROM:<a@remote.example>\r\nRCPT TO:<{USER}>\r\n")
+        held = await client.more(0.5)
+    assert held == b"", f"a reply left before the group was answered: {held!r}"
+    assert [parsed((await client.reply())[1]) for _ in range(2)] == [code(replies.SENDER_OK),
+                                                                      code(replies.RECIPIENT_OK)]
+    await client.send("DATA\r\n")
+    assert (await client.reply())[0] == 354
+    await client.send(MSG + b".\r\nQUIT\r\n")  # the 250 and the 221 leave together, before the close
+    assert parsed((await client.reply())[1]) == code(replies.MESSAGE_ACCEPTED)
+    assert (await client.reply())[0] == 221
+    assert len(await inbox(server.pool, USER)) == 1
+
+
 async def test_too_many_errors_closes(pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path) -> None:
     server = await start_server(pool, make_settings(tmp_path, max_bad_commands=3), None)
     try:
