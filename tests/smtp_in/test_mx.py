@@ -43,6 +43,7 @@ async def inbox(pool: asyncpg.Pool, address: str, mailbox: str = "INBOX") -> lis
     return [bytes(r["full"]) for r in rows]
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize(("rcpt", "owner", "delivered_to"), [
     (USER, USER, USER),
     ("User@Local.Example", USER, USER),
@@ -273,6 +274,7 @@ async def test_smuggling_live(server: Server, name: str) -> None:
     assert (await client.cmd("NOOP"))[0] == 250
 
 
+@pytest.mark.both_loops
 async def test_starttls_injection_discarded(server: Server, client_tls: object) -> None:
     client = await RawClient.connect(server.port("mx"))
     await client.cmd("EHLO x.example")
@@ -296,6 +298,7 @@ async def test_unnegotiated_pipelining_refused(server: Server, after: str | None
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
+@pytest.mark.both_loops
 async def test_pipelined_replies_held_until_the_group_is_done(server: Server) -> None:
     """RFC 2920 §3.1: replies to a pipelined group go out together, once the server needs more input.
     The RCPT's recipient lookup is held up by a table lock, so MAIL's reply, already decided, must not
@@ -374,6 +377,7 @@ async def test_store_failure_is_451_without_details(server: Server, caplog: pyte
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
+@pytest.mark.both_loops
 async def test_stop_says_421_to_idle_sessions_and_lets_busy_ones_finish(
         pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path) -> None:
     server = await start_server(pool, make_settings(tmp_path), None)
