@@ -122,6 +122,7 @@ class SMTPSession(SMTP):
         self.account: Any = None  # storage.accounts.Account once authenticated
         self._inbuf = bytearray()
         self._out = bytearray()  # replies not yet written (see `_flush`)
+        self._timer_wait = 0.0  # the duration the idle timer was last armed for (`_reset_timeout`)
         self._errors = 0
         self._calls: Counter[str] = Counter()
         self._admitted = False
@@ -161,6 +162,19 @@ class SMTPSession(SMTP):
         # Let the command loop see EOF and finish what it is doing (aiosmtpd would cancel it mid-commit).
         self._reader.feed_eof()
         return not self.tls_active
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Restart the idle timer, as aiosmtpd does after every command, but without replacing a timer
+        armed for the same duration within the last hundredth of it (at most 1 s): a pipelined
+        transaction resets it five times in a millisecond, and each replacement is a cancelled
+        handle and a new one in the loop's heap. The timeout then fires that much early at most."""
+        wait = duration or self._timeout_duration
+        handle = self._timeout_handle
+        if handle is not None and self._timer_wait == wait and not handle.cancelled():
+            if handle.when() - self.loop.time() > wait - min(1.0, wait / 100):
+                return
+        self._timer_wait = wait
+        super()._reset_timeout(wait)
 
     def _timeout_cb(self) -> None:
         log.info("smtp idle timeout", extra={"listener": self.ctx.name, "peer": self.peer_ip})

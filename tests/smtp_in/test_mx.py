@@ -361,6 +361,21 @@ async def test_idle_timeout(pool: asyncpg.Pool, accounts_ids: object, tmp_path: 
         await server.stop()
 
 
+async def test_idle_timer_restarts_with_each_command(pool: asyncpg.Pool, accounts_ids: object,
+                                                     tmp_path: Path) -> None:
+    """A session that keeps talking outlives its idle timeout many times over (the timer is re-armed,
+    if not on every command); once it falls silent, the timeout still ends it."""
+    server = await start_server(pool, make_settings(tmp_path, idle_timeout=0.6), None)
+    try:
+        client = await RawClient.connect(server.port("mx"))
+        for _ in range(12):  # 2.4 s of NOOPs, 0.2 s apart
+            await asyncio.sleep(0.2)
+            assert parsed((await client.cmd("NOOP"))[1]) == code(replies.NOOP_OK)
+        assert parsed((await client.reply(5.0))[1]) == code(replies.IDLE_TIMEOUT)
+    finally:
+        await server.stop()
+
+
 async def test_store_failure_is_451_without_details(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     await server.pool.execute("ALTER TABLE mailbox_messages RENAME TO mailbox_messages_gone")
     client = await RawClient.connect(server.port("mx"))
