@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 
 import asyncpg
 import pytest
@@ -120,3 +122,21 @@ async def test_sent_record_written_with_the_message(pool: asyncpg.Pool, local: i
                  "recipients": ["a@d.example", *remote]}] if via else []
     assert rows == expected
     assert len(stored.entries) == local and (stored.queue_id is not None) == bool(remote)
+
+
+MULTIPART = (b"From: a@remote.example\r\nTo: u@d.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"\r\nhello\r\n--b1\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Disposition: attachment;"
+             b" filename=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n")
+
+
+@pytest.mark.parametrize("raw", [MSG, MULTIPART])
+async def test_parts_stored_as_their_fields(pool: asyncpg.Pool, raw: bytes) -> None:
+    """The parts column holds each PartInfo's fields as dataclasses.asdict would give them."""
+    (owner,) = await _setup(pool, "u@d.example")
+    d = Delivery(sender="a@remote.example")
+    d.add_local(LocalRecipient(owner, "u@d.example"))
+    summary = summarize(raw)
+    stored = await d.commit(pool, raw, summary)
+    parts = json.loads(await pool.fetchval("SELECT parts FROM messages WHERE id = $1", stored.message_id))
+    assert parts == [dataclasses.asdict(p) for p in summary.parts] and len(parts) == len(summary.parts) >= 1
