@@ -24,6 +24,7 @@ import logging
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from mailcore import proxyproto
 
@@ -117,8 +118,8 @@ class ProxyGate(asyncio.Protocol):
     # --- events from the socket ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not always an asyncio.Transport subclass (uvloop's TCPTransport is not).
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self._peer = ClientAddress(str(peer[0]), int(peer[1])) if peer else ClientAddress("", 0)
         if self._peer.ip in self.trusted:

@@ -17,15 +17,20 @@ from datetime import datetime
 MAX_TOKEN = 255
 
 
+# What `clean_value` and `clean` delete, as str.translate tables (one pass in C, not a generator per
+# character: these run for every field of every Received and Authentication-Results we write).
+_CONTROLS = dict.fromkeys([*range(0x20), 0x7F])
+_CONTROLS_AND_COMMENT = {**_CONTROLS, **dict.fromkeys(map(ord, "()\\"))}
+
+
 def clean(value: str, limit: int = MAX_TOKEN) -> str:
     """A peer-supplied value made safe for a header: controls, parentheses and backslashes removed."""
-    out = "".join(c for c in value if c >= " " and c != "\x7f" and c not in "()\\")
-    return out[:limit]
+    return value.translate(_CONTROLS_AND_COMMENT)[:limit]
 
 
 def clean_value(value: str, limit: int = 4000) -> str:
     """A header value from a check or a peer, with control characters (CR, LF, NUL, ...) removed."""
-    return "".join(c for c in value if c >= " " and c != "\x7f")[:limit]
+    return value.translate(_CONTROLS)[:limit]
 
 
 @dataclass(frozen=True)

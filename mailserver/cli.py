@@ -356,11 +356,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = load(args)
         if args.command == "serve":
-            from mailserver.app import run
+            from mailserver.app import loop_factory, run
             from mailserver.logs import setup_logging
 
             setup_logging(settings.server.log_level)
-            asyncio.run(run(settings))
+            with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+                runner.run(run(settings))
             return 0
         if args.command == "health":
             return asyncio.run(_health(settings, args.timeout))

@@ -14,6 +14,7 @@ This module builds no headers from peer data and knows no protocol.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -91,15 +92,21 @@ class Delivery:
             raise ValueError("a delivery needs at least one recipient")
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn:
-                # The one-statement paths cover the common shapes; a message that is also recorded as
-                # sent (submission, the API) takes the transaction that writes that record with it.
-                recorded = self.sent_via is not None and self.account_id is not None
-                if len(self.local) == 1 and not self.remote and not recorded:
+                # The one-statement paths cover the common shapes, a submission's sent record included
+                # (mail to one local mailbox, or only to remote recipients); the rest take a transaction.
+                if len(self.local) == 1 and not self.remote:
                     return await self._commit_one(conn, raw, summary)
-                if not self.local and not recorded:
+                if not self.local:
                     return await self._commit_queued(conn, raw, summary)
                 return await self._commit_on(conn, raw, summary)
         return await self._commit_on(db, raw, summary)
+
+    def _sent_values(self) -> tuple[int | None, str | None, list[str]]:
+        """The sent record's (account id, via, recipients) for the one-statement paths: via None
+        when this delivery is not recorded as sent, and then the statement writes no such row."""
+        if self.sent_via is None or self.account_id is None:
+            return None, None, []
+        return self.account_id, self.sent_via, list(self.sent_recipients)
 
     async def _commit_one(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         """The common delivery, one local mailbox and nothing to queue, as ONE statement: its implicit
@@ -109,7 +116,8 @@ class Delivery:
         rcpt = self.local[0]
         row = await conn.fetchrow(
             _DELIVER_ONE, *message_values(raw, summary), rcpt.account_id, rcpt.mailbox,
-            trace_prefix(self.sender, rcpt.delivered_to), rcpt.delivered_to, MAILBOX_CHANNEL)
+            trace_prefix(self.sender, rcpt.delivered_to), rcpt.delivered_to, MAILBOX_CHANNEL,
+            *self._sent_values())
         if row is None:  # no such mailbox and no INBOX: the statement wrote nothing
             raise LookupError("a recipient account has no INBOX")
         return StoredMessage(message_id=row["message_id"], entries=[(row["mailbox_id"], row["uid"])],
@@ -121,7 +129,7 @@ class Delivery:
         row = await conn.fetchrow(
             _QUEUE_ONLY, *message_values(raw, summary), self.sender, self.account_id, self.envid, self.ret,
             [r.address for r in self.remote], [r.address.rpartition("@")[2].lower() for r in self.remote],
-            [r.notify for r in self.remote], [r.orcpt for r in self.remote])
+            [r.notify for r in self.remote], [r.orcpt for r in self.remote], *self._sent_values()[1:])
         return StoredMessage(message_id=row["message_id"], entries=[], queue_id=row["queue_id"])
 
     async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
@@ -192,7 +200,9 @@ _MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::bytea, $5::integer, $
 
 # One local delivery in one statement (see `Delivery._commit_one`). $19 account id, $20 mailbox name
 # (INBOX when the account has no such mailbox), $21 the entry's header prefix, $22 the delivered-to
-# address, $23 the notification channel. Every write hangs off `box`: no mailbox, no row written.
+# address, $23 the notification channel; $24..$26 the sending account, via and recipients of the sent
+# record (`Delivery._sent_values`; no row when via is NULL). Every write hangs off `box`: no mailbox,
+# no row written.
 _DELIVER_ONE = (
     "WITH target AS ("
     "  SELECT COALESCE((SELECT id FROM mailboxes WHERE account_id = $19 AND name = $20),"
@@ -209,13 +219,18 @@ _DELIVER_ONE = (
     "  UPDATE accounts SET used_bytes = used_bytes + $2::integer WHERE id = $19 AND EXISTS (SELECT FROM msg)"
     "), logged AS ("
     "  INSERT INTO delivery_log (message_id, recipient, event) SELECT msg.id, $22::text, 'delivered' FROM msg"
+    "), sent AS ("
+    "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
+    "  SELECT $24::bigint, msg.id, $25::text, $26::text[] FROM msg WHERE $25::text IS NOT NULL"
+    "  ON CONFLICT DO NOTHING"
     ")"
     " SELECT msg.id AS message_id, box.id AS mailbox_id, box.uid, pg_notify($23::text, box.id::text)"
     " FROM box, msg"
 )
 
 # Remote recipients only, in one statement (see `Delivery._commit_queued`): $19 sender, $20 account id,
-# $21 envid, $22 ret, $23..$26 the recipients' addresses, domains, NOTIFY and ORCPT, in order.
+# $21 envid, $22 ret, $23..$26 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $27, $28
+# the sent record's via and recipients (for account $20; no row when via is NULL).
 _QUEUE_ONLY = (
     f"WITH msg AS (INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PARAMS}) RETURNING id"
     "), q AS ("
@@ -230,6 +245,10 @@ _QUEUE_ONLY = (
     "  INSERT INTO delivery_log (message_id, queue_id, recipient, event)"
     "  SELECT msg.id, q.id, t.recipient, 'queued' FROM msg, q,"
     "    unnest($23::text[]) WITH ORDINALITY AS t(recipient, n) ORDER BY t.n"
+    "), sent AS ("
+    "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
+    "  SELECT $20::bigint, msg.id, $27::text, $28::text[] FROM msg WHERE $27::text IS NOT NULL"
+    "  ON CONFLICT DO NOTHING"
     ")"
     " SELECT msg.id AS message_id, q.id AS queue_id, pg_notify('queue_changes', q.id::text) FROM msg, q"
 )
@@ -238,12 +257,25 @@ _QUEUE_ONLY = (
 def message_values(raw: bytes, summary: Any) -> tuple[Any, ...]:
     """The values of `_MESSAGE_COLUMNS` for a message and what was precomputed from it."""
     parts = getattr(summary, "parts", None) or []
-    parts_json = json.dumps([dataclasses.asdict(p) if dataclasses.is_dataclass(p) else p for p in parts])
+    parts_json = json.dumps([_as_dict(p) for p in parts])
     return (raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
             summary.envelope, summary.bodystructure, summary.body, parts_json,
             _text(summary.subject), _text(summary.from_addr), _text(_join(summary.to_addrs)),
             _text(_join(summary.cc_addrs)), _text(summary.message_id), _text(summary.in_reply_to),
             summary.sent_date, bool(summary.has_attachments), headerfields.pick(summary.header, SYNC_FIELDS))
+
+
+def _as_dict(part: Any) -> Any:
+    """A part record as JSON-ready data: what `dataclasses.asdict` gives for these flat records (every
+    field a str, int or None) at a quarter of its cost (48 -> 12 µs for three parts), as it deep-copies."""
+    if not dataclasses.is_dataclass(part) or isinstance(part, type):
+        return part
+    return {name: getattr(part, name) for name in _field_names(type(part))}
+
+
+@functools.lru_cache(maxsize=16)
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any) -> int:

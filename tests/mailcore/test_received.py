@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mailcore.received import TraceInfo, clean, protocol_name, received_header
+from mailcore.received import TraceInfo, clean, clean_value, protocol_name, received_header
 
 WHEN = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -40,3 +42,12 @@ def test_no_injection(evil: str) -> None:
 ])
 def test_protocol_names(kw: dict[str, bool], name: str) -> None:
     assert protocol_name(**kw) == name
+
+
+@settings(max_examples=500)
+@given(st.text(), st.integers(min_value=0, max_value=300))
+def test_clean_keeps_exactly_the_safe_characters(value: str, limit: int) -> None:
+    """clean and clean_value delete controls (and, for clean, the comment's delimiters) and nothing
+    else, in order, then cut at the limit: the definition, written out character by character."""
+    assert clean(value, limit) == "".join(c for c in value if c >= " " and c != "\x7f" and c not in "()\\")[:limit]
+    assert clean_value(value, limit) == "".join(c for c in value if c >= " " and c != "\x7f")[:limit]

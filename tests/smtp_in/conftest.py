@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import asyncpg
 import pytest
 import trustme
+import uvloop
 
 from tests.smtp_in.harness import HOSTNAME, Server, make_settings, seed, start_server
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                   item: pytest.Item) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Tests marked `both_loops` run on the standard loop and on uvloop, the two `serve` may run on
+    (`server.event_loop`): TLS (STARTTLS's transport swap, implicit TLS behind the PROXY gate) and
+    the reply batching touch the transports directly. The others run on the standard loop."""
+    if item.get_closest_marker("both_loops"):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,7 @@ async def inbox(pool: asyncpg.Pool, address: str, mailbox: str = "INBOX") -> lis
     return [bytes(r["full"]) for r in rows]
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize(("rcpt", "owner", "delivered_to"), [
     (USER, USER, USER),
     ("User@Local.Example", USER, USER),
@@ -273,6 +274,7 @@ async def test_smuggling_live(server: Server, name: str) -> None:
     assert (await client.cmd("NOOP"))[0] == 250
 
 
+@pytest.mark.both_loops
 async def test_starttls_injection_discarded(server: Server, client_tls: object) -> None:
     client = await RawClient.connect(server.port("mx"))
     await client.cmd("EHLO x.example")
@@ -294,6 +296,28 @@ async def test_unnegotiated_pipelining_refused(server: Server, after: str | None
     assert parsed(text) == code(replies.PIPELINING_VIOLATION)
     assert (await client.reply())[0] == 0  # closed
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+@pytest.mark.both_loops
+async def test_pipelined_replies_held_until_the_group_is_done(server: Server) -> None:
+    """RFC 2920 §3.1: replies to a pipelined group go out together, once the server needs more input.
+    The RCPT's recipient lookup is held up by a table lock, so MAIL's reply, already decided, must not
+    have gone out on its own; once the lookup runs, both arrive."""
+    client = await RawClient.connect(server.port("mx"))
+    await client.cmd("EHLO x.example")
+    async with server.pool.acquire() as conn, conn.transaction():
+        await conn.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        await client.send(f"MAIL FROM:<a@remote.example>\r\nRCPT TO:<{USER}>\r\n")
+        held = await client.more(0.5)
+    assert held == b"", f"a reply left before the group was answered: {held!r}"
+    assert [parsed((await client.reply())[1]) for _ in range(2)] == [code(replies.SENDER_OK),
+                                                                      code(replies.RECIPIENT_OK)]
+    await client.send("DATA\r\n")
+    assert (await client.reply())[0] == 354
+    await client.send(MSG + b".\r\nQUIT\r\n")  # the 250 and the 221 leave together, before the close
+    assert parsed((await client.reply())[1]) == code(replies.MESSAGE_ACCEPTED)
+    assert (await client.reply())[0] == 221
+    assert len(await inbox(server.pool, USER)) == 1
 
 
 async def test_too_many_errors_closes(pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path) -> None:
@@ -337,6 +361,21 @@ async def test_idle_timeout(pool: asyncpg.Pool, accounts_ids: object, tmp_path: 
         await server.stop()
 
 
+async def test_idle_timer_restarts_with_each_command(pool: asyncpg.Pool, accounts_ids: object,
+                                                     tmp_path: Path) -> None:
+    """A session that keeps talking outlives its idle timeout many times over (the timer is re-armed,
+    if not on every command); once it falls silent, the timeout still ends it."""
+    server = await start_server(pool, make_settings(tmp_path, idle_timeout=0.6), None)
+    try:
+        client = await RawClient.connect(server.port("mx"))
+        for _ in range(12):  # 2.4 s of NOOPs, 0.2 s apart
+            await asyncio.sleep(0.2)
+            assert parsed((await client.cmd("NOOP"))[1]) == code(replies.NOOP_OK)
+        assert parsed((await client.reply(5.0))[1]) == code(replies.IDLE_TIMEOUT)
+    finally:
+        await server.stop()
+
+
 async def test_store_failure_is_451_without_details(server: Server, caplog: pytest.LogCaptureFixture) -> None:
     await server.pool.execute("ALTER TABLE mailbox_messages RENAME TO mailbox_messages_gone")
     client = await RawClient.connect(server.port("mx"))
@@ -353,6 +392,7 @@ async def test_store_failure_is_451_without_details(server: Server, caplog: pyte
     assert await server.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
+@pytest.mark.both_loops
 async def test_stop_says_421_to_idle_sessions_and_lets_busy_ones_finish(
         pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path) -> None:
     server = await start_server(pool, make_settings(tmp_path), None)

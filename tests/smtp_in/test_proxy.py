@@ -76,6 +76,7 @@ async def test_local_command_is_the_balancer_itself_untrusted(proxied: Server) -
     await c.close()
 
 
+@pytest.mark.both_loops
 async def test_header_before_implicit_tls(proxied: Server) -> None:
     client_tls = ssl.create_default_context()
     client_tls.check_hostname = False
@@ -101,6 +102,7 @@ async def test_forged_header_from_an_untrusted_peer_is_refused(proxied: Server, 
     await c.close()
 
 
+@pytest.mark.both_loops
 async def test_forged_header_on_implicit_tls_is_refused(proxied: Server) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxied.port("submissions"),
                                                    local_addr=("127.0.0.2", 0))
@@ -123,6 +125,7 @@ async def test_trusted_peer_silent_is_closed_after_the_timeout(proxied: Server) 
     await c.close()
 
 
+@pytest.mark.both_loops
 async def test_header_split_over_packets_and_pipelined_commands(proxied: Server) -> None:
     c = await connect(proxied.port("mx"))
     header = build_v1(("203.0.113.8", 1), ("198.51.100.1", 25))

@@ -55,6 +55,7 @@ async def test_plaintext_auth_on_loopback_when_allowed(pool: asyncpg.Pool, accou
         await server.stop()
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("kind", ["submission", "submissions"])
 async def test_auth_then_relay_goes_to_queue(server: Server, client_tls: ssl.SSLContext, kind: str,
                                              accounts_ids: dict[str, int]) -> None:
@@ -119,6 +120,7 @@ async def test_failed_auth_same_answer(server: Server, client_tls: ssl.SSLContex
     await client.quit()
 
 
+@pytest.mark.both_loops
 async def test_login_mechanism(server: Server, client_tls: ssl.SSLContext) -> None:
     client = await submit_client(server, client_tls, login=False)
     await client.ehlo()

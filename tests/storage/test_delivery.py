@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 
 import asyncpg
 import pytest
@@ -95,3 +97,46 @@ async def test_notify_is_sent_on_commit(pool: asyncpg.Pool) -> None:
     finally:
         await conn.remove_listener("mailbox_changes", listener)
         await pool.release(conn)
+
+
+@pytest.mark.parametrize(("local", "remote"), [
+    (1, []),  # one statement (_commit_one)
+    (0, ["x@far.example"]),  # one statement (_commit_queued)
+    (2, ["x@far.example"]),  # the transaction (_commit_on)
+])
+@pytest.mark.parametrize("via", ["smtp", "api", None])
+async def test_sent_record_written_with_the_message(pool: asyncpg.Pool, local: int, remote: list[str],
+                                                    via: str | None) -> None:
+    """A submission is listed in its account's sent messages by the same commit, whichever path
+    the commit takes; a delivery that is not a submission gets no such row."""
+    ids = await _setup(pool, "a@d.example", "b@d.example", "sender@d.example")
+    d = Delivery(sender="sender@d.example", account_id=ids[2], sent_via=via,
+                 sent_recipients=["a@d.example", *remote] if via else [])
+    for aid in ids[:local]:
+        d.add_local(LocalRecipient(aid, "a@d.example"))
+    for r in remote:
+        d.add_remote(RemoteRecipient(r))
+    stored = await d.commit(pool, MSG, summarize(MSG))
+    rows = [dict(r) for r in await pool.fetch("SELECT account_id, message_id, via, recipients FROM sent_messages")]
+    expected = [{"account_id": ids[2], "message_id": stored.message_id, "via": via,
+                 "recipients": ["a@d.example", *remote]}] if via else []
+    assert rows == expected
+    assert len(stored.entries) == local and (stored.queue_id is not None) == bool(remote)
+
+
+MULTIPART = (b"From: a@remote.example\r\nTo: u@d.example\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+             b"Content-Type: multipart/mixed; boundary=b1\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n"
+             b"\r\nhello\r\n--b1\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Disposition: attachment;"
+             b" filename=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n")
+
+
+@pytest.mark.parametrize("raw", [MSG, MULTIPART])
+async def test_parts_stored_as_their_fields(pool: asyncpg.Pool, raw: bytes) -> None:
+    """The parts column holds each PartInfo's fields as dataclasses.asdict would give them."""
+    (owner,) = await _setup(pool, "u@d.example")
+    d = Delivery(sender="a@remote.example")
+    d.add_local(LocalRecipient(owner, "u@d.example"))
+    summary = summarize(raw)
+    stored = await d.commit(pool, raw, summary)
+    parts = json.loads(await pool.fetchval("SELECT parts FROM messages WHERE id = $1", stored.message_id))
+    assert parts == [dataclasses.asdict(p) for p in summary.parts] and len(parts) == len(summary.parts) >= 1

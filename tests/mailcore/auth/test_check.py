@@ -118,6 +118,23 @@ async def test_unusable_from_is_a_dmarc_permerror(raw: bytes) -> None:
     assert "dkim=none" in verdict.header and "dmarc=permerror" in verdict.header
 
 
+@pytest.mark.parametrize(("head", "dkim", "arc"), [
+    (b"From: Alice <alice@example.test>\r\nSubject: hi\r\n", "none", "none"),
+    # dkimpy refuses this block: its verdicts (not a shortcut's "none") are what gets reported
+    (b"From: Alice <alice@example.test>\r\nnot a header line\r\n", "permerror", "fail"),
+    (b"From: Alice <alice@example.test>\r\nBad Name: x\r\n", "permerror", "fail"),
+    (b"From Alice Mon Jan  1 00:00:00 2024\r\nFrom: Alice <alice@example.test>\r\n", "none", "none"),
+    (b"From: Alice <alice@example.test>\r\nARC-Seal: i=1; cv=none\r\n", "none", "fail"),
+    (b"From: Alice <alice@example.test>\r\nDKIM-Signature: v=1\r\n", "neutral", "none"),
+])
+async def test_signature_results_for_header_blocks(head: bytes, dkim: str, arc: str) -> None:
+    """The unsigned-message shortcut gives exactly what dkimpy would: unparsable header blocks and
+    signature-looking fields still go through the verifiers."""
+    verdict = await run(head + b"\r\nthe body names DKIM-Signature: and ARC-Seal:\r\n", BAD_IP,
+                        "x@esp.test")
+    assert (verdict.dkim[0].result, verdict.arc.result) == (dkim, arc)
+
+
 async def test_header_carries_no_injected_lines() -> None:
     verdict = await run(message(), GOOD_IP, "alice\r\nX-Evil: 1@example.test")
     assert "\r" not in verdict.header and "\n" not in verdict.header

@@ -85,11 +85,15 @@ def test_parse_record_rejects(text: str) -> None:
     (["a@example.test, b@other.test"], None),
     (["undisclosed-recipients:;"], None),
     (["no-domain"], None),
+    # longer than the memo's bound: the same answers without it
+    (["A" * 600 + " <alice@Example.TEST>"], "example.test"),
+    (["a@example.test, " + "b" * 600 + "@other.test"], None),
 ])
 def test_from_header_domain(values: list[str], domain: str | None) -> None:
-    got, reason = from_header_domain(values)
-    assert got == domain
-    assert bool(reason) == (domain is None)
+    for _ in range(2):  # the second answer may come from the memo
+        got, reason = from_header_domain(values)
+        assert got == domain
+        assert bool(reason) == (domain is None)
 
 
 @pytest.mark.parametrize(("identifier", "author", "mode", "ok"), [

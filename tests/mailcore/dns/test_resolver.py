@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 
+import dns.message
+import dns.name
+import dns.resolver
 import pytest
 
 from config.settings import DNSSettings
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
-from mailcore.dns.resolver import FALLBACK_NAMESERVER, Resolver, decode_txt
+from mailcore.dns.resolver import FALLBACK_NAMESERVER, Resolver, decode_txt, negative_ttl
 from tests.mailcore.conftest import resolver_for
 
 ZONE = {
@@ -132,3 +135,46 @@ def test_missing_or_empty_resolv_conf_falls_back_to_loopback(tmp_path) -> None:
 ])
 def test_decode_txt_never_fails(strings, text) -> None:
     assert decode_txt(strings) == text
+
+
+async def test_repeated_answers_keep_their_kind(dns_server) -> None:
+    """Answers served again from the memo in front of dnspython are the same as the first time:
+    records, NXDOMAIN vs NODATA, and a temporary error is never kept."""
+    server = dns_server(ZONE, servfail={"broken.example.test"})
+    resolver = resolver_for(server)
+    for _ in range(3):
+        assert await resolver.txt("example.test") == ["v=spf1 -all", "v=DKIM1; p=abc"]
+        with pytest.raises(DNSNotFound) as nx:
+            await resolver.txt("missing.example.test")
+        assert nx.value.nxdomain and nx.value.name == "missing.example.test"
+        with pytest.raises(DNSNotFound) as nodata:
+            await resolver.txt("empty.example.test")
+        assert not nodata.value.nxdomain
+        with pytest.raises(DNSTempError):
+            await resolver.txt("broken.example.test")
+    asked = [q[0].rstrip(".") for q in server.queries]
+    assert sorted(set(asked)) == ["broken.example.test", "empty.example.test", "example.test",
+                                  "missing.example.test"]
+    assert asked.count("example.test") == asked.count("missing.example.test") == 1
+    assert asked.count("broken.example.test") >= 3
+
+
+def _negative(rcode: str, authority: str) -> dns.resolver.NoAnswer | dns.resolver.NXDOMAIN:
+    qname = dns.name.from_text("missing.example.test")
+    response = dns.message.from_text(
+        f"id 1\nopcode QUERY\nrcode {rcode}\nflags QR AA RD RA\n;QUESTION\nmissing.example.test. IN TXT\n"
+        f";ANSWER\n;AUTHORITY\n{authority}\n")
+    if rcode == "NXDOMAIN":
+        return dns.resolver.NXDOMAIN(qnames=[qname], responses={qname: response})
+    return dns.resolver.NoAnswer(response=response)
+
+
+@pytest.mark.parametrize(("rcode", "authority", "ttl"), [
+    # RFC 2308 §5: the SOA record's TTL, capped by its MINIMUM field
+    ("NXDOMAIN", "test. 300 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60", 60.0),
+    ("NXDOMAIN", "test. 30 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60", 30.0),
+    ("NOERROR", "test. 0 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60", 0.0),
+    ("NXDOMAIN", "", None),  # no SOA: not kept by the memo
+])
+def testnegative_ttl(rcode: str, authority: str, ttl: float | None) -> None:
+    assert negative_ttl(_negative(rcode, authority)) == ttl
