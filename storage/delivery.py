@@ -190,11 +190,12 @@ class Delivery:
         return queue_id
 
 
-_MESSAGE_COLUMNS = ("raw, size, sha256, header, body_offset, envelope, bodystructure, body, parts, subject,"
+# A message row as every writer stores it (delivery here, APPEND in storage.mailstore), in one place.
+MESSAGE_COLUMNS = ("raw, size, sha256, header, body_offset, envelope, bodystructure, body, parts, subject,"
                     " from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments,"
                     " sync_fields")
 # $1..$18 as `message_values` gives them, typed so that they need no VALUES list to infer from.
-_MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::bytea, $5::integer, $6::text, $7::text, $8::text,"
+MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::bytea, $5::integer, $6::text, $7::text, $8::text,"
                    " $9::jsonb, $10::text, $11::text, $12::text, $13::text, $14::text, $15::text,"
                    " $16::timestamptz, $17::boolean, $18::bytea")
 
@@ -211,7 +212,7 @@ _DELIVER_ONE = (
     "  UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
     "  WHERE id = (SELECT id FROM target) RETURNING id, uidnext - 1 AS uid, highestmodseq"
     "), msg AS ("
-    f"  INSERT INTO messages ({_MESSAGE_COLUMNS}) SELECT {_MESSAGE_PARAMS} FROM box RETURNING id"
+    f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} FROM box RETURNING id"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, modseq)"
     "  SELECT box.id, box.uid, msg.id, '{}', $21::bytea, box.highestmodseq FROM box, msg"
@@ -232,7 +233,7 @@ _DELIVER_ONE = (
 # $21 envid, $22 ret, $23..$26 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $27, $28
 # the sent record's via and recipients (for account $20; no row when via is NULL).
 _QUEUE_ONLY = (
-    f"WITH msg AS (INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PARAMS}) RETURNING id"
+    f"WITH msg AS (INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id"
     "), q AS ("
     "  INSERT INTO queue (message_id, sender, account_id, envid, ret)"
     "  SELECT msg.id, $19::text, $20::bigint, $21::text, $22::text FROM msg RETURNING id"
@@ -255,7 +256,7 @@ _QUEUE_ONLY = (
 
 
 def message_values(raw: bytes, summary: Any) -> tuple[Any, ...]:
-    """The values of `_MESSAGE_COLUMNS` for a message and what was precomputed from it."""
+    """The values of `MESSAGE_COLUMNS` for a message and what was precomputed from it."""
     parts = getattr(summary, "parts", None) or []
     parts_json = json.dumps([_as_dict(p) for p in parts])
     return (raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
@@ -281,7 +282,7 @@ def _field_names(cls: type) -> tuple[str, ...]:
 async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any) -> int:
     """Insert one message row with what was precomputed from it; return its id."""
     return await conn.fetchval(
-        f"INSERT INTO messages ({_MESSAGE_COLUMNS}) VALUES ({_MESSAGE_PARAMS}) RETURNING id",
+        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id",
         *message_values(raw, summary))
 
 

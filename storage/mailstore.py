@@ -19,9 +19,7 @@ from typing import Any
 import asyncpg
 
 from storage.accounts import delete_unreferenced
-from storage.delivery import _MESSAGE_COLUMNS as MESSAGE_COLUMNS  # a message row as a delivery writes it
-from storage.delivery import _MESSAGE_PARAMS as MESSAGE_PARAMS
-from storage.delivery import MAILBOX_CHANNEL, message_values
+from storage.delivery import MAILBOX_CHANNEL, MESSAGE_COLUMNS, MESSAGE_PARAMS, message_values
 
 INBOX = "INBOX"
 DELIMITER = "/"
