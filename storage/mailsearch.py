@@ -92,11 +92,6 @@ _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_ad
 # messages with sync_fields: "it ILIKE the needle" is a necessary condition the index answers.
 _FIELDS_INDEXED = "mail_search_fields(m.sync_fields, m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
 
-# The body's escape form as in _BODY_TEXT, for its leading bytes before any base64 part (at most 32 KiB),
-# indexed by trigrams (migration 0008); bodies not all indexed are candidates whatever the needle (a
-# partial index lists them).
-_BODY_INDEXED = "mail_search_body(m.raw, m.body_offset, m.parts)"
-_BODY_INDEXED_LENGTH = "mail_body_indexed(m.body_offset, m.parts)"
 
 
 def _trigram_friendly(text: str) -> bool:
@@ -236,11 +231,8 @@ class _Compiler:
         """A condition on `m` alone that every entry matching `c` satisfies, answerable from the trigram
         indexes; None when there is none (then nothing is narrowed down)."""
         match c:
-            case Contains("body", text):
-                if self.texts or "body" not in self.indexes or not _trigram_friendly(text):
-                    return None
-                return (f"(m.size - m.body_offset > {_BODY_INDEXED_LENGTH}"
-                        f" OR {_BODY_INDEXED} ILIKE {self.param(like_pattern(pg_escape(text.encode('utf-8'))))})")
+            case Contains("body" | "text", _):
+                return None  # the word index of the decoded texts narrows those (`narrowing`), not this
             case Contains(where, text, field):
                 name = field if where == "header" else where
                 if "fields" not in self.indexes or name.lower() not in SYNC_FIELDS or not _trigram_friendly(text):
@@ -270,13 +262,14 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
 
 # Per pool (by identity; a pool is not weak-referenceable): which indexes exist, checked once.
 _INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
-_INDEX_NAMES = {"fields": "messages_search_fields_trgm", "body": "messages_search_body_trgm",
-                "texts": "message_texts_words", "words_trgm": "search_words_trgm"}
+# (0008's optional body trigram index is not among them: since 0009 the decoded texts answer BODY.)
+_INDEX_NAMES = {"fields": "messages_search_fields_trgm", "texts": "message_texts_words",
+                "words_trgm": "search_words_trgm"}
 
 
 async def available_indexes(pool: asyncpg.Pool | asyncpg.Connection) -> frozenset[str]:
-    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0007), "body" (0008's optional
-    one), "texts" (the decoded texts and their word index, 0009) and "words_trgm" (the trigram index of
+    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0007), "texts" (the decoded
+    texts and their word index, 0009) and "words_trgm" (the trigram index of
     the vocabulary, where pg_trgm is: without it, needles that are parts of words do not narrow)."""
     known = _INDEXES.get(id(pool))
     if known is None or known[0] is not pool:
