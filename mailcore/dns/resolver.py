@@ -1,10 +1,11 @@
 """The real resolver: dnspython's asyncio stub resolver behind our `DNSLookup` interface.
 
 It owns translating dnspython's answers and exceptions into plain data, `DNSNotFound` and `DNSTempError`,
-and the answer cache (positive and negative, sized from `DNSSettings.cache_size`): dnspython's own, and
-in front of it a memo of what `_query` concluded, since even a cache hit costs dnspython about 80 µs
-(a Resolution object, and for a negative answer an exception raised and translated), paid on every
-message by DMARC's lookup of `_dmarc.<author domain>`, usually NXDOMAIN.
+and the answer cache (positive and negative, sized from `DNSSettings.cache_size`): a memo of what
+`_query` concluded, kept for the answer's TTL (RFC 2308 §5 for negative ones). It replaces dnspython's
+own cache rather than sitting in front of it: a hit there still costs about 80 µs (a Resolution object,
+and for a negative answer an exception raised and translated), paid on every message by DMARC's lookup
+of `_dmarc.<author domain>`, usually NXDOMAIN; two caches of the same answers would only be kept twice.
 It must not block the event loop, must not use search domains (mail names are always absolute), and must
 not be a module-level singleton: the composition root builds one and passes it down.
 """
@@ -59,7 +60,7 @@ class Resolver:
         # One attempt may not take longer than the whole lookup is allowed to.
         resolver.timeout = settings.timeout
         resolver.lifetime = settings.timeout
-        resolver.cache = dns.resolver.LRUCache(settings.cache_size) if settings.cache_size > 0 else None
+        resolver.cache = None  # the memo below is the cache
         self._resolver = resolver
         # (name as asked, type) -> (expiry in time.time(), the Answer, or for a negative answer whether
         # it was NXDOMAIN). Expiry is the answer's TTL (RFC 2308 §5 for negative ones); never a temperror.
@@ -146,7 +147,7 @@ class Resolver:
 
 def negative_ttl(exc: BaseException | None) -> float | None:
     """How long a negative answer may be kept: the SOA's TTL capped by its MINIMUM field (RFC 2308 §5);
-    None when the answer carried no SOA (then only dnspython's cache decides)."""
+    None when the answer carried no SOA (then it is not kept)."""
     if isinstance(exc, dns.resolver.NXDOMAIN):
         responses = list(exc.responses().values())
     elif isinstance(exc, dns.resolver.NoAnswer):
