@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mailcore.mime.headers import parse_header
+from mailcore.mime.headers import parse_header, text_of
 from mailcore.mime.structure import content_type
 
 # Charsets that are, in practice, "whatever the client had": tried as UTF-8, then Windows-1252 (the
@@ -142,10 +142,7 @@ def decode_charset(data: bytes, charset: str | None) -> str:
             return data.decode(name, "replace")
         except (LookupError, ValueError, TypeError):
             pass  # not a charset Python knows (or not a text codec): guess as for an unlabelled part
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("cp1252", "replace")
+    return text_of(data)
 
 
 def _field(part: Any, name: str) -> Any:
