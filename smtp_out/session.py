@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import re
 
-_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r(?!\n)")
-_LEADING_DOT = re.compile(rb"(?m)^\.")
+from mailcore.lineends import normalize_crlf
+
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets; servers exceed it, so allow generously.
@@ -50,12 +50,20 @@ def command(*parts: bytes) -> bytes:
 
 
 def dot_stuffed(message: bytes) -> bytes:
-    """The message as sent after DATA (RFC 5321 §4.5.2): CRLF line endings, a leading '.' doubled,
-    ending with CRLF, then the terminating '.' line."""
-    body = _LINE_ENDINGS.sub(b"\r\n", message)
+    """The message as sent after DATA (RFC 5321 §4.5.2): a leading '.' doubled, ending with CRLF, then
+    the terminating '.' line.
+
+    Line endings are `normalize_crlf`'s, the rule the DKIM signer applied to these bytes, so what is
+    sent is what was signed; it also means no bare CR or LF near a '.' can end DATA early at a lenient
+    server (SMTP smuggling). It runs on the event loop, so a CRLF-only message with no line starting
+    with '.' is only scanned, and copied once to append the end."""
+    body = normalize_crlf(message)
     if not body.endswith(b"\r\n"):
         body += b"\r\n"
-    return _LEADING_DOT.sub(b"..", body) + b".\r\n"
+    if body.startswith(b"."):
+        body = b"." + body
+    # After normalize_crlf every line but the first starts right after a CRLF.
+    return body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
 class Session:

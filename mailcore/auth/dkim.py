@@ -22,7 +22,6 @@ import base64
 import binascii
 import functools
 import logging
-import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -34,6 +33,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
+from mailcore.lineends import normalize_crlf as normalize_crlf  # re-exported: signers send what it gives
 
 log = logging.getLogger(__name__)
 
@@ -181,11 +181,6 @@ async def verify_dkim(resolver: DNSLookup, raw: bytes, *, minkey: int = MIN_RSA_
     return await bridge.run(_verify_all, raw, dnsfunc, minkey)
 
 
-def normalize_crlf(raw: bytes) -> bytes:
-    """Every line ending as CRLF (RFC 5322 §2.1), as the message will travel."""
-    return re.sub(rb"\r?\n", b"\r\n", raw)
-
-
 @functools.lru_cache(maxsize=64)
 def _private_key_for_dkimpy(private_key_pem: bytes | str, algorithm: str) -> bytes:
     """The key in the form dkimpy takes, remembered per PEM: loading an RSA PEM with `cryptography`
@@ -210,8 +205,9 @@ def sign_message(raw: bytes, domain: str, selector: str, private_key_pem: bytes 
                  algorithm: str = "rsa-sha256") -> bytes:
     """Sign `raw` and return the DKIM-Signature header field (CRLF-terminated) to prepend.
 
-    Content is normalised to CRLF first, so the signature holds for the message as sent; the caller
-    must send `normalize_crlf(raw)` (or an equivalent). relaxed/relaxed canonicalisation; the header
+    Bare CRs and LFs become CRLF first (`mailcore.lineends.normalize_crlf`, the rule smtp_out sends by),
+    so the signature holds for the message as sent; a caller sending it itself must send
+    `normalize_crlf(raw)`. relaxed/relaxed canonicalisation; the header
     fields of `SIGNED_HEADERS` that are present are signed, From once more than it occurs.
     `algorithm` is "rsa-sha256" or "ed25519-sha256" (RFC 8463). CPU-bound: call it in a thread from
     async code. Raises ValueError for a key that does not suit the algorithm or a message without From."""

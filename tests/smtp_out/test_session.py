@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from mailcore.lineends import normalize_crlf
 from smtp_out.session import command, dot_stuffed, parse_reply_line
 
 
@@ -37,6 +38,21 @@ def test_command_lines_refuse_control_characters() -> None:
     (b"Subject: x\r\n\r\nno newline", b"Subject: x\r\n\r\nno newline\r\n.\r\n"),
     (b"Subject: x\n\n.leading\n..two\r.\r\n", b"Subject: x\r\n\r\n..leading\r\n...two\r\n..\r\n.\r\n"),
     (b".", b"..\r\n.\r\n"),
+    (b"", b"\r\n.\r\n"),
+    (b".\r\n.\r\n", b"..\r\n..\r\n.\r\n"),  # consecutive dot lines are each stuffed
+    # A '.' line behind a bare LF or CR is a line of its own once sent, so it is stuffed: it can
+    # neither end DATA early nor be read as an end by a lenient server (SMTP smuggling).
+    (b"a\n.\r\nMAIL FROM:<x@evil.example>\r\n", b"a\r\n..\r\nMAIL FROM:<x@evil.example>\r\n.\r\n"),
+    (b"a\r.\rb", b"a\r\n..\r\nb\r\n.\r\n"),
+    (b"a\r\n.\nb", b"a\r\n..\r\nb\r\n.\r\n"),
 ])
 def test_dot_stuffing_and_line_endings(message: bytes, sent: bytes) -> None:
     assert dot_stuffed(message) == sent
+
+
+def test_dot_stuffing_sends_the_line_endings_the_signer_signs() -> None:
+    """Whatever the message's line ends, the bytes sent (unstuffed) are `normalize_crlf`'s, the bytes
+    `mailcore.auth.dkim.sign_message` signs."""
+    message = b"Subject: a\r b\nTo: c\r\n\r\n.dot\rbody\n\r\r\nend\r"
+    sent = dot_stuffed(message)
+    assert sent.removesuffix(b".\r\n").replace(b"\r\n..", b"\r\n.").removeprefix(b".") == normalize_crlf(message)
