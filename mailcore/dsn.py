@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from mailcore.lineends import normalize_crlf
+
 Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
 
 # A header line may be 998 octets (RFC 5322 §2.1.1); keep well below with room for the field name.
@@ -122,10 +124,6 @@ def _split_header(raw: bytes) -> bytes:
     return raw if raw.endswith(b"\n") else raw + b"\r\n"
 
 
-def _crlf(data: bytes) -> bytes:
-    return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
-
-
 def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport], original: bytes,
               now: dt.datetime, ret: str | None = None, envid: str | None = None,
               arrival_date: dt.datetime | None = None) -> bytes:
@@ -162,7 +160,7 @@ def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport]
     status_body = ("\r\n\r\n".join(blocks) + "\r\n").encode("utf-8")
 
     full = (ret or "").upper() == "FULL" and len(original) <= MAX_RETURNED
-    returned = _crlf(original if full else _split_header(original))
+    returned = normalize_crlf(original if full else _split_header(original))
     eight_bit = not returned.isascii()
     if full:
         returned_type = "message/global" if eight_bit and needs_utf8 else "message/rfc822"
