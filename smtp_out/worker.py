@@ -54,7 +54,8 @@ KEY_CACHE_SECONDS = 30.0
 LARGE_MESSAGE = 256 * 1024
 LARGE_AT_ONCE = 4
 
-# sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend.
+# sign(raw message, domain, selector, private key PEM, algorithm) -> header lines to prepend (CRLF only).
+# It signs `mailcore.lineends.normalize_crlf(raw)`, the bytes `session.dot_stuffed` sends (RFC 6376 §5.3).
 Signer = Callable[[bytes, str, str, str, str], bytes]
 
 
@@ -123,6 +124,9 @@ class Outbound:
         try:
             raw = entry.raw if entry.raw is not None else await store.message_bytes(self.pool, entry.message_id)
             prefix = entry.signed_prefix if entry.signed else await self._sign(entry, raw)
+            # Line endings are left to the one rule the signer and the DATA writer both apply
+            # (`normalize_crlf`): normalising here as well would scan every message a third time, on
+            # the loop, to save a second conversion only for the rare one with bare CRs or LFs.
             message = (prefix or b"") + raw
             by_domain: dict[str, list[QueuedRecipient]] = {}
             for r in entry.recipients:
