@@ -61,10 +61,17 @@ BARE = (b"From: <sender@ours.example>\r\nTo: <r@far.test>\nSubject: bare cr\r fo
         b"Message-ID: <bare@ours.example>\r\n\r\nline one\rline two\nline three\r\n")
 
 
+@pytest.fixture(scope="module")
+def key() -> tuple[str, str]:
+    """ours.example's signing key: (private key PEM, selector TXT record)."""
+    return generate_key("rsa", 2048)
+
+
 @pytest.fixture
-def far_and_ours() -> Iterator[DNSTestServer]:
-    """far.test's MX on loopback; ours.example's selector record is added by the test once it has a key."""
-    server = DNSTestServer({"far.test": {"MX": [(10, "mx.far.test.")]}, "mx.far.test": {"A": ["127.0.0.1"]}})
+def published(key: tuple[str, str]) -> Iterator[DNSTestServer]:
+    """The world's DNS as the remote verifier sees it: far.test's MX on loopback, our selector record."""
+    server = DNSTestServer({"far.test": {"MX": [(10, "mx.far.test.")]}, "mx.far.test": {"A": ["127.0.0.1"]},
+                            "s1._domainkey.ours.example": {"TXT": [key[1]]}})
     yield server.start()
     server.stop()
 
@@ -83,16 +90,13 @@ def _published_key(server: DNSTestServer) -> Callable[..., bytes]:
 
 
 async def test_bare_cr_and_lf_are_signed_as_they_are_sent(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
-                                                          far_and_ours: DNSTestServer) -> None:
-    pem, txt = generate_key("rsa", 2048)
-    far_and_ours.zone.records["s1._domainkey.ours.example"] = {"TXT": [txt]}
-    await dkim_keys.add_key(pool, "ours.example", "s1", pem, "rsa-sha256")
+                                                          key: tuple[str, str], published: DNSTestServer) -> None:
+    await dkim_keys.add_key(pool, "ours.example", "s1", key[0], "rsa-sha256")
     sink = await sinks()
     await submit(pool, "r@far.test", raw=BARE)
-    resolver = Resolver(DNSSettings(nameservers=[far_and_ours.host], port=far_and_ours.port, timeout=1.0,
-                                    cache_size=0))
+    resolver = Resolver(DNSSettings(nameservers=[published.host], port=published.port, timeout=1.0, cache_size=0))
     assert await outbound(pool, clock, resolver, signer=sign_message, mx_port=sink.port).run_once() == 1
     (got,) = sink.received
     assert got.data.startswith(b"DKIM-Signature:")
     assert b"bare cr\r\n folded" in got.data and b"line one\r\nline two\r\nline three\r\n" in got.data
-    assert await asyncio.to_thread(dkim.verify, got.data, dnsfunc=_published_key(far_and_ours))
+    assert await asyncio.to_thread(dkim.verify, got.data, dnsfunc=_published_key(published))
