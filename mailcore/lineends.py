@@ -16,9 +16,11 @@ def normalize_crlf(data: bytes) -> bytes:
     """`data` with every bare CR and every bare LF made a CRLF, and every CRLF kept (RFC 6376 §5.3).
 
     Returns `data` itself, uncopied, when it already has CRLF line endings only, which is almost all
-    mail (smtp_in refuses anything else): three C-level counts cost a fifth of a conversion."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") == crlf and data.count(b"\r") == crlf:  # every CR and LF is in a pair
+    mail (smtp_in refuses anything else): that costs C-level counts (~1.7 ms a MB), no copy; the senders
+    call it on the event loop for every message."""
+    lf = data.count(b"\n")
+    # Every CR and LF is in a pair; the two-byte count, the dearest, only when the cheap ones agree.
+    if data.count(b"\r") == lf and data.count(b"\r\n") == lf:
         return data
     return data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
