@@ -138,6 +138,29 @@ async def test_sign_then_verify_round_trip(algorithm: str) -> None:
     assert (await verify_dkim(resolver, signed.replace(b"Subject: hello", b"Subject:  hello")))[0].result == "pass"
 
 
+# The message as stored, and as SMTP carries it: RFC 6376 §5.3 has the signer turn every bare CR and
+# bare LF into CRLF first, so the signature must verify on the second and, where they differ, not on
+# a form that kept the bare character.
+@pytest.mark.parametrize(("stored", "as_sent"), [
+    pytest.param(b"From: a@example.test\r\nSubject: s\r\n\r\none\rtwo\r\n",
+                 b"From: a@example.test\r\nSubject: s\r\n\r\none\r\ntwo\r\n", id="bare CR in the body"),
+    pytest.param(b"From: a@example.test\nSubject: s\n\nbody\n",
+                 b"From: a@example.test\r\nSubject: s\r\n\r\nbody\r\n", id="bare LF everywhere"),
+    pytest.param(b"From: a@example.test\r\nSubject: a\r b\r\n\r\nbody\r\n",
+                 b"From: a@example.test\r\nSubject: a\r\n b\r\n\r\nbody\r\n", id="bare CR folds a header"),
+    pytest.param(b"From: a@example.test\r\n\r\nx\r\r\ny\r",
+                 b"From: a@example.test\r\n\r\nx\r\n\r\ny\r\n", id="CR CR LF, and CR at the end"),
+])
+async def test_bare_cr_and_lf_are_signed_as_crlf(stored: bytes, as_sent: bytes) -> None:
+    private_pem, txt = generate_key("ed25519")
+    resolver = FakeResolver({"s1._domainkey.example.test": {"TXT": [txt]}})
+    header = sign_message(stored, "example.test", "s1", private_pem, "ed25519")
+    assert (await verify_dkim(resolver, header + as_sent))[0].result == "pass"
+    kept_cr = stored.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # bare LFs fixed, bare CRs kept
+    if kept_cr != as_sent:
+        assert (await verify_dkim(resolver, header + kept_cr))[0].result == "fail"
+
+
 async def test_a_key_is_parsed_once_and_a_new_key_is_used_at_once() -> None:
     """The queue signs every message of a domain with one key: its PEM is loaded once, not per message
     (loading validates the key, ~85 ms for RSA-2048); a rotated key is a new PEM and signs at once."""
