@@ -9,9 +9,11 @@ The raw message is stored once however many local recipients it has; what differ
 UIDs come from a row lock on the mailbox, taken in mailbox-id order, so they are strictly increasing,
 never reused, and concurrent deliveries cannot deadlock.
 
-Mail for local mailboxes only (nearly all an MX receives) is committed through `storage.groupcommit`:
-messages committed at the same moment share one statement and one transaction (`_DELIVER_LOCAL`), and
-each caller returns when that transaction is durable. A message alone takes `_DELIVER_ONE`.
+Mail for local mailboxes only (nearly all an MX receives) and mail for remote recipients only (nearly
+all a submission queues) is committed through `storage.groupcommit`: messages committed at the same
+moment share one statement and one transaction (`_DELIVER_LOCAL`, `_QUEUE_BATCH`), and each caller
+returns when that transaction is durable. A message alone takes `_DELIVER_ONE` or `_QUEUE_ONLY`; mail
+for both local and remote recipients takes a transaction of its own (`_commit_on`).
 This module builds no headers from peer data and knows no protocol.
 """
 
@@ -99,10 +101,10 @@ class Delivery:
             raise ValueError("a delivery needs at least one recipient")
         if not self.remote:
             return await self._commit_local(db, raw, summary)
+        if not self.local:
+            return await self._commit_queued(db, raw, summary)
         if isinstance(db, asyncpg.Pool):
             async with db.acquire() as conn:
-                if not self.local:  # remote recipients only: one statement (`_commit_queued`)
-                    return await self._commit_queued(conn, raw, summary)
                 return await self._commit_on(conn, raw, summary)
         return await self._commit_on(db, raw, summary)
 
@@ -129,14 +131,20 @@ class Delivery:
         return StoredMessage(message_id=placed[0][0], entries=[(box, uid) for _, box, uid in placed],
                              queue_id=None)
 
-    async def _commit_queued(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
-        """Remote recipients only (mail submitted for other domains) as ONE statement, like
-        `_commit_one`: message, queue entry, its recipients and the log, inserts that take no row locks."""
-        row = await conn.fetchrow(
-            _QUEUE_ONLY, *message_values(raw, summary), self.sender, self.account_id, self.envid, self.ret,
-            [r.address for r in self.remote], [r.address.rpartition("@")[2].lower() for r in self.remote],
-            [r.notify for r in self.remote], [r.orcpt for r in self.remote], *self._sent_values()[1:])
-        return StoredMessage(message_id=row["message_id"], entries=[], queue_id=row["queue_id"])
+    async def _commit_queued(self, db: asyncpg.Pool | asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
+        """Remote recipients only (mail submitted for other domains): through the pool's group commit
+        (`commit_queued_batch`), or on `db` alone. Inserts only: message, queue entry, its recipients,
+        the log and the sent record, which take no row locks."""
+        account, via, rcpts = self._sent_values()
+        item = QueuedBatchItem(
+            values=message_values(raw, summary), sender=self.sender, account_id=self.account_id,
+            envid=self.envid, ret=self.ret, sent_via=via, sent_recipients=json.dumps(rcpts) if via else None,
+            recipients=[(r.address, r.address.rpartition("@")[2].lower(), r.notify, r.orcpt) for r in self.remote])
+        if isinstance(db, asyncpg.Pool):
+            message_id, queue_id = await groupcommit.commit(db, item, len(raw), commit_queued_batch)
+        else:
+            ((message_id, queue_id),) = await commit_queued_batch(db, [item])
+        return StoredMessage(message_id=message_id, entries=[], queue_id=queue_id)
 
     async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         async with conn.transaction():
@@ -303,7 +311,7 @@ _DELIVER_LOCAL = (
 
 # Remote recipients only, in one statement (see `Delivery._commit_queued`): $19 sender, $20 account id,
 # $21 envid, $22 ret, $23..$26 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $27, $28
-# the sent record's via and recipients (for account $20; no row when via is NULL).
+# the sent record's via and recipients as a JSON array (for account $20; no row when via is NULL).
 _QUEUE_ONLY = (
     f"WITH msg AS (INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id"
     "), q AS ("
@@ -320,10 +328,50 @@ _QUEUE_ONLY = (
     "    unnest($23::text[]) WITH ORDINALITY AS t(recipient, n) ORDER BY t.n"
     "), sent AS ("
     "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
-    "  SELECT $20::bigint, msg.id, $27::text, $28::text[] FROM msg WHERE $27::text IS NOT NULL"
+    "  SELECT $20::bigint, msg.id, $27::text, ARRAY(SELECT jsonb_array_elements_text($28::jsonb))"
+    "  FROM msg WHERE $27::text IS NOT NULL"
     "  ON CONFLICT DO NOTHING"
     ")"
     " SELECT msg.id AS message_id, q.id AS queue_id, pg_notify('queue_changes', q.id::text) FROM msg, q"
+)
+
+# Remote recipients only, any number of messages, in ONE statement (see `commit_queued_batch`): $1..$18
+# one array per message column, $19..$24 the senders, account ids, ENVIDs, RETs, sent-record vias
+# (NULL: none) and recipients (JSON); $25 for each recipient its message (1-based), $26..$29 the
+# recipients' addresses, domains, NOTIFY and ORCPT. Ids come from the sequences up front, so every row
+# of a message is tied to it without relying on the order of RETURNING. Returns (message id, queue id)
+# per message, in order.
+_QUEUE_BATCH = (
+    "WITH m AS ("
+    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::bytea[], $5::integer[], $6::text[],"
+    "    $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
+    "    $15::text[], $16::timestamptz[], $17::boolean[], $18::bytea[], $19::text[], $20::bigint[], $21::text[],"
+    "    $22::text[], $23::text[], $24::jsonb[])"
+    f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sender, account_id, envid, ret, sent_via, sent_rcpts, n)"
+    "), ids AS ("
+    "  SELECT n, nextval('messages_id_seq') AS id, nextval('queue_id_seq') AS queue_id FROM m"
+    "), r AS ("
+    "  SELECT * FROM unnest($25::integer[], $26::text[], $27::text[], $28::text[], $29::text[])"
+    "  WITH ORDINALITY AS r(msg, recipient, domain, notify, orcpt, k)"
+    "), msg AS ("
+    f"  INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT ids.id, {_M_COLUMNS} FROM m JOIN ids ON ids.n = m.n"
+    "), q AS ("
+    "  INSERT INTO queue (id, message_id, sender, account_id, envid, ret)"
+    "  SELECT ids.queue_id, ids.id, m.sender, m.account_id, m.envid, m.ret FROM m JOIN ids ON ids.n = m.n"
+    "), rcpts AS ("
+    "  INSERT INTO queue_recipients (queue_id, recipient, domain, notify, orcpt)"
+    "  SELECT ids.queue_id, r.recipient, r.domain, r.notify, r.orcpt FROM r JOIN ids ON ids.n = r.msg ORDER BY r.k"
+    "), logged AS ("
+    "  INSERT INTO delivery_log (message_id, queue_id, recipient, event)"
+    "  SELECT ids.id, ids.queue_id, r.recipient, 'queued' FROM r JOIN ids ON ids.n = r.msg ORDER BY r.k"
+    "), sent AS ("
+    "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
+    "  SELECT m.account_id, ids.id, m.sent_via, ARRAY(SELECT jsonb_array_elements_text(m.sent_rcpts))"
+    "  FROM m JOIN ids ON ids.n = m.n WHERE m.sent_via IS NOT NULL"
+    "  ON CONFLICT DO NOTHING"
+    ")"
+    " SELECT ids.id AS message_id, ids.queue_id, pg_notify('queue_changes', ids.queue_id::text)"
+    " FROM ids ORDER BY ids.n"
 )
 
 
@@ -381,6 +429,47 @@ def _local_batch_params(batch: list[LocalBatchItem]) -> list[Any]:
             for col, value in zip(entry_cols, entry, strict=True):
                 col.append(value)
     return [*columns, *sent, owner, *entry_cols, MAILBOX_CHANNEL]
+
+
+@dataclass(frozen=True)
+class QueuedBatchItem:
+    """One message for remote recipients only as a group commit carries it: its `MESSAGE_COLUMNS`
+    values, the queue entry's fields, the sent record (via None: none; recipients as JSON) and its
+    recipients (address, domain, NOTIFY, ORCPT)."""
+
+    values: tuple[Any, ...]
+    sender: str
+    account_id: int | None
+    envid: str | None
+    ret: str | None
+    sent_via: str | None
+    sent_recipients: str | None
+    recipients: list[tuple[str, str, str | None, str | None]]
+
+
+async def commit_queued_batch(db: asyncpg.Pool | asyncpg.Connection,
+                              batch: list[QueuedBatchItem]) -> list[tuple[int, int]]:
+    """Queue `batch` in one statement; for each message, its (message id, queue id). One message takes
+    `_QUEUE_ONLY`, planned once and reused, as `commit_local_batch` does with `_DELIVER_ONE`."""
+    if len(batch) == 1:
+        item = batch[0]
+        addresses, domains, notify, orcpt = (list(col) for col in zip(*item.recipients, strict=True))
+        row = await db.fetchrow(_QUEUE_ONLY, *item.values, item.sender, item.account_id, item.envid, item.ret,
+                                addresses, domains, notify, orcpt, item.sent_via, item.sent_recipients)
+        return [(row["message_id"], row["queue_id"])]
+    columns = [list(col) for col in zip(*(item.values for item in batch), strict=True)]
+    envelope = [[item.sender for item in batch], [item.account_id for item in batch],
+                [item.envid for item in batch], [item.ret for item in batch],
+                [item.sent_via for item in batch], [item.sent_recipients for item in batch]]
+    owner: list[int] = []
+    rcpt_cols: list[list[Any]] = [[], [], [], []]
+    for n, item in enumerate(batch, start=1):
+        for rcpt in item.recipients:
+            owner.append(n)
+            for col, value in zip(rcpt_cols, rcpt, strict=True):
+                col.append(value)
+    rows = await db.fetch(_QUEUE_BATCH, *columns, *envelope, owner, *rcpt_cols)
+    return [(row["message_id"], row["queue_id"]) for row in rows]
 
 
 def _as_dict(part: Any) -> Any:

@@ -15,7 +15,7 @@ import pytest
 from mailcore.mime.precompute import summarize
 from mailcore.passwords import hash_password_sync
 from storage import accounts
-from storage.delivery import Delivery, LocalRecipient
+from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
 
 HASH = hash_password_sync("pw")
 
@@ -151,3 +151,37 @@ async def test_one_delivery_alone_goes_where_it_should(pool: asyncpg.Pool, mailb
     name = await pool.fetchval("SELECT name FROM mailboxes WHERE id = $1", stored.entries[0][0])
     assert name == ("INBOX" if mailbox == "NoSuchBox" else mailbox)
     assert stored.entries[0][1] == 1
+
+
+async def _queue(pool: asyncpg.Pool, i: int, account_id: int, *, sent: bool) -> object:
+    raw = _message(i)
+    d = Delivery(sender=f"s{i}@d.example", account_id=account_id, envid=f"env{i}", ret="HDRS" if i % 2 else None,
+                 sent_via="smtp" if sent else None, sent_recipients=[f"x{i}@far.example"] if sent else [])
+    for k in range(1 + i % 3):
+        d.add_remote(RemoteRecipient(f"r{i}.{k}@far{k}.example", notify="FAILURE" if k else None,
+                                     orcpt=f"rfc822;r{i}.{k}@far{k}.example" if k == 2 else None))
+    return await d.commit(pool, raw, summarize(raw))
+
+
+async def test_concurrent_remote_only_messages_are_queued_together(pool: asyncpg.Pool) -> None:
+    (aid,) = await _setup(pool, 1)
+    results = await asyncio.gather(*[_queue(pool, i, aid, sent=i % 4 == 0) for i in range(40)],
+                                   _deliver(pool, [(aid, "INBOX")], 99))
+    queued = results[:40]
+    assert await pool.fetchval("SELECT count(DISTINCT xmin::text) FROM queue") < 40
+    for i, stored in enumerate(queued):
+        row = await pool.fetchrow("SELECT message_id, sender, account_id, envid, ret FROM queue WHERE id = $1",
+                                  stored.queue_id)
+        assert dict(row) == {"message_id": stored.message_id, "sender": f"s{i}@d.example", "account_id": aid,
+                             "envid": f"env{i}", "ret": "HDRS" if i % 2 else None}
+        assert await pool.fetchval("SELECT subject FROM messages WHERE id = $1", stored.message_id) == f"m{i}"
+        rcpts = await pool.fetch("SELECT recipient, domain, notify, orcpt FROM queue_recipients WHERE queue_id = $1"
+                                 " ORDER BY id", stored.queue_id)
+        assert [tuple(r) for r in rcpts] == [
+            (f"r{i}.{k}@far{k}.example", f"far{k}.example", "FAILURE" if k else None,
+             f"rfc822;r{i}.{k}@far{k}.example" if k == 2 else None) for k in range(1 + i % 3)]
+        logged = await pool.fetch("SELECT recipient FROM delivery_log WHERE queue_id = $1 AND event = 'queued'"
+                                  " AND message_id = $2 ORDER BY id", stored.queue_id, stored.message_id)
+        assert [r["recipient"] for r in logged] == [r["recipient"] for r in rcpts]
+        sent = await pool.fetchval("SELECT recipients FROM sent_messages WHERE message_id = $1", stored.message_id)
+        assert sent == ([f"x{i}@far.example"] if i % 4 == 0 else None)
