@@ -421,13 +421,7 @@ def _local_batch_params(batch: list[LocalBatchItem]) -> list[Any]:
     then the entries' owning message (1-based) and their four fields, then the channel."""
     columns = [list(col) for col in zip(*(item.values for item in batch), strict=True)]
     sent = [list(col) for col in zip(*(item.sent for item in batch), strict=True)]
-    owner: list[int] = []
-    entry_cols: list[list[Any]] = [[], [], [], []]
-    for n, item in enumerate(batch, start=1):
-        for entry in item.entries:
-            owner.append(n)
-            for col, value in zip(entry_cols, entry, strict=True):
-                col.append(value)
+    owner, entry_cols = _per_message_rows([item.entries for item in batch], 4)
     return [*columns, *sent, owner, *entry_cols, MAILBOX_CHANNEL]
 
 
@@ -461,15 +455,22 @@ async def commit_queued_batch(db: asyncpg.Pool | asyncpg.Connection,
     envelope = [[item.sender for item in batch], [item.account_id for item in batch],
                 [item.envid for item in batch], [item.ret for item in batch],
                 [item.sent_via for item in batch], [item.sent_recipients for item in batch]]
-    owner: list[int] = []
-    rcpt_cols: list[list[Any]] = [[], [], [], []]
-    for n, item in enumerate(batch, start=1):
-        for rcpt in item.recipients:
-            owner.append(n)
-            for col, value in zip(rcpt_cols, rcpt, strict=True):
-                col.append(value)
+    owner, rcpt_cols = _per_message_rows([item.recipients for item in batch], 4)
     rows = await db.fetch(_QUEUE_BATCH, *columns, *envelope, owner, *rcpt_cols)
     return [(row["message_id"], row["queue_id"]) for row in rows]
+
+
+def _per_message_rows(rows: list[list[tuple[Any, ...]]], width: int) -> tuple[list[int], list[list[Any]]]:
+    """Each message's rows (entries, recipients) flattened into column arrays for `unnest`, with the
+    1-based message each row belongs to."""
+    owner: list[int] = []
+    columns: list[list[Any]] = [[] for _ in range(width)]
+    for n, message_rows in enumerate(rows, start=1):
+        for row in message_rows:
+            owner.append(n)
+            for col, value in zip(columns, row, strict=True):
+                col.append(value)
+    return owner, columns
 
 
 def _as_dict(part: Any) -> Any:
