@@ -73,6 +73,11 @@ class RouteCache:
         """Whether answers are being cached now (the LISTEN is in place)."""
         return self._listener.up
 
+    @property
+    def generation(self) -> int:
+        """How many times the cache was emptied (by a notification, or its connection going or coming)."""
+        return self._generation
+
     def __len__(self) -> int:
         return len(self._known.entries) + len(self._unknown.entries)
 
