@@ -13,6 +13,7 @@ import pytest
 from mailcore.address import parse_address
 from storage import accounts
 from storage.routecache import ROUTING_CHANNEL, RouteCache
+from tests.smtp_out.conftest import until
 
 LOCAL = "local.example"
 USER = f"user@{LOCAL}"
@@ -134,3 +135,30 @@ async def test_not_listening_means_not_cached(seeded: asyncpg.Pool, db_dsn: str)
         routing, _ = await routes.route(seeded, parse_address(USER))
         assert routing.local
     assert (len(routes), routes.hits, routes.misses) == (0, 0, 2)
+
+
+class ReadBeforeChange:
+    """A connection whose read of a route returns only after `change` has committed and its NOTIFY has
+    emptied `cache`: the race of a RCPT's read against an admin's commit, made certain."""
+
+    def __init__(self, pool: asyncpg.Pool, cache: RouteCache, change: str) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.change = change
+
+    async def fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
+        row = await self.pool.fetchrow(query, *args)
+        generation = self.cache.generation
+        await self.pool.execute(self.change)
+        await until(lambda: self.cache.generation > generation)
+        return row
+
+
+async def test_an_answer_read_across_a_change_is_not_kept(seeded: asyncpg.Pool, cache: RouteCache) -> None:
+    """The answer in flight may be the old one (as it would be a moment earlier), but it must not be
+    stored, or it would outlive the notification that was meant to remove it."""
+    addr = parse_address(USER)
+    racing = ReadBeforeChange(seeded, cache, f"UPDATE accounts SET disabled = true WHERE address = '{USER}'")
+    routing, _ = await cache.route(racing, addr)  # type: ignore[arg-type]
+    assert routing.local and len(cache) == 0
+    assert not (await cache.route(seeded, addr))[0].local
