@@ -26,9 +26,9 @@ OK, UNKNOWN, RELAY = replies.RECIPIENT_OK, replies.MAILBOX_UNAVAILABLE, replies.
 Change = Callable[[asyncpg.Pool], Awaitable[object]]
 
 
-async def rcpt(server: Server, address: str, size: int | None = None) -> tuple[int, str]:
-    """(code, enhanced code) of RCPT TO:<address> in a transaction of its own on the MX."""
-    client = await RawClient.connect(server.port("mx"))
+async def rcpt(port: int, address: str, size: int | None = None) -> tuple[int, str]:
+    """(code, enhanced code) of RCPT TO:<address> in a transaction of its own on the MX at `port`."""
+    client = await RawClient.connect(port)
     try:
         await client.cmd("EHLO client.remote.example")
         await client.cmd("MAIL FROM:<a@remote.example>" + (f" SIZE={size}" if size else ""))
@@ -39,9 +39,9 @@ async def rcpt(server: Server, address: str, size: int | None = None) -> tuple[i
 
 async def cached(server: Server, routes: RouteCache, address: str) -> tuple[int, str]:
     """RCPT twice: the answer, after checking that the second came from the cache."""
-    first = await rcpt(server, address)
+    first = await rcpt(server.port("mx"), address)
     hits = routes.hits
-    assert await rcpt(server, address) == first
+    assert await rcpt(server.port("mx"), address) == first
     assert routes.hits == hits + 1
     return first
 
@@ -129,7 +129,7 @@ async def test_full_account_gets_452_though_its_route_is_cached(mx: Server, rout
     await listening(routes)
     await changed(routes, admin, lambda a: accounts.set_quota(a, USER, 1000))
     assert await cached(mx, routes, USER) == code(OK)
-    assert await rcpt(mx, USER, size=2000) == code(replies.MAILBOX_FULL)  # the SIZE= hint counts too
+    assert await rcpt(mx.port("mx"), USER, size=2000) == code(replies.MAILBOX_FULL)  # the SIZE= hint counts too
     generation = routes.generation
     client = await RawClient.connect(mx.port("mx"))
     for line in ("EHLO client.remote.example", "MAIL FROM:<a@remote.example>", f"RCPT TO:<{USER}>", "DATA"):
@@ -137,7 +137,7 @@ async def test_full_account_gets_452_though_its_route_is_cached(mx: Server, rout
     assert (await client.cmd("Subject: big\r\n\r\n" + ("x" * 70 + "\r\n") * 18 + "."))[0] == 250
     await client.close()
     hits = routes.hits
-    assert await rcpt(mx, USER) == code(replies.MAILBOX_FULL)
+    assert await rcpt(mx.port("mx"), USER) == code(replies.MAILBOX_FULL)
     # Still the cached route, not emptied by the delivery's used_bytes update (migration 0011).
     assert (routes.hits, routes.generation) == (hits + 1, generation)
 
@@ -159,8 +159,8 @@ async def test_listener_down_means_answers_from_the_database(mx: Server, routes:
             gate.freeze()
         await until(lambda: not routes.listening)
     await disabled(USER, True)(admin)
-    assert await rcpt(mx, USER) == code(UNKNOWN)
-    assert await rcpt(mx, OTHER) == code(OK)
+    assert await rcpt(mx.port("mx"), USER) == code(UNKNOWN)
+    assert await rcpt(mx.port("mx"), OTHER) == code(OK)
     assert len(routes) == 0
     gate.open()
     await asyncio.wait_for(routes.wait_listening(), 10)
