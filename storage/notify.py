@@ -22,6 +22,8 @@ from storage.delivery import MAILBOX_CHANNEL
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT = 10.0  # seconds
+
 
 class ChannelListener:
     """LISTEN on `channel` for as long as it runs; `on_notify(payload)` for each notification.
@@ -29,7 +31,8 @@ class ChannelListener:
     `on_up` runs each time the LISTEN is in place (the first time and after each reconnect), `on_down`
     as soon as the connection is known to be lost. A connection that stops answering (a peer gone without
     a reset, which no read would notice) is found by a `SELECT 1` every `ping_interval` seconds and
-    counts as lost, so `up` is not left true on a dead connection."""
+    counts as lost, so `up` is not left true on a dead connection. Any failure to connect (a refusal, or
+    no answer within CONNECT_TIMEOUT) is retried: a listener that gave up would leave its users deaf."""
 
     def __init__(self, dsn: str, channel: str, on_notify: Callable[[str], None], *, name: str,
                  on_up: Callable[[], None] | None = None, on_down: Callable[[], None] | None = None,
@@ -72,8 +75,9 @@ class ChannelListener:
         delay = self.reconnect_delay
         while True:
             try:
-                conn = await asyncpg.connect(self.dsn, server_settings={"application_name": f"mailserver-{self.name}"})
-            except (OSError, asyncpg.PostgresError) as exc:
+                conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT,
+                                             server_settings={"application_name": f"mailserver-{self.name}"})
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("notify connection failed; retrying",
                             extra={"channel": self.channel, "error": str(exc), "delay": delay})
                 await asyncio.sleep(delay)
