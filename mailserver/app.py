@@ -96,13 +96,16 @@ ServiceFactory = Callable[[Runtime], Awaitable[list[Service]]]
 
 async def smtp_in_services(runtime: Runtime) -> list[Service]:
     """Inbound SMTP: the MX (with sender authentication through the shared resolver), submission
-    (STARTTLS) and submissions (implicit TLS) listeners."""
+    (STARTTLS) and submissions (implicit TLS) listeners, all answering RCPT from one routing cache,
+    which starts before them and stops after them."""
     from smtp_in.server import build_smtp_services
+    from storage.routecache import RouteCache
 
     settings = runtime.settings
     sender_auth = await runtime.sender_authentication()
-    return list(build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth,
-                                    limits=runtime.limits, metrics=runtime.metrics))
+    routes = RouteCache(runtime.db.dsn)
+    return [routes, *build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth,
+                                         limits=runtime.limits, metrics=runtime.metrics, routes=routes)]
 
 
 async def queue_services(runtime: Runtime) -> list[Service]:

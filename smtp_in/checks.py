@@ -4,12 +4,13 @@ the session turns verdicts into replies.
 - connection: `ConnectionLimits` (overall and per client address; 421 4.7.0 beyond).
 - sender: `check_sender` (submission: the authenticated account must own MAIL FROM, else 553 5.7.1);
   on the MX, SPF (`smtp_in.senderauth`) starts here and its `SenderResults` reach the body checks.
-- recipient: `route_recipient` (our domain and a known user, or relay for authenticated clients).
+- recipient: `route_recipient` (our domain and a known user, or relay for authenticated clients), from
+  the process's `storage.routecache.RouteCache` when the listener has one.
 - body: `BodyCheck` implementations run after the whole message is in; DKIM/ARC/DMARC
   (`smtp_in.senderauth.SenderAuthentication`) is one.
   A `BodyVerdict` says accept, quarantine (to Junk), reject or tempfail, and may carry an
   Authentication-Results value to prepend.
-This module talks to the store only through `storage.accounts`; it sends nothing to the peer.
+This module talks to the store only through `storage.accounts` (and its cache); it sends nothing to the peer.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mailcore.received import clean_value
 from mailcore.replies import Reply
 from storage import accounts
 from storage.accounts import Account
+from storage.routecache import RouteCache
 
 # --- connection ----------------------------------------------------------------------------------------
 
@@ -92,17 +94,30 @@ async def postmaster_address(pool: asyncpg.Pool, configured: str) -> str | None:
 
 
 async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
-                          postmaster: str, size_hint: int | None = None) -> RecipientRoute | Reply:
+                          postmaster: str, size_hint: int | None = None,
+                          cache: RouteCache | None = None) -> RecipientRoute | Reply:
     """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`.
-    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2."""
-    if address is not None and address.local.lower() != "postmaster":
-        # One round trip for the usual RCPT (an existing account at one of our domains); the general
-        # path below costs three or four.
-        local, account_id, full = await accounts.route_exact(pool, address, size_hint or 0)
-        if local and account_id is not None:
-            return replies.MAILBOX_FULL if full else RecipientRoute(local=[(account_id, address.key)])
-        if not local:
-            return RecipientRoute(remote=[str(address)]) if authenticated else replies.RELAY_DENIED
+    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2.
+    With a `cache` the answer usually comes from memory (`storage.routecache`), quotas excepted."""
+    if address is None or address.local.lower() == "postmaster":
+        return await _postmaster_route(pool, address, authenticated=authenticated, postmaster=postmaster,
+                                       size_hint=size_hint)
+    if cache is not None:
+        routing, full = await cache.route(pool, address, size_hint or 0)
+    else:
+        routing, full = await accounts.route_address(pool, address, size_hint or 0)
+    if not routing.ours:
+        return RecipientRoute(remote=[str(address)]) if authenticated else replies.RELAY_DENIED
+    if full:
+        return replies.MAILBOX_FULL
+    if not (routing.local or routing.remote):
+        return replies.MAILBOX_UNAVAILABLE
+    return RecipientRoute(local=list(routing.local), remote=list(routing.remote))
+
+
+async def _postmaster_route(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
+                            postmaster: str, size_hint: int | None) -> RecipientRoute | Reply:
+    """Postmaster goes to the configured account (or the first one), never through the cache."""
     route = await _route(pool, address, authenticated=authenticated, postmaster=postmaster)
     if isinstance(route, RecipientRoute) and route.local:
         full = await accounts.accounts_over_quota(pool, [a for a, _ in route.local], size_hint or 0)
@@ -113,6 +128,7 @@ async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authen
 
 async def _route(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,
                  postmaster: str) -> RecipientRoute | Reply:
+    """The bare `postmaster`, or postmaster@domain."""
     if address is None:  # RFC 5321 §4.5.1: bare "postmaster" must be accepted
         pm = await postmaster_address(pool, postmaster)
         account = await accounts.get_account(pool, pm) if pm else None
@@ -120,8 +136,7 @@ async def _route(pool: asyncpg.Pool, address: Address | None, *, authenticated: 
             return replies.MAILBOX_UNAVAILABLE
         return RecipientRoute(local=[(account.id, account.address)])
     if await accounts.is_local_domain(pool, address.domain):
-        # The postmaster address matters only for that local part: do not look it up for others.
-        pm = await postmaster_address(pool, postmaster) if address.local.lower() == "postmaster" else None
+        pm = await postmaster_address(pool, postmaster)
         route = await accounts.resolve_recipient(pool, address, pm)
         if not route:
             return replies.MAILBOX_UNAVAILABLE

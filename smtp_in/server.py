@@ -27,6 +27,7 @@ from smtp_in.checks import BodyCheck, ConnectionLimits
 from smtp_in.hooks import ListenerHooks
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.session import ListenerContext, SMTPSession
+from storage.routecache import RouteCache
 
 log = logging.getLogger("smtp_in")
 
@@ -39,7 +40,7 @@ class SMTPService:
     def __init__(self, name: str, settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None, *,
                  limits: ConnectionLimits | None = None, shared: Limits | None = None,
                  metrics: Metrics | None = None, body_checks: list[BodyCheck] | None = None,
-                 sender_auth: SenderAuthentication | None = None) -> None:
+                 sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None) -> None:
         if name not in KINDS:
             raise ValueError(f"unknown SMTP listener {name!r}")
         self.name = f"smtp-{name}"
@@ -62,7 +63,7 @@ class SMTPService:
             starttls_context=None if implicit else tls,
             limits=limits or ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip),
             authenticator=Authenticator(pool, AuthGuard(shared, metrics), smtp.auth_failure_delay),
-            spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth,
+            spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth, routes=routes,
             hooks=ListenerHooks(name, shared, metrics),
         )
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
@@ -126,10 +127,11 @@ class SMTPService:
 def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None,
                         body_checks: list[BodyCheck] | None = None,
                         sender_auth: SenderAuthentication | None = None, *, limits: Limits | None = None,
-                        metrics: Metrics | None = None) -> list[SMTPService]:
-    """The enabled SMTP listeners, sharing one connection counter and the process's `limits` and
-    `metrics` (without them, in-process limits from `settings` and a private registry). `sender_auth`
-    and `body_checks` apply to the MX only."""
+                        metrics: Metrics | None = None, routes: RouteCache | None = None) -> list[SMTPService]:
+    """The enabled SMTP listeners, sharing one connection counter, the process's `limits` and
+    `metrics` (without them, in-process limits from `settings` and a private registry) and its routing
+    cache `routes` (without it, every RCPT asks the store). `sender_auth` and `body_checks` apply to the
+    MX only."""
     smtp = settings.smtp
     connections = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
     metrics = metrics if metrics is not None else Metrics()
@@ -143,5 +145,5 @@ def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLCont
             continue
         services.append(SMTPService(kind, settings, pool, tls, limits=connections, shared=shared, metrics=metrics,
                                     body_checks=body_checks if kind == "mx" else None,
-                                    sender_auth=sender_auth if kind == "mx" else None))
+                                    sender_auth=sender_auth if kind == "mx" else None, routes=routes))
     return services

@@ -41,6 +41,7 @@ from smtp_in.senderauth import SenderAuthentication
 from smtp_in.spool import Spool
 from smtp_in.transaction import Origin, Recipient, Transaction, deliver
 from storage.db import is_unavailable
+from storage.routecache import RouteCache
 
 log = logging.getLogger("smtp_in")
 
@@ -87,6 +88,7 @@ class ListenerContext:
     spool_dir: Path | None = None
     body_checks: list[BodyCheck] = field(default_factory=list)
     sender_auth: SenderAuthentication | None = None  # MX only; also among body_checks
+    routes: RouteCache | None = None  # the process's routing cache; None: every RCPT asks the store
     hooks: ListenerHooks = field(default_factory=lambda: ListenerHooks("smtp"))  # shared limits, metrics
     sessions: set[SMTPSession] = field(default_factory=set)
     closing: bool = False
@@ -559,7 +561,8 @@ class SMTPSession(SMTP):
             await self._reply(exc.reply)
             return
         route = await checks.route_recipient(self.ctx.pool, args.address, authenticated=self.account is not None,
-                                             postmaster=self.ctx.postmaster, size_hint=self.tx.size_hint)
+                                             postmaster=self.ctx.postmaster, size_hint=self.tx.size_hint,
+                                             cache=self.ctx.routes)
         if isinstance(route, Reply):
             await self._reply(route)
             return

@@ -311,18 +311,46 @@ async def _expand(conn: Conn, key: str, reached_as: str, route: Route, seen: set
             route.remote.append(target)
 
 
-async def route_exact(conn: Conn, address: Address, incoming: int = 0) -> tuple[bool, int | None, bool]:
-    """The common case of routing in one round trip: (whether `address.domain` is ours, the id of the
-    enabled account whose address is exactly `address.key` or None, whether that account's quota is used
-    up or would be by `incoming` more bytes). An exact account is what `resolve_recipient` picks first
-    for any local part but postmaster; everything else (aliases, +tags, catch-alls) needs it."""
+@dataclass(frozen=True)
+class Routing:
+    """What the tables say about one recipient address: whether its domain is ours and, if so, the local
+    accounts (with the address that reached them) and remote addresses its mail goes to; neither means no
+    such recipient. `quota_ids` are those local accounts that have a quota: how full they are changes
+    with every delivery, so it is never part of the answer and is asked again each time (`accounts_over_quota`).
+    Immutable, since `storage.routecache` hands the same answer to every RCPT for that address."""
+
+    ours: bool
+    local: tuple[tuple[int, str], ...] = ()
+    remote: tuple[str, ...] = ()
+    quota_ids: tuple[int, ...] = ()
+
+
+async def route_address(conn: Conn, address: Address, incoming: int = 0) -> tuple[Routing, list[int]]:
+    """Route `address` (any local part but postmaster, which depends on the configuration) and say which
+    of its local accounts are full or would be by `incoming` more bytes.
+
+    The usual RCPT (an existing account at one of our domains, or a domain not ours) costs one round trip:
+    an exact account is what `resolve_recipient` picks first; only aliases, +tags and catch-alls take the
+    general path, and one more query for their accounts' quotas."""
     row = await conn.fetchrow(
-        "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1) AS local, a.id,"
-        " COALESCE(a.quota_bytes IS NOT NULL AND (a.used_bytes >= a.quota_bytes"
-        "   OR a.used_bytes + $3 > a.quota_bytes), false) AS full"
+        "SELECT EXISTS (SELECT 1 FROM domains WHERE name = $1) AS local, a.id, a.quota_bytes,"
+        " COALESCE(a.used_bytes >= a.quota_bytes OR a.used_bytes + $3 > a.quota_bytes, false) AS full"
         " FROM (SELECT 1) AS one LEFT JOIN accounts a ON a.address = $2 AND NOT a.disabled",
         address.domain, address.key, incoming)
-    return bool(row["local"]), row["id"], bool(row["full"])
+    if not row["local"]:
+        return Routing(ours=False), []
+    account_id = row["id"]
+    if account_id is not None:
+        quota_ids = (account_id,) if row["quota_bytes"] is not None else ()
+        return Routing(True, ((account_id, address.key),), quota_ids=quota_ids), [account_id] if row["full"] else []
+    route = await resolve_recipient(conn, address)
+    if not route.local:
+        return Routing(True, remote=tuple(route.remote)), []
+    rows = await conn.fetch(
+        "SELECT id, used_bytes >= quota_bytes OR used_bytes + $2 > quota_bytes AS full FROM accounts"
+        " WHERE id = ANY($1::bigint[]) AND quota_bytes IS NOT NULL", [a for a, _ in route.local], incoming)
+    routing = Routing(True, tuple(route.local), tuple(route.remote), tuple(r["id"] for r in rows))
+    return routing, [r["id"] for r in rows if r["full"]]
 
 
 async def may_send_as(conn: Conn, account: Account, address: Address) -> bool:

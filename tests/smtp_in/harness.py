@@ -14,6 +14,7 @@ from mailcore.passwords import hash_password_sync
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.server import SMTPService, build_smtp_services
 from storage import accounts
+from storage.routecache import RouteCache
 
 LOCAL = "local.example"
 VICTIM = "victim.example"
@@ -66,8 +67,8 @@ class Server:
 
 
 async def start_server(pool: asyncpg.Pool, settings: Settings, tls: ssl.SSLContext | None,
-                       sender_auth: SenderAuthentication | None = None) -> Server:
-    services = {s.kind: s for s in build_smtp_services(settings, pool, tls, sender_auth=sender_auth)}
+                       sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None) -> Server:
+    services = {s.kind: s for s in build_smtp_services(settings, pool, tls, sender_auth=sender_auth, routes=routes)}
     for service in services.values():
         await service.start()
     return Server(services, pool, settings)
