@@ -88,16 +88,25 @@ _SYNC_TEXT = "encode(COALESCE(m.sync_fields, mm.header_prefix || m.header), 'esc
 _BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
 _ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"
 _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_addrs", "cc": "m.cc_addrs"}
-# Indexed by trigrams (migration 0007) and containing every text a header-field match compares, for
-# messages with sync_fields: "it ILIKE the needle" is a necessary condition the index answers.
-_FIELDS_INDEXED = "mail_search_fields(m.sync_fields, m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
-
+# The keys the header trigram index (migration 0012) narrows: FROM/TO/CC/BCC/SUBJECT and HEADER of these
+# names. Its two columns hold, for messages with sync_fields, every text such a match compares: the decoded
+# columns (`_DECODED_COLUMN`) and sync_fields without Message-ID, References and the other sync fields that
+# are none of these five. HEADER of those is answered by the scan of sync_fields.
+INDEXED_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
+_DECODED_INDEXED = "mail_search_decoded(m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
+_HEADS_INDEXED = "mail_search_heads(m.sync_fields)"
 
 
 def _trigram_friendly(text: str) -> bool:
     """Whether a needle has 3 alphanumeric characters in a row: a trigram index narrows it down (with
     fewer, pg_trgm can extract no trigram from the pattern and would scan the whole index)."""
     return re.search(r"[^\W_]{3}", text) is not None
+
+
+def _on_one_line(text: str) -> bool:
+    """Whether a needle has no line break: then a match of the header regex lies within one line of the
+    field, which mail_search_heads keeps as it was (a needle spanning lines may run into a field it drops)."""
+    return "\n" not in text
 
 
 def pg_escape(data: bytes) -> str:
@@ -235,11 +244,14 @@ class _Compiler:
                 return None  # the word index of the decoded texts narrows those (`narrowing`), not this
             case Contains(where, text, field):
                 name = field if where == "header" else where
-                if "fields" not in self.indexes or name.lower() not in SYNC_FIELDS or not _trigram_friendly(text):
+                if ("fields" not in self.indexes or name.lower() not in INDEXED_FIELDS
+                        or not _trigram_friendly(text) or not _on_one_line(text)):
                     return None
-                patterns = dict.fromkeys((like_pattern(pg_escape(text.encode("utf-8"))), like_pattern(text)))
-                return ("(m.sync_fields IS NULL"
-                        + "".join(f" OR {_FIELDS_INDEXED} ILIKE {self.param(p)}" for p in patterns) + ")")
+                decoded = ""
+                if where in _DECODED_COLUMN:  # the arms of `_contains`: the decoded column, then the field
+                    decoded = f" OR {_DECODED_INDEXED} ILIKE {self.param(like_pattern(text))}"
+                escaped = like_pattern(pg_escape(text.encode("utf-8")))
+                return f"(m.sync_fields IS NULL{decoded} OR {_HEADS_INDEXED} ILIKE {self.param(escaped)})"
             case AllOf(items):
                 found = [p for p in (self.prefilter(i) for i in items) if p is not None]
                 return "(" + " AND ".join(found) + ")" if found else None
@@ -263,12 +275,12 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
 # Per pool (by identity; a pool is not weak-referenceable): which indexes exist, checked once.
 _INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
 # (0008's optional body trigram index is not among them: since 0009 the decoded texts answer BODY.)
-_INDEX_NAMES = {"fields": "messages_search_fields_trgm", "texts": "message_texts_words",
+_INDEX_NAMES = {"fields": "messages_search_heads_trgm", "texts": "message_texts_words",
                 "words_trgm": "search_words_trgm"}
 
 
 async def available_indexes(pool: asyncpg.Pool | asyncpg.Connection) -> frozenset[str]:
-    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0007), "texts" (the decoded
+    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0012), "texts" (the decoded
     texts and their word index, 0009) and "words_trgm" (the trigram index of
     the vocabulary, where pg_trgm is: without it, needles that are parts of words do not narrow)."""
     known = _INDEXES.get(id(pool))
