@@ -82,6 +82,12 @@ class ServerSettings:
         check=_networks, factory=list)
     proxy_protocol_timeout: float = setting(10.0, "Seconds a trusted balancer has to send the PROXY header "
                                             "before the connection is closed.", _positive)
+    password_cache: int = setting(
+        1024, "Successful logins (SMTP AUTH, IMAP LOGIN/AUTHENTICATE, HTTP Basic) remembered per process, "
+        "as a keyed hash of the stored hash and the password (never the password), so that a client logging "
+        "in again with the same password skips the deliberately slow argon2 check (tens of ms of CPU). A "
+        "changed password or removed account is never answered from it; failed attempts are never cached "
+        "and always cost the full check. 0 turns it off.", _non_negative)
     event_loop: str = setting(
         "auto", "The asyncio event loop `serve` runs on: \"uvloop\" (libuv; measured about 10 % less CPU per "
         "SMTP message than the standard loop), \"asyncio\" (the standard library's), or \"auto\": uvloop when "

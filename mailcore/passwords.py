@@ -1,12 +1,24 @@
-"""Password hashing with argon2id, always off the event loop.
+"""Password hashing with argon2id, always off the event loop, and a cache of recent successful logins.
 
 Owns the hash format and the verification timing. Hashing costs tens of milliseconds of CPU on purpose,
 so both functions run in a worker thread: the event loop never waits on them.
+
+That cost is meant for attackers guessing, not for a user's mail client logging in again with the
+right password (Thunderbird opens several IMAP connections and one SMTP connection per message sent).
+`VerifiedCache` remembers, per process, that a (stored hash, password) pair verified, as a keyed hash
+(HMAC-SHA256 under a random per-process key, so the cache holds no password and nothing that outlives
+the process); the same pair verifies again without argon2. The stored hash is part of the key, so a
+changed password or a removed account is never answered from it. Failures are never cached: every
+wrong guess still costs the full argon2 time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import os
+from collections import OrderedDict
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -35,6 +47,56 @@ def _verify(stored: str | None, password: str) -> bool:
         return False
 
 
+class VerifiedCache:
+    """Recent (stored hash, password) pairs that verified, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._key = os.urandom(32)
+        self._entries: OrderedDict[bytes, None] = OrderedDict()
+
+    def _digest(self, stored: str, password: str) -> bytes:
+        return hmac.new(self._key, stored.encode() + b"\0" + password.encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def hit(self, stored: str, password: str) -> bool:
+        """Whether this pair verified recently (about 2 µs: fine on the event loop)."""
+        if not self.size:
+            return False
+        digest = self._digest(stored, password)
+        if digest not in self._entries:
+            return False
+        self._entries.move_to_end(digest)
+        return True
+
+    def add(self, stored: str, password: str) -> None:
+        """Remember a pair that argon2 verified."""
+        if not self.size:
+            return
+        self._entries[self._digest(stored, password)] = None
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+# The process's cache; `configure_cache` sizes it from the settings at start (0 turns it off).
+_CACHE = VerifiedCache(1024)
+
+
+def configure_cache(size: int) -> None:
+    """Replace the process's cache of successful verifications by an empty one of `size` entries."""
+    global _CACHE
+    _CACHE = VerifiedCache(size)
+
+
 async def verify_password(stored: str | None, password: str) -> bool:
-    """Check a password against a stored hash (None: no such account, still spends the time)."""
-    return await asyncio.to_thread(_verify, stored, password)
+    """Check a password against a stored hash (None: no such account, still spends the time). A pair
+    that verified recently is answered from the cache, without argon2."""
+    if stored is not None and _CACHE.hit(stored, password):
+        return True
+    ok = await asyncio.to_thread(_verify, stored, password)
+    if ok and stored is not None:
+        _CACHE.add(stored, password)
+    return ok

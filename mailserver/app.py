@@ -19,7 +19,7 @@ from config.settings import Settings
 from mailcore.dns.resolver import Resolver
 from mailcore.limits import AuthGuard, Limits, build_limits
 from mailcore.metrics import Metrics
-from mailcore.passwords import hash_password
+from mailcore.passwords import configure_cache, hash_password
 from mailcore.tls import TLSConfigError, certificate_paths, server_context
 from storage import accounts
 from storage.db import Database
@@ -173,6 +173,7 @@ async def seed_demo(db: Database) -> None:
 
 async def build(settings: Settings) -> Runtime:
     """Open the store and TLS; the services are built by `run`."""
+    configure_cache(settings.server.password_cache)
     db = await Database.open(settings.database, settings.server.data_dir)
     try:
         paths = await asyncio.to_thread(certificate_paths, settings.tls, settings.server.data_dir,

@@ -173,3 +173,21 @@ async def test_swaks_submission_starttls_auth(server: Server) -> None:
     assert rc == 0, out
     assert "235 2.7.0" in out and "250 2.0.0 message accepted" in out
     assert await server.pool.fetchval("SELECT recipient FROM queue_recipients") == "friend@far.example"
+
+
+async def test_a_changed_password_is_never_answered_from_the_login_cache(server: Server,
+                                                                        client_tls: ssl.SSLContext) -> None:
+    """The second login with the same password may skip argon2 (mailcore.passwords' cache); once the
+    password is changed, the old one is refused and the new one accepted, at once."""
+    from mailcore.passwords import hash_password
+    from storage import accounts
+
+    for _ in range(2):  # the second is answered from the cache
+        client = await submit_client(server, client_tls)
+        await client.quit()
+    await accounts.set_password(server.pool, USER, await hash_password("a new password"))
+    client = await submit_client(server, client_tls, login=False)
+    with pytest.raises(aiosmtplib.SMTPAuthenticationError):
+        await client.login(USER, PASSWORD)
+    await client.login(USER, "a new password")
+    await client.quit()
