@@ -130,6 +130,8 @@ def strip_comments(text: str) -> str:
 
 
 def _split_params(text: str) -> list[str]:
+    if '"' not in text:  # nothing quoted (most Content-Types): every ';' separates
+        return text.split(";")
     parts: list[str] = []
     buf: list[str] = []
     quoted = False
@@ -160,6 +162,9 @@ def _unquote(value: str) -> str:
     return value
 
 
+_CONTINUATION = re.compile(r"([^*]+)\*(\d+)(\*?)")  # RFC 2231 §3: name*0, name*1*
+
+
 def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
     """Split `value; a=b; c="d"` into the leading value and (lower-cased name, value) pairs.
 
@@ -179,7 +184,7 @@ def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
         if not key:
             continue
         value = _unquote(value)
-        m = re.fullmatch(r"([^*]+)\*(\d+)(\*?)", key)
+        m = _CONTINUATION.fullmatch(key) if "*" in key else None
         if m:
             base = m.group(1)
             if base not in continued:
