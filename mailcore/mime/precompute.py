@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailcore.mime.addresses import Address
-from mailcore.mime.bodystructure import disposition, encoding, render
+from mailcore.mime.bodystructure import disposition, encoding, render_both
 from mailcore.mime.envelope import addresses, envelope
 from mailcore.mime.headerfields import SYNC_FIELDS, pick_parsed
 from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of
@@ -176,13 +176,14 @@ def summarize(raw: bytes) -> MessageSummary:
     from_ = [a for a in addresses(header, "from") if not a.is_group_marker]
     subject = header.get("subject")
     refs = header.get("references")
+    body, bodystructure = render_both(raw, root)
     return MessageSummary(
         header=raw[: root.body_start],
         body_offset=root.body_start,
         size=len(raw),
         envelope=envelope(header),
-        bodystructure=render(raw, root, True),
-        body=render(raw, root, False),
+        bodystructure=bodystructure,
+        body=body,
         parts=tuple(parts),
         subject=decode_words(subject).strip() if subject is not None else None,
         from_addr=from_[0].addr_spec if from_ else None,
