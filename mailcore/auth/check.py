@@ -32,7 +32,7 @@ from mailcore.auth.dmarc import DMARCResult, OrganizationalDomains, aligned, che
 from mailcore.auth.results import authentication_results
 from mailcore.auth.spf import SPFResult, check_spf
 from mailcore.dns import DNSLookup
-from mailcore.headers import split_header_block
+from mailcore.headers import field_values
 
 T = TypeVar("T")
 
@@ -152,8 +152,7 @@ async def authenticate_message(resolver: DNSLookup, raw: bytes, ip: str, helo: s
         spf_r, dkim_list, arc_r = await asyncio.gather(spf_result(), _awaitable(dkim_task),
                                                        _awaitable(arc_task))
     dkim_r = tuple(dkim_list)
-    fields, _ = split_header_block(raw)
-    domain, why = from_header_domain([f.value for f in fields if f.name.lower() == "from"])
+    domain, why = from_header_domain(field_values(raw, "from"))
     if domain is None:
         dmarc_r = DMARCResult("permerror", reason=why)
     else:
