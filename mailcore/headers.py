@@ -14,11 +14,14 @@ import re
 from dataclasses import dataclass
 
 _UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]+")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")  # RFC 5322 §2.2.3: unfolding removes the CRLF before WSP
 
 
 def safe_header_value(value: str) -> str:
     """`value` with every run of control characters (CR, LF, NUL and the other C0 controls except
     TAB, and DEL) replaced by one space, so it cannot end a header line or start a new field."""
+    if value.isprintable():  # no control character at all (most values): nothing to replace
+        return value
     return _UNSAFE.sub(" ", value)
 
 
@@ -33,7 +36,7 @@ class HeaderField:
     def value(self) -> str:
         """The unfolded value after the colon (RFC 5322 §2.2.3), decoded leniently."""
         text = self.raw.split(b":", 1)[1] if b":" in self.raw else b""
-        return re.sub(r"\r?\n(?=[ \t])", "", text.decode("utf-8", "replace")).strip()
+        return _FOLD.sub("", text.decode("utf-8", "replace")).strip()
 
 
 def split_header_block(raw: bytes) -> tuple[list[HeaderField], bytes]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,3 +90,8 @@ def test_field_values_agree_with_split_for_any_header(lines: list[tuple[bytes, b
 @given(st.binary(max_size=300))
 def test_field_values_agree_with_split_for_any_bytes(raw: bytes) -> None:
     assert field_values(raw, "from") == _values_by_split(raw, "from")
+
+
+@given(st.text())
+def test_safe_header_value_replaces_exactly_the_control_runs(text: str) -> None:
+    assert safe_header_value(text) == re.sub(r"[\x00-\x08\x0a-\x1f\x7f]+", " ", text)
