@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from imap import encoder
 from imap.commands import FetchAtt, Section
-from storage import headerfields, mailstore
-from storage.headerfields import SYNC_FIELDS
+from mailcore.mime import headerfields
+from mailcore.mime.headerfields import SYNC_FIELDS
+from storage import mailstore
 
 if TYPE_CHECKING:
     from imap.session import Session

@@ -3,13 +3,16 @@
 Owns the exact text of those fields. Every value that came from a peer (HELO name, addresses, TLS
 facts, the authenticated login) passes `clean()` first: no CR, LF, NUL or other control character can
 reach a header we write (the header-injection class of CVE-2024-6923), and peer text cannot close the
-comment it sits in. Pure functions: no I/O, no clock unless none is passed in.
+comment it sits in. Pure functions: no I/O, no clock unless none is passed in; the text of the current
+second and of each connection's from/by lines are made once and remembered (a Received field per message).
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -58,24 +61,46 @@ def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) ->
 
 def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
     """A complete `Received:` field (folded, CRLF-terminated) for the top of the message."""
-    helo = clean(info.helo) or "unknown"
-    ip = clean(info.peer_ip, 64)
-    lines = [f"Received: from {helo} ([{ip}])"]
-    by = f"by {clean(info.our_hostname)}"
-    if info.tls_version:
-        tls = clean(info.tls_version, 32)
-        if info.tls_cipher:
-            tls += " with cipher " + clean(info.tls_cipher, 64)
-        by += f" ({tls})"
-    lines.append(by)
-    if info.authenticated_as:
-        lines.append(f"(authenticated as {clean(info.authenticated_as)})")
+    head = _from_by(info.helo, info.peer_ip, info.our_hostname, info.tls_version, info.tls_cipher,
+                    info.authenticated_as)
     with_id = f"with {clean(info.protocol, 16)} id {clean(info.queue_id, 64)}"
     if info.recipient:
         with_id += f" for <{clean(info.recipient).replace('<', '').replace('>', '')}>"
-    lines.append(with_id + ";")
-    lines.append(email.utils.format_datetime(when or datetime.now().astimezone()))
-    return ("\r\n\t".join(lines) + "\r\n").encode("utf-8")
+    return f"{head}{with_id};\r\n\t{date_time(when)}\r\n".encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _from_by(helo: str, peer_ip: str, our_hostname: str, tls_version: str | None, tls_cipher: str | None,
+             authenticated_as: str | None) -> str:
+    """The lines of a Received field that are the same for every message of a connection (from, by,
+    authenticated as), each followed by the fold: made once per connection, not per message."""
+    lines = [f"Received: from {clean(helo) or 'unknown'} ([{clean(peer_ip, 64)}])"]
+    by = f"by {clean(our_hostname)}"
+    if tls_version:
+        tls = clean(tls_version, 32)
+        if tls_cipher:
+            tls += " with cipher " + clean(tls_cipher, 64)
+        by += f" ({tls})"
+    lines.append(by)
+    if authenticated_as:
+        lines.append(f"(authenticated as {clean(authenticated_as)})")
+    return "".join(line + "\r\n\t" for line in lines)
+
+
+def date_time(when: datetime | None = None) -> str:
+    """The RFC 5322 §3.3 date-time of `when`, or of now in the local time zone (Received, Date).
+
+    Now's text is made once per second: a server writing a Received field for every message would
+    otherwise format the same second hundreds of times (email.utils takes 5 µs)."""
+    if when is not None:
+        return email.utils.format_datetime(when)
+    return _second(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)
+def _second(second: int) -> str:
+    # as datetime.now().astimezone() gives it (format_datetime drops the fraction of the second)
+    return email.utils.format_datetime(datetime.fromtimestamp(second).astimezone())
 
 
 def message_id_header(hostname: str) -> bytes:
@@ -85,7 +110,7 @@ def message_id_header(hostname: str) -> bytes:
 
 def date_header(when: datetime | None = None) -> bytes:
     """A `Date:` field (RFC 5322 §3.6.1) for a message submitted without one."""
-    return f"Date: {email.utils.format_datetime(when or datetime.now().astimezone())}\r\n".encode()
+    return f"Date: {date_time(when)}\r\n".encode()
 
 
 def new_queue_id() -> str:

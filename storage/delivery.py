@@ -28,8 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from storage import groupcommit, headerfields
-from storage.headerfields import SYNC_FIELDS
+from storage import groupcommit
 
 # Listeners (IMAP IDLE, in any process on this database) hear about new mail on this channel;
 # the payload is the mailbox id. PostgreSQL delivers it only when the transaction commits.
@@ -376,14 +375,15 @@ _QUEUE_BATCH = (
 
 
 def message_values(raw: bytes, summary: Any) -> tuple[Any, ...]:
-    """The values of `MESSAGE_COLUMNS` for a message and what was precomputed from it."""
+    """The values of `MESSAGE_COLUMNS` for a message and what was precomputed from it (`summarize`'s
+    `MessageSummary`, whose `sync_fields` are the header's SYNC_FIELDS, picked from its one parse)."""
     parts = getattr(summary, "parts", None) or []
     parts_json = json.dumps([_as_dict(p) for p in parts])
     return (raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
             summary.envelope, summary.bodystructure, summary.body, parts_json,
             _text(summary.subject), _text(summary.from_addr), _text(_join(summary.to_addrs)),
             _text(_join(summary.cc_addrs)), _text(summary.message_id), _text(summary.in_reply_to),
-            summary.sent_date, bool(summary.has_attachments), headerfields.pick(summary.header, SYNC_FIELDS))
+            summary.sent_date, bool(summary.has_attachments), summary.sync_fields)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import asyncpg
 
+from mailcore.mime.headerfields import SYNC_FIELDS
 from mailcore.mime.searchtext import Term, fold, needle_terms, word_code
-from storage.headerfields import SYNC_FIELDS
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ _COMPARE_SQL = {
 _OPS = frozenset({"<", "=", ">=", ">", "<="})
 _HEADER_TEXT = "encode(mm.header_prefix || m.header, 'escape')"
 # The fields of SYNC_FIELDS as stored at delivery: a small inline column, not the TOASTed header; a
-# field's lines there are its lines in the header (storage.headerfields), so the regex finds the same.
+# field's lines there are its lines in the header (mailcore.mime.headerfields), so the regex finds the same.
 _SYNC_TEXT = "encode(COALESCE(m.sync_fields, mm.header_prefix || m.header), 'escape')"
 _BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
 _ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"

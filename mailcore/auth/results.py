@@ -35,7 +35,7 @@ def _comment(text: str) -> str:
     text = safe_header_value(text).strip()
     if not text:
         return ""
-    escaped = re.sub(r"([()\\])", r"\\\1", text)
+    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")  # each of ( ) \ gets a \
     return f" ({escaped[:200]})"
 
 

@@ -76,17 +76,20 @@ def _extension(ent: Entity) -> str:
     return f" {disp_s} {lang_s} {loc_s}"
 
 
-def render(raw: bytes, ent: Entity, extensible: bool) -> str:
-    """The BODYSTRUCTURE (extensible) or BODY (basic) text of `ent`."""
+def render_both(raw: bytes, ent: Entity) -> tuple[str, str]:
+    """(BODY, BODYSTRUCTURE) of `ent`, in one walk: the extensible form is the basic one with the
+    extension data added to each part, so every field they share is rendered once."""
     if ent.is_multipart:
-        ext = ""
-        if extensible:
-            ext = " " + _params(ent.params) + _extension(ent)
-        children = "".join(render(raw, c, extensible) for c in ent.children)
-        if not children:
-            children = _EMPTY_PART.format(ext=" NIL NIL NIL NIL" if extensible else "")
-        return f"({children} {string(ent.subtype)}{ext})"
-    fields = [
+        rendered = [render_both(raw, c) for c in ent.children]
+        basic = "".join(b for b, _ in rendered)
+        full = "".join(f for _, f in rendered)
+        if not rendered:
+            basic = _EMPTY_PART.format(ext="")
+            full = _EMPTY_PART.format(ext=" NIL NIL NIL NIL")
+        subtype = string(ent.subtype)
+        ext = " " + _params(ent.params) + _extension(ent)
+        return f"({basic} {subtype})", f"({full} {subtype}{ext})"
+    head = " ".join([
         string(ent.type),
         string(ent.subtype),
         _params(ent.params),
@@ -94,16 +97,17 @@ def render(raw: bytes, ent: Entity, extensible: bool) -> str:
         nstring(_field(ent.header, "content-description")),
         string(encoding(ent.header)),
         str(ent.body_end - ent.body_start),
-    ]
+    ])
+    basic = full = head
     if ent.message is not None:
         # RFC 3501 §7.4.2: message/rfc822 adds the envelope, body structure and line count
-        fields.append(envelope(ent.message.header))
-        fields.append(render(raw, ent.message, extensible))
-        fields.append(str(count_lines(raw, ent.body_start, ent.body_end)))
+        env = envelope(ent.message.header)
+        inner_basic, inner_full = render_both(raw, ent.message)
+        lines = str(count_lines(raw, ent.body_start, ent.body_end))
+        basic = f"{head} {env} {inner_basic} {lines}"
+        full = f"{head} {env} {inner_full} {lines}"
     elif ent.type == "text":
-        fields.append(str(count_lines(raw, ent.body_start, ent.body_end)))
-    out = " ".join(fields)
-    if extensible:
-        md5 = _field(ent.header, "content-md5")
-        out += " " + nstring(md5.strip() if md5 is not None else None) + _extension(ent)
-    return "(" + out + ")"
+        basic = full = f"{head} {count_lines(raw, ent.body_start, ent.body_end)}"
+    md5 = _field(ent.header, "content-md5")
+    full += " " + nstring(md5.strip() if md5 is not None else None) + _extension(ent)
+    return "(" + basic + ")", "(" + full + ")"

@@ -11,7 +11,7 @@ import base64
 import binascii
 import codecs
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # RFC 5322 §3.6.8: field-name is printable ASCII but ':'; obs-optional allows WSP before ':'.
 _FIELD = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
@@ -19,20 +19,35 @@ _FIELD = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
 
 @dataclass(frozen=True, slots=True)
 class HeaderBlock:
-    """A parsed header block: fields in order, and where the body starts."""
+    """A parsed header block: fields in order, where each lies in the raw bytes, and where the body starts.
+
+    `spans[i]` is where field i lies in the bytes parsed, from its name to the end of its last line
+    (folding and line ends kept), so a caller that needs fields as they were written (IMAP
+    HEADER.FIELDS, `mailcore.mime.headerfields.pick_parsed`) slices them instead of parsing the
+    block again. Lookups by name go through a dict of first occurrences, built once: `summarize`
+    asks a message's header for some twenty names."""
 
     fields: tuple[tuple[str, bytes], ...]  # (lower-cased name, unfolded raw value)
     body_start: int
+    spans: tuple[tuple[int, int], ...] = ()  # (start, end) offsets of each field; empty when not parsed
+    _first: dict[str, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        first: dict[str, bytes] = {}
+        for key, value in self.fields:
+            first.setdefault(key, value)
+        object.__setattr__(self, "_first", first)
 
     def get(self, name: str) -> bytes | None:
         """The first field named `name` (lower case), unfolded, or None."""
-        for key, value in self.fields:
-            if key == name:
-                return value
-        return None
+        return self._first.get(name)
 
     def get_all(self, name: str) -> list[bytes]:
         return [value for key, value in self.fields if key == name]
+
+
+_BLANK = (b"\r\n", b"\n", b"\r")
+_WSP = (b" ", b"\t")
 
 
 def parse_header(raw: bytes, start: int, limit: int) -> HeaderBlock:
@@ -43,33 +58,39 @@ def parse_header(raw: bytes, start: int, limit: int) -> HeaderBlock:
     body starts at that line), or at `limit`.
     """
     fields: list[tuple[str, bytes]] = []
+    spans: list[tuple[int, int]] = []
     pos = start
     current: list[bytes] | None = None
     name = ""
+    begin = field_end = start
     while pos < limit:
         nl = raw.find(b"\n", pos, limit)
         end = limit if nl < 0 else nl + 1
         line = raw[pos:end]
-        if line in (b"\r\n", b"\n", b"\r"):
+        if line in _BLANK:
             pos = end
             break
         content = line.rstrip(b"\r\n")
-        if content[:1] in (b" ", b"\t"):
+        if content[:1] in _WSP:
             if current is not None:
                 current.append(content)
+                field_end = end
             pos = end
             continue
         m = _FIELD.match(content)
         if m is None:
             break  # not a header line: the body starts here
         if current is not None:
-            fields.append((name, b"".join(current)))
+            fields.append((name, b"".join(current).strip(b" \t")))
+            spans.append((begin, field_end))
         name = m.group(1).decode("latin-1").lower()
         current = [content[m.end():]]
+        begin, field_end = pos, end
         pos = end
     if current is not None:
-        fields.append((name, b"".join(current)))
-    return HeaderBlock(tuple((n, v.strip(b" \t")) for n, v in fields), pos)
+        fields.append((name, b"".join(current).strip(b" \t")))
+        spans.append((begin, field_end))
+    return HeaderBlock(tuple(fields), pos, tuple(spans))
 
 
 # ---- tokens shared by Content-Type / Content-Disposition --------------------------------------
@@ -109,6 +130,8 @@ def strip_comments(text: str) -> str:
 
 
 def _split_params(text: str) -> list[str]:
+    if '"' not in text:  # nothing quoted (most Content-Types): every ';' separates
+        return text.split(";")
     parts: list[str] = []
     buf: list[str] = []
     quoted = False
@@ -139,6 +162,9 @@ def _unquote(value: str) -> str:
     return value
 
 
+_CONTINUATION = re.compile(r"([^*]+)\*(\d+)(\*?)")  # RFC 2231 §3: name*0, name*1*
+
+
 def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
     """Split `value; a=b; c="d"` into the leading value and (lower-cased name, value) pairs.
 
@@ -158,7 +184,7 @@ def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
         if not key:
             continue
         value = _unquote(value)
-        m = re.fullmatch(r"([^*]+)\*(\d+)(\*?)", key)
+        m = _CONTINUATION.fullmatch(key) if "*" in key else None
         if m:
             base = m.group(1)
             if base not in continued:

@@ -1,7 +1,8 @@
 """`summarize(raw)`: everything IMAP and search need from a message, computed once at delivery.
 
 Owns: the `MessageSummary` / `PartInfo` records stored beside each message, part numbering
-(RFC 3501 §6.4.5) and the decoded search/display fields.
+(RFC 3501 §6.4.5), the decoded search/display fields and the header-sync fields, all from one parse
+of the header block.
 Must not: raise on any input (malformed MIME yields the best usable structure), decode bodies, or
 know about storage or IMAP sessions.
 """
@@ -14,8 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailcore.mime.addresses import Address
-from mailcore.mime.bodystructure import disposition, encoding, render
+from mailcore.mime.bodystructure import disposition, encoding, render_both
 from mailcore.mime.envelope import addresses, envelope
+from mailcore.mime.headerfields import SYNC_FIELDS, pick_parsed
 from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of
 from mailcore.mime.structure import Entity, walk
 
@@ -65,6 +67,7 @@ class MessageSummary:
     references: tuple[str, ...]
     sent_date: datetime | None  # from Date:, timezone-aware
     has_attachments: bool
+    sync_fields: bytes  # the header's SYNC_FIELDS as `headerfields.pick` gives them (stored for header sync)
 
     def part(self, number: str) -> PartInfo | None:
         """The part numbered `number` ("1.2"), or None."""
@@ -173,13 +176,14 @@ def summarize(raw: bytes) -> MessageSummary:
     from_ = [a for a in addresses(header, "from") if not a.is_group_marker]
     subject = header.get("subject")
     refs = header.get("references")
+    body, bodystructure = render_both(raw, root)
     return MessageSummary(
         header=raw[: root.body_start],
         body_offset=root.body_start,
         size=len(raw),
         envelope=envelope(header),
-        bodystructure=render(raw, root, True),
-        body=render(raw, root, False),
+        bodystructure=bodystructure,
+        body=body,
         parts=tuple(parts),
         subject=decode_words(subject).strip() if subject is not None else None,
         from_addr=from_[0].addr_spec if from_ else None,
@@ -191,4 +195,5 @@ def summarize(raw: bytes) -> MessageSummary:
         references=tuple(_MSGID.findall(text_of(refs))) if refs is not None else (),
         sent_date=_date(header),
         has_attachments=any(_is_attachment(p) for p in parts),
+        sync_fields=pick_parsed(raw, header, SYNC_FIELDS),
     )

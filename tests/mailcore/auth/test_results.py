@@ -90,3 +90,15 @@ def test_helo_identity_reported_beside_mail_from() -> None:
     value = authentication_results("mx.ours.test", SPF, DKIM, None, None, mail_from="alice@example.test",
                                    helo="client.example.test", helo_spf=helo)
     assert "smtp.mailfrom=alice@example.test; spf=fail smtp.helo=client.example.test; dkim=pass" in value
+
+
+@pytest.mark.parametrize(("comment", "shown"), [
+    ("plain words", "(plain words)"),
+    ("nested (and) \\ escaped", r"(nested \(and\) \\ escaped)"),
+    ("\\(", r"(\\\()"),
+    ("))((", r"(\)\)\(\()"),
+])
+def test_comment_escapes_its_delimiters(comment: str, shown: str) -> None:
+    """RFC 5322 §3.2.2: inside a comment, ( ) and \\ are quoted-pairs, so peer text cannot end it."""
+    value = authentication_results("mx.ours.test", SPFResult("none", "a.test", "", comment), [], None, None)
+    assert f"spf=none {shown} smtp.helo=a.test" in value

@@ -1,12 +1,16 @@
 """Header fields picked from a header block (IMAP HEADER.FIELDS), and the set precomputed at delivery.
 
-Owns the one implementation of "the fields of a header block with these names, folding kept, then the
-blank line" (RFC 3501 §6.4.5), shared by delivery (which stores, per message, the fields mail clients
-ask for when they sync headers, so a sync reads a small inline column instead of the whole header) and
-by IMAP FETCH (any other HEADER.FIELDS list). Must not: do I/O or know IMAP syntax.
+Owns the one rule for "the fields of a header block with these names, folding kept, then the blank
+line" (RFC 3501 §6.4.5), in two forms that give the same bytes: `pick` reads a header block as bytes
+(IMAP FETCH of any HEADER.FIELDS list, over the stored header), `pick_parsed` slices the fields a
+`HeaderBlock` already found (`summarize`, which stores per message the fields mail clients ask for when
+they sync headers, `sync_fields`, without reading the header a second time). Must not: do I/O or
+know IMAP syntax.
 """
 
 from __future__ import annotations
+
+from mailcore.mime.headers import HeaderBlock
 
 # Thunderbird's header-sync list (mailnews.customDBHeaders unset), lower case. Stored per message in
 # `messages.sync_fields`; a HEADER.FIELDS request for this set, or any subset of it, is served from there.
@@ -33,6 +37,24 @@ def pick(block: bytes, names: frozenset[str], exclude: bool = False) -> bytes:
         keep = (name in names) != exclude and b":" in line
         if keep:
             out.append(line if line.endswith(b"\n") else line + b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def pick_parsed(raw: bytes, header: HeaderBlock, names: frozenset[str]) -> bytes:
+    """What `pick(raw[start:header.body_start], names)` gives for the header block `header` that
+    `parse_header(raw, start, ...)` found: the fields' own bytes, sliced where the parse saw them.
+
+    The two agree because every line of such a block is a field, a continuation or its blank line
+    (the parse ends the block before any other line); a first line without LF (the block ends the
+    message) gets the CRLF `pick` gives it, a last continuation line without one stays as it is."""
+    out: list[bytes] = []
+    for (name, _), (start, end) in zip(header.fields, header.spans, strict=True):
+        if name in names:
+            text = raw[start:end]
+            if text[-1:] != b"\n" and b"\n" not in text:
+                text += b"\r\n"
+            out.append(text)
     out.append(b"\r\n")
     return b"".join(out)
 
