@@ -35,9 +35,15 @@ _BYTES_PER_CHAR = 4
 _LAG_IDS = 2000
 FULL_PASS_SECONDS = 600.0
 
+# The look-up of texts repeats the bound on ids: PostgreSQL does not carry `m.id > $1` over to
+# `t.message_id`, and the plan a prepared statement settles on (made for any floor) then hashes the WHOLE
+# of message_texts for every batch, a sequential scan growing with the database: at 60,000 indexed
+# messages the indexer's PostgreSQL time was 0.39 ms a message instead of 0.08. With the bound, both
+# primary keys are read over the batch's range only.
 _CLAIM = (
     "SELECT m.id, m.size, m.body_offset, m.parts FROM messages m"
-    " WHERE m.id > $1 AND NOT EXISTS (SELECT 1 FROM message_texts t WHERE t.message_id = m.id)"
+    " WHERE m.id > $1 AND NOT EXISTS (SELECT 1 FROM message_texts t WHERE t.message_id = m.id"
+    " AND t.message_id > $1)"
     " ORDER BY m.id LIMIT $2 FOR NO KEY UPDATE OF m SKIP LOCKED")
 _READ = (
     "SELECT w.id, substring(m.raw FROM 1 FOR w.len) AS window"

@@ -185,3 +185,26 @@ async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, box: tup
         await service.stop(1)
     assert service.indexed == len(CORPUS) + 1
     assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "fresh zephyr")) == [10]
+
+
+async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+    """Each batch looks for texts in its range of ids only, in the generic plan of the prepared statement
+    too: one that reads the whole of message_texts costs every batch time growing with the database
+    (0.39 ms of PostgreSQL a message at 60,000 indexed messages)."""
+    await pool.execute(
+        "INSERT INTO message_texts (message_id, text, words, complete)"
+        " SELECT id, 'x', '{}', true FROM messages")
+    await pool.execute(  # a large indexed store, as the planner will see it
+        "INSERT INTO messages (raw, size, sha256, header, body_offset)"
+        " SELECT '', 0, decode(md5(g::text), 'hex'), '', 0 FROM generate_series(1, 20000) AS g")
+    await pool.execute("INSERT INTO message_texts (message_id, text, words, complete)"
+                       " SELECT id, 'x', '{}', true FROM messages WHERE size = 0")
+    await pool.execute("ANALYZE messages; ANALYZE message_texts")
+    top = await pool.fetchval("SELECT max(id) FROM messages")
+    async with pool.acquire() as conn, conn.transaction():
+        # the plan a prepared statement settles on after a few runs: made for any floor, not this one
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.execute(f"PREPARE claim(bigint, integer) AS {bodyindex._CLAIM}")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN ANALYZE EXECUTE claim({top - 100}, 200)"))
+        await conn.execute("DEALLOCATE claim")
+    assert "Seq Scan" not in plan, plan
