@@ -7,8 +7,10 @@ Deliveries are not counted: the indexer runs only after each round of them.
 
     python bench/indexcpu.py [-n 3000] [--size 2000 | --mix] [--fresh 0] [--round 3000] [--repeat 1]
 
-`--round` below `-n` delivers and indexes in rounds of that many messages, the way a live indexer meets
-mail (a pass every poll interval finds the messages delivered since the last). `--mix` takes the sizes of
+`--round` below `-n` delivers and indexes in rounds of that many messages, each indexed by one pass of
+the indexer service (`TextIndexer.index_pending`), the way a live indexer meets mail (a pass every poll
+interval finds the messages delivered since the last). `--prefill N` first delivers and indexes N
+messages, not counted, then analyzes the tables as autovacuum would: a live server's store is not empty. `--mix` takes the sizes of
 bench/ours.py's filled mailboxes (mostly short text, some multipart with attachments) instead of one size.
 The bench's prose draws on ~140 words, so after the first batch every word is known; `--fresh K` ends
 each message's text with K words of its own (order numbers, tracking codes: real mail's new words), so
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from messages import mailbox_size, make_message  # noqa: E402
 
+from config.settings import SearchSettings  # noqa: E402
 from mailcore.mime.precompute import summarize  # noqa: E402
 from storage import accounts, bodyindex  # noqa: E402
 from storage.delivery import Delivery, LocalRecipient  # noqa: E402
@@ -89,7 +92,7 @@ async def _deliver(pool: asyncpg.Pool, account: int, first: int, count: int, siz
     await asyncio.gather(*(worker() for _ in range(8)))
 
 
-async def measure(n: int, size: int, round_size: int, batch: int, fresh: int) -> dict[str, float]:
+async def measure(n: int, size: int, round_size: int, batch: int, fresh: int, prefill: int) -> dict[str, float]:
     name = f"indexcpu_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(ADMIN)
     await admin.execute(f'CREATE DATABASE "{name}"')
@@ -103,13 +106,24 @@ async def measure(n: int, size: int, round_size: int, batch: int, fresh: int) ->
         backend = await index_pool.fetchval("SELECT pg_backend_pid()")
         await accounts.add_domain(deliver_pool, "bench.test")
         account = await accounts.add_account(deliver_pool, "u@bench.test", "x")
+        if prefill:
+            await _deliver(deliver_pool, account, 0, prefill, size, fresh)
+            await bodyindex.index_all(deliver_pool, batch=1000)
+            await deliver_pool.execute("VACUUM ANALYZE")
+        service = bodyindex.TextIndexer(index_pool, SearchSettings(batch=batch))
+        await service.index_pending()
         py_main = py_threads = pg = wall = 0.0
         stored = 0
-        for first in range(0, n, round_size):
-            await _deliver(deliver_pool, account, first, min(round_size, n - first), size, fresh)
+        for first in range(prefill, prefill + n, round_size):
+            await _deliver(deliver_pool, account, first, min(round_size, prefill + n - first), size, fresh)
             m0, o0 = _threads()
             p0, w0 = _cpu_of(backend), time.perf_counter()
-            stored += await bodyindex.index_all(index_pool, batch=batch)
+            if round_size < n:
+                before = service.indexed
+                await service.index_pending()
+                stored += service.indexed - before
+            else:
+                stored += await bodyindex.index_all(index_pool, batch=batch)
             await bodyindex.merge_pending(index_pool)  # the indexer's work when it goes idle
             m1, o1 = _threads()
             p1, w1 = _cpu_of(backend), time.perf_counter()
@@ -134,12 +148,13 @@ def main() -> None:
     p.add_argument("--mix", action="store_true", help="sizes of a filled mailbox instead of --size")
     p.add_argument("--fresh", type=int, default=0, help="words of its own at the end of each text/plain message")
     p.add_argument("--round", type=int, default=0, help="deliver and index in rounds of this many (0: all)")
+    p.add_argument("--prefill", type=int, default=0, help="messages delivered and indexed first, not counted")
     p.add_argument("--batch", type=int, default=200, help="the indexer's batch (search.batch)")
     p.add_argument("--repeat", type=int, default=1)
     a = p.parse_args()
     for _ in range(a.repeat):
-        r = asyncio.run(measure(a.n, 0 if a.mix else a.size, a.round or a.n, a.batch, a.fresh))
-        print(f"n={a.n} size={'mix' if a.mix else a.size} fresh={a.fresh} round={a.round or a.n} batch={a.batch}: per message"
+        r = asyncio.run(measure(a.n, 0 if a.mix else a.size, a.round or a.n, a.batch, a.fresh, a.prefill))
+        print(f"n={a.n} size={'mix' if a.mix else a.size} fresh={a.fresh} prefill={a.prefill} round={a.round or a.n} batch={a.batch}: per message"
               f" python {r['python_main_ms'] + r['python_threads_ms']:.3f} ms"
               f" (loop {r['python_main_ms']:.3f}, threads {r['python_threads_ms']:.3f}),"
               f" postgres {r['postgres_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms;"

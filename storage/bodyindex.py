@@ -222,15 +222,16 @@ class TextIndexer:
         s = self.settings
         while True:
             try:
-                await self._pass()
+                await self.index_pending()
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("search indexing failed; retrying after the poll interval", extra={"error": repr(exc)})
             await asyncio.sleep(s.poll_interval)
 
-    async def _pass(self) -> None:
-        """Index from the floor up until caught up; then move the floor to just behind the highest id seen."""
+    async def index_pending(self) -> None:
+        """One pass: index from the floor up until caught up; then move the floor to just behind the
+        highest id seen (what the service does every poll interval; bench/indexcpu.py times it)."""
         s = self.settings
         if time.monotonic() - self._last_full > FULL_PASS_SECONDS:
             self._floor, self._last_full = 0, time.monotonic()
