@@ -104,6 +104,12 @@ def _plan(row: asyncpg.Record, max_text: int) -> _Planned:
     return _Planned(row["id"], parts, row["body_offset"], row["size"], hi, ranges, top_html)
 
 
+def _plan_all(rows: list[asyncpg.Record], max_text: int) -> list[_Planned]:
+    """Plan a batch (in a worker thread: the JSON and the part lists of 200 messages are milliseconds
+    the event loop would not serve sessions)."""
+    return [_plan(r, max_text) for r in rows]
+
+
 @dataclass(slots=True)
 class _Extracted:
     """What one batch stores: per message its text, word codes (as a PostgreSQL array literal: one
@@ -153,7 +159,7 @@ async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, m
         claimed = await conn.fetch(_CLAIM, after, batch)
         if not claimed:
             return 0, 0, after
-        planned = [_plan(r, max_text) for r in claimed]
+        planned = await asyncio.to_thread(_plan_all, claimed, max_text)
         reading = [p for p in planned if p.length > 0]
         windows: dict[int, bytes] = {}
         if reading:

@@ -161,6 +161,8 @@ def decode_charset(data: bytes, charset: str | None) -> str:
 
 
 def _field(part: Any, name: str) -> Any:
+    if isinstance(part, dict):  # the stored JSON (the indexer's case): a C check, not the ABC's
+        return part.get(name)
     return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)
 
 
