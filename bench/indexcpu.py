@@ -10,7 +10,8 @@ Deliveries are not counted: the indexer runs only after each round of them.
 `--round` below `-n` delivers and indexes in rounds of that many messages, each indexed by one pass of
 the indexer service (`TextIndexer.index_pending`), the way a live indexer meets mail (a pass every poll
 interval finds the messages delivered since the last). `--prefill N` first delivers and indexes N
-messages, not counted, then analyzes the tables as autovacuum would: a live server's store is not empty. `--mix` takes the sizes of
+messages, not counted, then analyzes the tables as autovacuum would: a live server's store is not empty.
+(Not counted either: the pass from id 0 that the service makes when it starts and every 10 minutes.) `--mix` takes the sizes of
 bench/ours.py's filled mailboxes (mostly short text, some multipart with attachments) instead of one size.
 The bench's prose draws on ~140 words, so after the first batch every word is known; `--fresh K` ends
 each message's text with K words of its own (order numbers, tracking codes: real mail's new words), so
@@ -106,12 +107,11 @@ async def measure(n: int, size: int, round_size: int, batch: int, fresh: int, pr
         backend = await index_pool.fetchval("SELECT pg_backend_pid()")
         await accounts.add_domain(deliver_pool, "bench.test")
         account = await accounts.add_account(deliver_pool, "u@bench.test", "x")
-        if prefill:
-            await _deliver(deliver_pool, account, 0, prefill, size, fresh)
-            await bodyindex.index_all(deliver_pool, batch=1000)
-            await deliver_pool.execute("VACUUM ANALYZE")
         service = bodyindex.TextIndexer(index_pool, SearchSettings(batch=batch))
-        await service.index_pending()
+        if prefill:  # indexed by the service, which then starts its passes from just behind the top
+            await _deliver(deliver_pool, account, 0, prefill, size, fresh)
+            await service.index_pending()
+            await deliver_pool.execute("VACUUM ANALYZE")
         py_main = py_threads = pg = wall = 0.0
         stored = 0
         for first in range(prefill, prefill + n, round_size):

@@ -192,7 +192,7 @@ async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, box: tup
 async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
     """Each batch looks for texts in its range of ids only, in the generic plan of the prepared statement
     too: one that reads the whole of message_texts costs every batch time growing with the database
-    (0.39 ms of PostgreSQL a message at 60,000 indexed messages)."""
+    (0.32 ms of PostgreSQL a message at 60,000 indexed messages, 0.07 without)."""
     await pool.execute(
         "INSERT INTO message_texts (message_id, text, words, complete)"
         " SELECT id, 'x', '{}', true FROM messages")
