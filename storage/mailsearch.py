@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from mailcore.mime.headerfields import SYNC_FIELDS
-from mailcore.mime.searchtext import Term, fold, needle_terms, word_code
+from mailcore.mime.searchtext import MIN_WORD, Term, fold, needle_terms, word_code
 
 
 @dataclass(frozen=True)
@@ -328,7 +328,7 @@ async def narrowing(pool: asyncpg.Pool | asyncpg.Connection, criteria: Criteria,
         return {}
     terms = {needle: needle_terms(needle) for needle in dict.fromkeys(_body_needles(criteria))}
     lookups = sorted({_term_pattern(t) for ts in terms.values() for t in ts
-                      if t.kind != "word" and len(t.token) >= 3 and "words_trgm" in indexes})
+                      if t.kind != "word" and len(t.token) >= MIN_WORD and "words_trgm" in indexes})
     found: dict[str, list[int] | None] = {}
     if lookups:
         rows = await pool.fetch("SELECT p, search_word_codes(p, $2) AS codes FROM unnest($1::text[]) AS p",
@@ -338,7 +338,7 @@ async def narrowing(pool: asyncpg.Pool | asyncpg.Connection, criteria: Criteria,
     for needle, ts in terms.items():
         sets: list[tuple[int, list[int]]] = []
         for t in ts:
-            if t.kind == "word" and len(t.token) < _SHORTEST_WORD:
+            if t.kind == "word" and len(t.token) < max(_SHORTEST_WORD, MIN_WORD):  # shorter: not indexed
                 continue
             codes = [word_code(t.token)] if t.kind == "word" else found.get(_term_pattern(t))
             if codes is not None:

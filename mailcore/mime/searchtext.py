@@ -16,6 +16,7 @@ Must not: raise on any input (a malformed encoding decodes as far as it can), or
 from __future__ import annotations
 
 import binascii
+import itertools
 import re
 import zlib
 from collections.abc import Iterable, Mapping
@@ -33,8 +34,15 @@ WORD = re.compile(r"\w+")
 # Longer "words" (an inline base64 blob, a long hex string) are not indexed; a text having one is then
 # not narrowed by words at all (its `words` is None), so a needle inside such a run is still found.
 MAX_WORD = 64
+# Words shorter than this are not indexed: no term that narrows a search is (`storage.mailsearch` looks up
+# parts of words of 3 characters or more, whole words of 4 or more), and the one- and two-letter words
+# ("a", "of", "to", "in") are in nearly every text: about one entry in seven of the word index, for nothing.
+MIN_WORD = 3
 # Every ASCII byte that is not a word character (`\w`: letters, digits, underscore) as a space.
 _ASCII_SEPARATORS = bytes(c if c < 128 and (chr(c).isalnum() or c == 0x5F) else 0x20 for c in range(256))
+_ASCII_WORD_CHARS = [bytes([c]) for c in range(128) if _ASCII_SEPARATORS[c] != 0x20]
+# Every ASCII word shorter than MIN_WORD (4,032 of them), to take from a text's words in one set difference.
+_SHORT_ASCII = frozenset(b"".join(w) for n in range(1, MIN_WORD) for w in itertools.product(_ASCII_WORD_CHARS, repeat=n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,7 @@ class SearchText:
 
     text: str
     complete: bool
-    words: frozenset[str] | None = frozenset()
+    words: frozenset[bytes] | None = frozenset()  # `index_words` of the text
 
 
 def fold(text: str) -> str:
@@ -58,42 +66,49 @@ def fold(text: str) -> str:
     return folded.encode("utf-8", "replace").decode("utf-8")
 
 
-def words_of(text: str) -> frozenset[str] | None:
-    """The distinct words of a folded text, or None when one is longer than MAX_WORD. ASCII text (most
-    mail) is split by a byte table, twice as fast as the regex, with the same words."""
+def index_words(text: str) -> frozenset[bytes] | None:
+    """The words of a folded text that the index holds, as UTF-8: its distinct words of at least
+    MIN_WORD characters, or None when one is longer than MAX_WORD. Bytes, because most mail is ASCII,
+    split by a byte table twice as fast as the regex: no word is decoded, and the codes are computed from
+    the bytes anyway. Every step past the split is a C loop (set difference, `max`), not Python's."""
     if text.isascii():
-        found = frozenset(w.decode() for w in frozenset(text.encode().translate(_ASCII_SEPARATORS).split()))
-    else:
-        found = frozenset(WORD.findall(text))
-    return None if found and max(map(len, found)) > MAX_WORD else found
+        found = frozenset(text.encode().translate(_ASCII_SEPARATORS).split())
+        if found and max(map(len, found)) > MAX_WORD:
+            return None
+        return found - _SHORT_ASCII
+    words = frozenset(WORD.findall(text))
+    if words and max(map(len, words)) > MAX_WORD:
+        return None
+    return frozenset(w.encode() for w in words if len(w) >= MIN_WORD)
 
 
 def word_code(word: str) -> int:
     """A word's code in the index: CRC-32 as a signed 32-bit integer (PostgreSQL's integer). Two words
     may share a code: that only adds candidates, which the comparison of texts then drops."""
-    c = zlib.crc32(word.encode("utf-8", "surrogatepass"))
+    return code_of_utf8(word.encode("utf-8", "surrogatepass"))
+
+
+def code_of_utf8(word: bytes) -> int:
+    """`word_code` of a word given as UTF-8 (as `index_words` gives them)."""
+    c = zlib.crc32(word)
     return c - (1 << 32) if c >= 1 << 31 else c
 
 
 # Codes as text, by word: most words of a mail recur in the next, and computing a code costs more than
 # looking it up. A pure function's memo (bounded; emptied when full), so sharing it is harmless.
-_CODE_TEXT: dict[str, str] = {}
+_CODE_TEXT: dict[bytes, str] = {}
 _CODE_TEXT_MAX = 500_000
 
 
-def codes_literal(words: Iterable[str]) -> str:
-    """The words' codes as a PostgreSQL integer[] literal ("{1,-2}"): one text per message lets a whole
-    batch of arrays of different lengths travel as one text[] parameter."""
+def codes_literal(words: frozenset[bytes]) -> str:
+    """The words' codes (`index_words`' UTF-8) as a PostgreSQL integer[] literal ("{1,-2}"): one text per
+    message lets a whole batch of arrays of different lengths travel as one text[] parameter."""
     memo = _CODE_TEXT
     if len(memo) > _CODE_TEXT_MAX:
         memo.clear()
-    out = []
-    for w in words:
-        c = memo.get(w)
-        if c is None:
-            c = memo[w] = str(word_code(w))
-        out.append(c)
-    return "{" + ",".join(out) + "}"
+    for w in words.difference(memo):  # a C loop over the words, looking each up in the dict
+        memo[w] = str(code_of_utf8(w))
+    return "{" + ",".join(map(memo.__getitem__, words)) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +161,8 @@ def decode_charset(data: bytes, charset: str | None) -> str:
 
 
 def _field(part: Any, name: str) -> Any:
+    if isinstance(part, dict):  # the stored JSON (the indexer's case): a C check, not the ABC's
+        return part.get(name)
     return part.get(name) if isinstance(part, Mapping) else getattr(part, name, None)
 
 
@@ -216,7 +233,7 @@ def search_text(ranges: Iterable[tuple[int, int, str, str | None]], window: byte
         pieces.append(text)
         total += len(text) + 1
     joined = "\n".join(pieces)
-    return SearchText(joined, complete, words_of(joined))
+    return SearchText(joined, complete, index_words(joined))
 
 
 def message_text(raw: bytes, parts: Iterable[Any], body_offset: int, limit: int) -> SearchText:

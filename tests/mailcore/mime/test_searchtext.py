@@ -9,13 +9,16 @@ from hypothesis import strategies as st
 from mailcore.mime import summarize
 from mailcore.mime.searchtext import (
     MAX_WORD,
+    MIN_WORD,
     WORD,
+    codes_literal,
     decode_charset,
     decode_transfer,
     fold,
+    index_words,
     message_text,
     needle_terms,
-    words_of,
+    word_code,
 )
 
 MULTIPART = (
@@ -117,7 +120,7 @@ def test_limit_cuts_and_marks_incomplete() -> None:
     cut = message_text(raw, s.parts, s.body_offset, 12)
     assert cut.text == "word word wo" and not cut.complete
     whole = message_text(raw, s.parts, s.body_offset, 10_000)
-    assert whole.complete and whole.words == {"word"}
+    assert whole.complete and whole.words == {b"word"}
 
 
 @pytest.mark.parametrize("needle,terms", [
@@ -139,12 +142,16 @@ _TEXT = st.text(st.sampled_from("ab ß-_é\n\x00ÉSσΣ"), max_size=30)
 @settings(max_examples=300, deadline=None)
 @given(_TEXT, _TEXT, _TEXT)
 def test_terms_hold_for_every_text_containing_the_needle(before: str, needle: str, after: str) -> None:
-    """What the index relies on: if a text contains the needle, it has a word satisfying every term."""
+    """What the index relies on: if a text contains the needle, it has an indexed word satisfying every
+    term long enough to narrow a search (shorter words are not indexed)."""
     text, n = fold(before + needle + after), fold(needle)
     if n not in text:  # folding may join across the seams; the property is about containment
         return
-    words = words_of(text) or frozenset()
+    found = index_words(text)
+    words = {w.decode() for w in found or ()}
     for term in needle_terms(n):
+        if len(term.token) < MIN_WORD or found is None:
+            continue
         match = {"word": lambda w, t=term.token: w == t, "prefix": lambda w, t=term.token: w.startswith(t),
                  "suffix": lambda w, t=term.token: w.endswith(t), "within": lambda w, t=term.token: t in w}
         assert any(match[term.kind](w) for w in words), (text, n, term)
@@ -153,9 +160,30 @@ def test_terms_hold_for_every_text_containing_the_needle(before: str, needle: st
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_ascii_split_agrees_with_the_regex(text: str) -> None:
-    found = words_of(text)
+    found = index_words(text)
     expected = frozenset(WORD.findall(text))
-    assert found == (None if any(len(w) > MAX_WORD for w in expected) else expected)
+    assert found == (None if any(len(w) > MAX_WORD for w in expected) else
+                     {w.encode() for w in expected if len(w) >= MIN_WORD})
+
+
+@pytest.mark.parametrize("text,words", [
+    ("a to the quill", {b"the", b"quill"}),  # one and two letters: no term that narrows is that short
+    ("x_y ab_ 12 123", {b"x_y", b"ab_", b"123"}),
+    ("é éé ééé straße", {"ééé".encode(), "straße".encode()}),  # characters, not bytes, count
+    ("", set()),
+    ("ok " + "w" * (MAX_WORD + 1), None),
+])
+def test_index_words(text: str, words: set[bytes] | None) -> None:
+    assert index_words(text) == words
+
+
+def test_codes_literal_is_the_codes_of_the_words() -> None:
+    words = frozenset({b"quill", "straße".encode(), b"zephyr"})
+    literal = codes_literal(words)
+    assert literal.startswith("{") and literal.endswith("}")
+    assert sorted(int(c) for c in literal[1:-1].split(",")) == sorted(word_code(w.decode()) for w in words)
+    assert codes_literal(words) == literal  # again, from the memo
+    assert codes_literal(frozenset()) == "{}"
 
 
 @settings(max_examples=300, deadline=None)
