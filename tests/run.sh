@@ -17,6 +17,9 @@ for tool in "${!tool_pkg[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
 done
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+# swaks only Recommends its TLS modules, which --no-install-recommends leaves out: the STARTTLS/465
+# tests need them ("TLS not available: requires Net::SSLeay").
+perl -MNet::SSLeay -MIO::Socket::SSL -e1 2>/dev/null || missing+=(libnet-ssleay-perl libio-socket-ssl-perl)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   $SUDO apt-get update -qq
