@@ -73,10 +73,30 @@ class _Group:
     def add(self, item: _Pending) -> None:
         self.queue.append(item)
         if self.running < PARALLEL:
-            self.running += 1
-            task = asyncio.get_running_loop().create_task(self._drain())
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._start()
+
+    def _start(self) -> None:
+        self.running += 1
+        task = asyncio.get_running_loop().create_task(self._drain())
+        self.tasks.add(task)
+        task.add_done_callback(self._drained)
+
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        """A drain ended (its done callback: it runs even for a task cancelled before it started).
+        Payloads queued since its last look get a new drain; if it was cancelled (the loop shutting
+        down) and no other drain is left, nothing will commit them, so their callers are cancelled
+        rather than left waiting. A group with nothing left to do is dropped."""
+        self.tasks.discard(task)
+        self.running -= 1
+        if self.queue and not task.cancelled():
+            self._start()
+            return
+        if not self.running:
+            for item in self.queue:
+                item.future.cancel()
+            self.queue.clear()
+            if _groups.get(self.key) is self:
+                del _groups[self.key]
 
     def _take(self) -> list[_Pending]:
         """The next batch: the oldest waiting payloads, up to the count and byte bounds (at least one)."""
@@ -91,13 +111,8 @@ class _Group:
         return batch
 
     async def _drain(self) -> None:
-        try:
-            while self.queue:
-                await self._commit(self._take())
-        finally:
-            self.running -= 1
-            if not self.running and not self.queue and _groups.get(self.key) is self:
-                del _groups[self.key]
+        while self.queue:
+            await self._commit(self._take())
 
     async def _commit(self, batch: list[_Pending]) -> None:
         """Commit `batch` as one call and hand each caller its result; on failure, one by one."""

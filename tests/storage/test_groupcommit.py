@@ -185,3 +185,28 @@ async def test_concurrent_remote_only_messages_are_queued_together(pool: asyncpg
         assert [r["recipient"] for r in logged] == [r["recipient"] for r in rcpts]
         sent = await pool.fetchval("SELECT recipients FROM sent_messages WHERE message_id = $1", stored.message_id)
         assert sent == ([f"x{i}@far.example"] if i % 4 == 0 else None)
+
+
+@pytest.mark.parametrize("steps", [0, 1])
+async def test_cancelled_drains_leave_no_caller_waiting(pool: asyncpg.Pool, steps: int) -> None:
+    """The loop shutting down cancels the commits' tasks, before they start (steps=0) or while their
+    statement runs (steps=1): every caller must end (stored, or cancelled: no 250), none wait forever,
+    and the group is dropped."""
+    from storage import groupcommit
+
+    (aid,) = await _setup(pool, 1)
+    callers = [asyncio.create_task(_deliver(pool, [(aid, "INBOX")], i)) for i in range(10)]
+    for _ in range(1 + steps):
+        await asyncio.sleep(0)  # every caller queued; with steps=1 the drains have sent their statements
+    groups = [g for (p, _), g in groupcommit._groups.items() if p is pool]
+    assert len(groups) == 1 and groups[0].tasks
+    for task in list(groups[0].tasks):
+        task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 60)
+    assert all(isinstance(r, asyncio.CancelledError) or hasattr(r, "message_id") for r in results), results
+    assert any(isinstance(r, asyncio.CancelledError) for r in results)
+    assert not [g for (p, _), g in groupcommit._groups.items() if p is pool]
+    # What did commit is whole: every stored message has its entry, and the UIDs have no gap.
+    await _assert_mailboxes_consistent(pool)
+    assert await pool.fetchval("SELECT count(*) FROM messages") == await pool.fetchval(
+        "SELECT count(*) FROM mailbox_messages")
