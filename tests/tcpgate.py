@@ -10,11 +10,13 @@ import contextlib
 
 
 class TcpGate:
-    """Forward 127.0.0.1:`port` to `host`:`target_port`. `await start()`, then `await close()`."""
+    """Forward 127.0.0.1:`port` to `host`:`target_port`, or to the Unix socket `unix_path` when given
+    (the embedded PostgreSQL listens on one only). `await start()`, then `await close()`."""
 
-    def __init__(self, host: str, target_port: int) -> None:
+    def __init__(self, host: str, target_port: int, unix_path: str | None = None) -> None:
         self.host = host
         self.target_port = target_port
+        self.unix_path = unix_path
         self.port = 0
         self._server: asyncio.Server | None = None
         self._refusing = False
@@ -55,7 +57,10 @@ class TcpGate:
             writer.transport.abort()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
+            if self.unix_path is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix_path)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(self.host, self.target_port)
         except OSError:
             writer.transport.abort()
             return

@@ -9,7 +9,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -56,16 +56,23 @@ async def changed(routes: RouteCache, admin: asyncpg.Pool, change: Change) -> No
 
 @pytest.fixture
 async def gate(db_dsn: str) -> AsyncIterator[TcpGate]:
+    """A gate in front of the test database: its TCP address (CI's server), or the Unix socket that
+    `?host=/dir` names (the embedded server, which listens on nothing else)."""
     parts = urlsplit(db_dsn)
-    g = await TcpGate(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    socket_dir = parse_qs(parts.query).get("host", [""])[0]
+    port = parts.port or 5432
+    unix = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir.startswith("/") else None
+    g = await TcpGate(parts.hostname or "127.0.0.1", port, unix_path=unix).start()
     yield g
     await g.close()
 
 
 def through(dsn: str, gate: TcpGate) -> str:
+    """`dsn` reaching its database through `gate` (TCP on loopback; a socket directory is dropped)."""
     parts = urlsplit(dsn)
     netloc = f"{parts.username}@127.0.0.1:{gate.port}" if parts.username else f"127.0.0.1:{gate.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query) if k != "host"])
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @pytest.fixture
