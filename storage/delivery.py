@@ -91,8 +91,10 @@ class Delivery:
         """Store the message for every recipient in one transaction; return only once it is durable.
 
         Given a pool, mail for local mailboxes only (the MX's delivery, a submission to our own users)
-        joins the pool's group commit (`storage.groupcommit`): it may share its transaction with other
-        messages committed at the same moment, and returns once that transaction is durable. Given a
+        or for remote recipients only (a submission for other domains) joins the pool's group commit
+        (`storage.groupcommit`): it may share its transaction with other messages committed at the same
+        moment, and returns once that transaction is durable. Mail for both takes a transaction of its
+        own (`_commit_on`). Given a
         connection already inside a transaction (a DSN written together with the queue results it
         reports), the work becomes part of that transaction and is durable when it commits.
         """
@@ -107,18 +109,17 @@ class Delivery:
                 return await self._commit_on(conn, raw, summary)
         return await self._commit_on(db, raw, summary)
 
-    def _sent_values(self) -> tuple[int | None, str | None, list[str]]:
-        """The sent record's (account id, via, recipients) for the one-statement paths: via None
-        when this delivery is not recorded as sent, and then the statement writes no such row."""
+    def _sent_values(self) -> tuple[int | None, str | None, str | None]:
+        """The sent record's (account id, via, recipients as a JSON array) as the batch statements take
+        it: all None when this delivery is not recorded as sent, and then no such row is written."""
         if self.sent_via is None or self.account_id is None:
-            return None, None, []
-        return self.account_id, self.sent_via, list(self.sent_recipients)
+            return None, None, None
+        return self.account_id, self.sent_via, json.dumps(self.sent_recipients)
 
     async def _commit_local(self, db: asyncpg.Pool | asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         """Local mailboxes only: through the pool's group commit, or on `db` alone (its transaction)."""
-        account, via, rcpts = self._sent_values()
         item = LocalBatchItem(
-            values=message_values(raw, summary), sent=(account, via, json.dumps(rcpts) if via else None),
+            values=message_values(raw, summary), sent=self._sent_values(),
             entries=[(r.account_id, r.mailbox, trace_prefix(self.sender, r.delivered_to), r.delivered_to)
                      for r in self.local])
         if isinstance(db, asyncpg.Pool):
@@ -134,10 +135,10 @@ class Delivery:
         """Remote recipients only (mail submitted for other domains): through the pool's group commit
         (`commit_queued_batch`), or on `db` alone. Inserts only: message, queue entry, its recipients,
         the log and the sent record, which take no row locks."""
-        account, via, rcpts = self._sent_values()
+        _, via, rcpts = self._sent_values()
         item = QueuedBatchItem(
             values=message_values(raw, summary), sender=self.sender, account_id=self.account_id,
-            envid=self.envid, ret=self.ret, sent_via=via, sent_recipients=json.dumps(rcpts) if via else None,
+            envid=self.envid, ret=self.ret, sent_via=via, sent_recipients=rcpts,
             recipients=[(r.address, r.address.rpartition("@")[2].lower(), r.notify, r.orcpt) for r in self.remote])
         if isinstance(db, asyncpg.Pool):
             message_id, queue_id = await groupcommit.commit(db, item, len(raw), commit_queued_batch)
@@ -419,10 +420,9 @@ async def commit_local_batch(db: asyncpg.Pool | asyncpg.Connection,
 def _local_batch_params(batch: list[LocalBatchItem]) -> list[Any]:
     """`_DELIVER_LOCAL`'s parameters: one array per message column, the sent records' three arrays,
     then the entries' owning message (1-based) and their four fields, then the channel."""
-    columns = [list(col) for col in zip(*(item.values for item in batch), strict=True)]
-    sent = [list(col) for col in zip(*(item.sent for item in batch), strict=True)]
     owner, entry_cols = _per_message_rows([item.entries for item in batch], 4)
-    return [*columns, *sent, owner, *entry_cols, MAILBOX_CHANNEL]
+    return [*_columns([item.values for item in batch]), *_columns([item.sent for item in batch]), owner,
+            *entry_cols, MAILBOX_CHANNEL]
 
 
 @dataclass(frozen=True)
@@ -451,25 +451,23 @@ async def commit_queued_batch(db: asyncpg.Pool | asyncpg.Connection,
         row = await db.fetchrow(_QUEUE_ONLY, *item.values, item.sender, item.account_id, item.envid, item.ret,
                                 addresses, domains, notify, orcpt, item.sent_via, item.sent_recipients)
         return [(row["message_id"], row["queue_id"])]
-    columns = [list(col) for col in zip(*(item.values for item in batch), strict=True)]
-    envelope = [[item.sender for item in batch], [item.account_id for item in batch],
-                [item.envid for item in batch], [item.ret for item in batch],
-                [item.sent_via for item in batch], [item.sent_recipients for item in batch]]
+    envelope = _columns([(item.sender, item.account_id, item.envid, item.ret, item.sent_via, item.sent_recipients)
+                         for item in batch])
     owner, rcpt_cols = _per_message_rows([item.recipients for item in batch], 4)
-    rows = await db.fetch(_QUEUE_BATCH, *columns, *envelope, owner, *rcpt_cols)
+    rows = await db.fetch(_QUEUE_BATCH, *_columns([item.values for item in batch]), *envelope, owner, *rcpt_cols)
     return [(row["message_id"], row["queue_id"]) for row in rows]
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows of equal width as one list per column: what `unnest` takes, one array parameter each."""
+    return [list(col) for col in zip(*rows, strict=True)]
 
 
 def _per_message_rows(rows: list[list[tuple[Any, ...]]], width: int) -> tuple[list[int], list[list[Any]]]:
     """Each message's rows (entries, recipients) flattened into column arrays for `unnest`, with the
     1-based message each row belongs to."""
-    owner: list[int] = []
-    columns: list[list[Any]] = [[] for _ in range(width)]
-    for n, message_rows in enumerate(rows, start=1):
-        for row in message_rows:
-            owner.append(n)
-            for col, value in zip(columns, row, strict=True):
-                col.append(value)
+    flat = [(n, *row) for n, message_rows in enumerate(rows, start=1) for row in message_rows]
+    owner, *columns = _columns(flat) if flat else [[] for _ in range(width + 1)]
     return owner, columns
 
 
