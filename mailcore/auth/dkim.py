@@ -33,7 +33,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
-from mailcore.lineends import normalize_crlf as normalize_crlf  # re-exported: signers send what it gives
+from mailcore.lineends import normalize_crlf
 
 log = logging.getLogger(__name__)
 

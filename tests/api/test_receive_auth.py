@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from mailcore.auth.dkim import generate_key, normalize_crlf, sign_message
+from mailcore.auth.dkim import generate_key, sign_message
+from mailcore.lineends import normalize_crlf
 from tests.api.conftest import BOB, Api, ApiFactory
 from tests.dnsserver import DNSTestServer
 

@@ -11,7 +11,8 @@ import asyncpg
 import dkim as dkimpy
 import pytest
 
-from mailcore.auth.dkim import normalize_crlf, sign_message
+from mailcore.auth.dkim import sign_message
+from mailcore.lineends import normalize_crlf
 from storage import dkim_keys
 from tests.mailserver.test_cli import run
 

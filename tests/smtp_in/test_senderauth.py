@@ -19,9 +19,10 @@ import yaml
 
 from config.settings import DNSSettings, Settings
 from mailcore import replies
-from mailcore.auth.dkim import generate_key, normalize_crlf, sign_message
+from mailcore.auth.dkim import generate_key, sign_message
 from mailcore.auth.dmarc import OrganizationalDomains
 from mailcore.dns.resolver import Resolver
+from mailcore.lineends import normalize_crlf
 from smtp_in.senderauth import SenderAuthentication
 from tests.dnsserver import DNSTestServer
 from tests.smtp_in.harness import HOSTNAME, OTHER, USER, Server, make_settings, start_server

@@ -7,10 +7,11 @@ import pytest
 
 from config.settings import AuthPolicySettings
 from mailcore.auth.check import authenticate_message
-from mailcore.auth.dkim import generate_key, normalize_crlf, sign_message
+from mailcore.auth.dkim import generate_key, sign_message
 from mailcore.auth.dmarc import OrganizationalDomains
 from mailcore.auth.spf import SPFResult
 from mailcore.dns.fake import FakeResolver
+from mailcore.lineends import normalize_crlf
 from tests.mailcore.conftest import resolver_for
 
 PRIVATE, PUBLIC = generate_key("ed25519")

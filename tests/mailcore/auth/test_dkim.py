@@ -9,8 +9,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mailcore.auth.dkim import DKIMResult, generate_key, normalize_crlf, sign_message, verify_dkim
+from mailcore.auth.dkim import DKIMResult, generate_key, sign_message, verify_dkim
 from mailcore.dns.fake import FakeResolver
+from mailcore.lineends import normalize_crlf
 from tests.mailcore.auth.vectors import DATA, read_mail_auth
 from tests.mailcore.conftest import resolver_for
 
