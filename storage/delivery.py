@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -205,25 +204,25 @@ class Delivery:
 
 
 # A message row as every writer stores it (delivery here, APPEND in storage.mailstore), in one place.
-MESSAGE_COLUMNS = ("raw, size, sha256, header, body_offset, envelope, bodystructure, body, parts, subject,"
+MESSAGE_COLUMNS = ("raw, size, header, body_offset, envelope, bodystructure, body, parts, subject,"
                     " from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments,"
                     " sync_fields")
-# $1..$18 as `message_values` gives them, typed so that they need no VALUES list to infer from.
-MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::bytea, $5::integer, $6::text, $7::text, $8::text,"
-                   " $9::jsonb, $10::text, $11::text, $12::text, $13::text, $14::text, $15::text,"
-                   " $16::timestamptz, $17::boolean, $18::bytea")
+# $1..$17 as `message_values` gives them, typed so that they need no VALUES list to infer from.
+MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::integer, $5::text, $6::text, $7::text,"
+                   " $8::jsonb, $9::text, $10::text, $11::text, $12::text, $13::text, $14::text,"
+                   " $15::timestamptz, $16::boolean, $17::bytea")
 # The same columns read from the unnested batch `m` of `_DELIVER_LOCAL`.
 _M_COLUMNS = ", ".join("m." + name.strip() for name in MESSAGE_COLUMNS.split(","))
 
-# One message for one local mailbox in one statement (see `commit_local_batch`). $19 account id, $20 mailbox name
-# (INBOX when the account has no such mailbox), $21 the entry's header prefix, $22 the delivered-to
-# address, $23 the notification channel; $24..$26 the sending account, via and recipients of the sent
+# One message for one local mailbox in one statement (see `commit_local_batch`). $18 account id, $19 mailbox name
+# (INBOX when the account has no such mailbox), $20 the entry's header prefix, $21 the delivered-to
+# address, $22 the notification channel; $23..$25 the sending account, via and recipients of the sent
 # record (recipients as a JSON array; no row when via is NULL). Every write hangs off `box`: no mailbox,
 # no row written.
 _DELIVER_ONE = (
     "WITH target AS ("
-    "  SELECT COALESCE((SELECT id FROM mailboxes WHERE account_id = $19 AND name = $20),"
-    "                  (SELECT id FROM mailboxes WHERE account_id = $19 AND name = 'INBOX')) AS id"
+    "  SELECT COALESCE((SELECT id FROM mailboxes WHERE account_id = $18 AND name = $19),"
+    "                  (SELECT id FROM mailboxes WHERE account_id = $18 AND name = 'INBOX')) AS id"
     "), box AS ("
     "  UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
     "  WHERE id = (SELECT id FROM target) RETURNING id, uidnext - 1 AS uid, highestmodseq"
@@ -231,25 +230,25 @@ _DELIVER_ONE = (
     f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} FROM box RETURNING id"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, modseq)"
-    "  SELECT box.id, box.uid, msg.id, '{}', $21::bytea, box.highestmodseq FROM box, msg"
+    "  SELECT box.id, box.uid, msg.id, '{}', $20::bytea, box.highestmodseq FROM box, msg"
     "), used AS ("
-    "  UPDATE accounts SET used_bytes = used_bytes + $2::integer WHERE id = $19 AND EXISTS (SELECT FROM msg)"
+    "  UPDATE accounts SET used_bytes = used_bytes + $2::integer WHERE id = $18 AND EXISTS (SELECT FROM msg)"
     "), logged AS ("
-    "  INSERT INTO delivery_log (message_id, recipient, event) SELECT msg.id, $22::text, 'delivered' FROM msg"
+    "  INSERT INTO delivery_log (message_id, recipient, event) SELECT msg.id, $21::text, 'delivered' FROM msg"
     "), sent AS ("
     "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
-    "  SELECT $24::bigint, msg.id, $25::text, ARRAY(SELECT jsonb_array_elements_text($26::jsonb))"
-    "  FROM msg WHERE $25::text IS NOT NULL"
+    "  SELECT $23::bigint, msg.id, $24::text, ARRAY(SELECT jsonb_array_elements_text($25::jsonb))"
+    "  FROM msg WHERE $24::text IS NOT NULL"
     "  ON CONFLICT DO NOTHING"
     ")"
-    " SELECT msg.id AS message_id, box.id AS mailbox_id, box.uid, pg_notify($23::text, box.id::text)"
+    " SELECT msg.id AS message_id, box.id AS mailbox_id, box.uid, pg_notify($22::text, box.id::text)"
     " FROM box, msg"
 )
 
 # Messages to local mailboxes only, any number of them, in ONE statement (see `storage.groupcommit`):
-# $1..$18 one array per message column (`MESSAGE_COLUMNS`), $19..$21 the sent records' account, via (NULL:
-# none) and recipients (JSON), $22 for each entry its message (1-based), $23..$26 the entries' account,
-# mailbox name (INBOX when the account has no such mailbox), header prefix and delivered-to address, $27
+# $1..$17 one array per message column (`MESSAGE_COLUMNS`), $18..$20 the sent records' account, via (NULL:
+# none) and recipients (JSON), $21 for each entry its message (1-based), $22..$25 the entries' account,
+# mailbox name (INBOX when the account has no such mailbox), header prefix and delivered-to address, $26
 # the notification channel. A message one of whose accounts has no mailbox at all is left out whole.
 # Locks: the mailbox rows in id order, then the account rows in id order (the scalar subqueries are
 # InitPlans run before the UPDATEs touch a row), the order `Delivery._commit_on` takes them in, so
@@ -258,15 +257,15 @@ _DELIVER_ONE = (
 # mailbox id, uid) per stored entry.
 _DELIVER_LOCAL = (
     "WITH m AS ("
-    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::bytea[], $5::integer[], $6::text[],"
-    "    $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
-    "    $15::text[], $16::timestamptz[], $17::boolean[], $18::bytea[], $19::bigint[], $20::text[], $21::jsonb[])"
+    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::integer[], $5::text[],"
+    "    $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
+    "    $14::text[], $15::timestamptz[], $16::boolean[], $17::bytea[], $18::bigint[], $19::text[], $20::jsonb[])"
     f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sent_account, sent_via, sent_rcpts, n)"
     "), t AS ("
     "  SELECT e.msg, e.k, e.account_id, e.prefix, e.delivered_to,"
     "    COALESCE((SELECT id FROM mailboxes WHERE account_id = e.account_id AND name = e.mailbox),"
     "             (SELECT id FROM mailboxes WHERE account_id = e.account_id AND name = 'INBOX')) AS mailbox_id"
-    "  FROM unnest($22::integer[], $23::bigint[], $24::text[], $25::bytea[], $26::text[]) WITH ORDINALITY"
+    "  FROM unnest($21::integer[], $22::bigint[], $23::text[], $24::bytea[], $25::text[]) WITH ORDINALITY"
     "    AS e(msg, account_id, mailbox, prefix, delivered_to, k)"
     "), ok AS ("
     "  SELECT m.n, nextval('messages_id_seq') AS id FROM m"
@@ -306,52 +305,52 @@ _DELIVER_LOCAL = (
     "  FROM m JOIN ok ON ok.n = m.n WHERE m.sent_via IS NOT NULL"
     "  ON CONFLICT DO NOTHING"
     ")"
-    " SELECT msg, message_id, mailbox_id, uid, pg_notify($27::text, mailbox_id::text) FROM placed ORDER BY msg, k"
+    " SELECT msg, message_id, mailbox_id, uid, pg_notify($26::text, mailbox_id::text) FROM placed ORDER BY msg, k"
 )
 
-# Remote recipients only, in one statement (see `Delivery._commit_queued`): $19 sender, $20 account id,
-# $21 envid, $22 ret, $23..$26 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $27, $28
-# the sent record's via and recipients as a JSON array (for account $20; no row when via is NULL).
+# Remote recipients only, in one statement (see `Delivery._commit_queued`): $18 sender, $19 account id,
+# $20 envid, $21 ret, $22..$25 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $26, $27
+# the sent record's via and recipients as a JSON array (for account $19; no row when via is NULL).
 _QUEUE_ONLY = (
     f"WITH msg AS (INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id"
     "), q AS ("
     "  INSERT INTO queue (message_id, sender, account_id, envid, ret)"
-    "  SELECT msg.id, $19::text, $20::bigint, $21::text, $22::text FROM msg RETURNING id"
+    "  SELECT msg.id, $18::text, $19::bigint, $20::text, $21::text FROM msg RETURNING id"
     "), rcpts AS ("
     "  INSERT INTO queue_recipients (queue_id, recipient, domain, notify, orcpt)"
     "  SELECT q.id, t.recipient, t.domain, t.notify, t.orcpt"
-    "  FROM q, unnest($23::text[], $24::text[], $25::text[], $26::text[]) WITH ORDINALITY"
+    "  FROM q, unnest($22::text[], $23::text[], $24::text[], $25::text[]) WITH ORDINALITY"
     "    AS t(recipient, domain, notify, orcpt, n) ORDER BY t.n"
     "), logged AS ("
     "  INSERT INTO delivery_log (message_id, queue_id, recipient, event)"
     "  SELECT msg.id, q.id, t.recipient, 'queued' FROM msg, q,"
-    "    unnest($23::text[]) WITH ORDINALITY AS t(recipient, n) ORDER BY t.n"
+    "    unnest($22::text[]) WITH ORDINALITY AS t(recipient, n) ORDER BY t.n"
     "), sent AS ("
     "  INSERT INTO sent_messages (account_id, message_id, via, recipients)"
-    "  SELECT $20::bigint, msg.id, $27::text, ARRAY(SELECT jsonb_array_elements_text($28::jsonb))"
-    "  FROM msg WHERE $27::text IS NOT NULL"
+    "  SELECT $19::bigint, msg.id, $26::text, ARRAY(SELECT jsonb_array_elements_text($27::jsonb))"
+    "  FROM msg WHERE $26::text IS NOT NULL"
     "  ON CONFLICT DO NOTHING"
     ")"
     " SELECT msg.id AS message_id, q.id AS queue_id, pg_notify('queue_changes', q.id::text) FROM msg, q"
 )
 
-# Remote recipients only, any number of messages, in ONE statement (see `commit_queued_batch`): $1..$18
-# one array per message column, $19..$24 the senders, account ids, ENVIDs, RETs, sent-record vias
-# (NULL: none) and recipients (JSON); $25 for each recipient its message (1-based), $26..$29 the
+# Remote recipients only, any number of messages, in ONE statement (see `commit_queued_batch`): $1..$17
+# one array per message column, $18..$23 the senders, account ids, ENVIDs, RETs, sent-record vias
+# (NULL: none) and recipients (JSON); $24 for each recipient its message (1-based), $25..$28 the
 # recipients' addresses, domains, NOTIFY and ORCPT. Ids come from the sequences up front, so every row
 # of a message is tied to it without relying on the order of RETURNING. Returns (message id, queue id)
 # per message, in order.
 _QUEUE_BATCH = (
     "WITH m AS ("
-    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::bytea[], $5::integer[], $6::text[],"
-    "    $7::text[], $8::text[], $9::jsonb[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
-    "    $15::text[], $16::timestamptz[], $17::boolean[], $18::bytea[], $19::text[], $20::bigint[], $21::text[],"
-    "    $22::text[], $23::text[], $24::jsonb[])"
+    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::integer[], $5::text[],"
+    "    $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
+    "    $14::text[], $15::timestamptz[], $16::boolean[], $17::bytea[], $18::text[], $19::bigint[], $20::text[],"
+    "    $21::text[], $22::text[], $23::jsonb[])"
     f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sender, account_id, envid, ret, sent_via, sent_rcpts, n)"
     "), ids AS ("
     "  SELECT n, nextval('messages_id_seq') AS id, nextval('queue_id_seq') AS queue_id FROM m"
     "), r AS ("
-    "  SELECT * FROM unnest($25::integer[], $26::text[], $27::text[], $28::text[], $29::text[])"
+    "  SELECT * FROM unnest($24::integer[], $25::text[], $26::text[], $27::text[], $28::text[])"
     "  WITH ORDINALITY AS r(msg, recipient, domain, notify, orcpt, k)"
     "), msg AS ("
     f"  INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT ids.id, {_M_COLUMNS} FROM m JOIN ids ON ids.n = m.n"
@@ -380,7 +379,7 @@ def message_values(raw: bytes, summary: Any) -> tuple[Any, ...]:
     `MessageSummary`, whose `sync_fields` are the header's SYNC_FIELDS, picked from its one parse)."""
     parts = getattr(summary, "parts", None) or []
     parts_json = json.dumps([_as_dict(p) for p in parts])
-    return (raw, len(raw), hashlib.sha256(raw).digest(), summary.header, summary.body_offset,
+    return (raw, len(raw), summary.header, summary.body_offset,
             summary.envelope, summary.bodystructure, summary.body, parts_json,
             _text(summary.subject), _text(summary.from_addr), _text(_join(summary.to_addrs)),
             _text(_join(summary.cc_addrs)), _text(summary.message_id), _text(summary.in_reply_to),

@@ -531,9 +531,9 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
 
 
 # APPEND in one statement, so its implicit transaction commits (durably) as it returns: one round trip
-# instead of six (BEGIN, lock, message, entry, COMMIT and the pool's reset). $1..$18 the message
-# (`message_values`), $19 the mailbox id, $20 the name it must still have (or NULL), $21 the flags,
-# $22 the internal date (or NULL: now), $23 the notification channel. The mailbox row is locked first,
+# instead of six (BEGIN, lock, message, entry, COMMIT and the pool's reset). $1..$17 the message
+# (`message_values`), $18 the mailbox id, $19 the name it must still have (or NULL), $20 the flags,
+# $21 the internal date (or NULL: now), $22 the notification channel. The mailbox row is locked first,
 # then the account's, as a delivery does. `box` takes a UID only when the quota allows the message (as
 # seen at the start of the statement); `charge` checks the quota again on the locked account row, and
 # nothing is stored without it: only a concurrent delivery filling the quota in between can leave a UID
@@ -541,7 +541,7 @@ async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
 _APPEND = (
     "WITH box AS ("
     "  UPDATE mailboxes b SET highestmodseq = b.highestmodseq + 1, uidnext = b.uidnext + 1 FROM accounts a"
-    "  WHERE b.id = $19 AND ($20::text IS NULL OR b.name = $20) AND a.id = b.account_id"
+    "  WHERE b.id = $18 AND ($19::text IS NULL OR b.name = $19) AND a.id = b.account_id"
     "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes)"
     "  RETURNING b.account_id, b.highestmodseq, b.uidvalidity, b.uidnext - 1 AS uid"
     "), charge AS ("
@@ -552,11 +552,11 @@ _APPEND = (
     "  RETURNING id"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
-    "  SELECT $19, box.uid, msg.id, $21::text[], COALESCE($22::timestamptz, now()), box.highestmodseq"
+    "  SELECT $18, box.uid, msg.id, $20::text[], COALESCE($21::timestamptz, now()), box.highestmodseq"
     "  FROM box, msg"
     ")"
     " SELECT box.uidvalidity, box.uid, msg.id IS NOT NULL AS stored,"
-    " CASE WHEN msg.id IS NOT NULL THEN pg_notify($23::text, $19::text) END"
+    " CASE WHEN msg.id IS NOT NULL THEN pg_notify($22::text, $18::text) END"
     " FROM box LEFT JOIN msg ON true"
 )
 

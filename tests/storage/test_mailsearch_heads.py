@@ -166,7 +166,7 @@ async def test_the_migration_replaces_the_old_index(test_postgres: PgServer) -> 
     _, conn = await _migrated_before_0012(test_postgres)
     try:
         assert await _index_defs(conn) == {"messages_search_fields_trgm": True}
-        assert [m.version for m in await apply_migrations(conn)] == [12]
+        assert [m.version for m in await apply_migrations(conn)] == [m.version for m in available() if m.version >= 12]
         assert await _index_defs(conn) == {HEADS_INDEX: True}
         assert await conn.fetchval("SELECT to_regprocedure('mail_search_fields(bytea,text,text,text,text)')")
     finally:
