@@ -12,7 +12,7 @@ Smuggling policy (CVE-2023-51764 and relatives; see docs/smtp.md):
   `<LF>.<CR><LF>` ... can end the message or start a second one, and none is stored;
 - a line is at most 1000 octets including CR LF after unstuffing (RFC 5321 §4.5.3.1.6); longer lines make
   the message rejected (550 5.6.0) rather than silently split.
-The work per chunk is a few C-speed scans (find, count, replace), not a Python loop per line.
+The work per chunk is a few C-speed scans (find, splitlines, join, memchr), not a Python loop per line.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Protocol
 
 # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF, so 998 before it.
 MAX_LINE = 998
-EOD = b"\r\n.\r\n"
 
 
 class Verdict(enum.Enum):
@@ -59,16 +58,16 @@ class _Checker:
         if self.verdict is not Verdict.OK:
             self.size += len(seg)
             return
-        # One split on CR LF gives the line lengths; what is left once every CR LF is gone must hold no
-        # CR, LF or NUL (memchr scans). Half the time of counting CR LF, CR and LF separately; a regex
-        # is 10-100x slower.
-        lines = seg.split(b"\r\n")
-        rest = b"".join(lines)
-        if b"\r" in rest or b"\n" in rest:
+        # splitlines() breaks at CR LF, a lone CR and a lone LF alike, in one C pass: half the time of
+        # split(b"\r\n"), which runs a substring search per line. Every break was a CR LF exactly when the
+        # lines' bytes and two per break make up the segment; NUL is one memchr over it.
+        lines = seg.splitlines()
+        breaks = len(lines) if seg.endswith((b"\r", b"\n")) else len(lines) - 1
+        if len(b"".join(lines)) + 2 * breaks != len(seg):
             self._fail(Verdict.BARE_CR_LF)
-        elif b"\0" in rest:
+        elif b"\0" in seg:
             self._fail(Verdict.NUL)
-        elif max(map(len, lines)) > MAX_LINE:
+        elif lines and max(map(len, lines)) > MAX_LINE:
             self._fail(Verdict.LINE_TOO_LONG)
         self.size += len(seg)
         if self.size > self.max_size:
@@ -116,14 +115,20 @@ class DataReader:
             if buf.startswith(b".\r\n"):
                 self._finish(3)
                 return True
-            i = buf.find(EOD)
+            # The end-of-data line and a dot-stuffed line both begin CR LF "." after a line: one search
+            # finds both, where searching for each took two passes over every chunk.
+            i = buf.find(b"\r\n.")
+            stuffed = False
+            while i >= 0 and not buf.startswith(b"\r\n", i + 3):
+                stuffed = True  # (or a CR LF "." whose next bytes are still on the way)
+                i = buf.find(b"\r\n.", i + 3)
             if i >= 0:
-                self._process(i + 2)
+                self._process(i + 2, stuffed)
                 self._finish(3)
                 return True
             k = buf.rfind(b"\r\n")
             if k >= 0:
-                self._process(k + 2)
+                self._process(k + 2, stuffed)
             # What is left is one partial line (it cannot contain CRLF). Wait for more unless it is
             # already too long to be a line: then reject, drop it and skip to its end.
             if len(buf) > MAX_LINE + 2:  # + stuffing dot, + a CR whose LF is still on the way
@@ -132,13 +137,15 @@ class DataReader:
                 continue
             return False
 
-    def _process(self, n: int) -> None:
-        seg = bytes(self._buf[:n])
+    def _process(self, n: int, stuffed: bool) -> None:
+        """Check and keep the first `n` bytes of the buffer (whole lines); `stuffed`: a CR LF "." was seen."""
+        with memoryview(self._buf) as view:
+            seg = bytes(view[:n])  # one copy (a bytearray slice would be a second)
         del self._buf[:n]
         # RFC 5321 §4.5.2: a leading dot on any line is removed (the lone "." line never gets here).
         if seg.startswith(b"."):
             seg = seg[1:]
-        if b"\r\n." in seg:
+        if stuffed and b"\r\n." in seg:
             seg = seg.replace(b"\r\n.", b"\r\n")
         self._check.segment(seg)
 
