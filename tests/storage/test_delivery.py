@@ -140,3 +140,14 @@ async def test_parts_stored_as_their_fields(pool: asyncpg.Pool, raw: bytes) -> N
     stored = await d.commit(pool, raw, summary)
     parts = json.loads(await pool.fetchval("SELECT parts FROM messages WHERE id = $1", stored.message_id))
     assert parts == [dataclasses.asdict(p) for p in summary.parts] and len(parts) == len(summary.parts) >= 1
+
+
+async def test_sha256_is_no_longer_written_but_an_older_instance_can_still_insert(pool: asyncpg.Pool) -> None:
+    """Migration 0013: this version leaves messages.sha256 NULL; an instance of the previous version,
+    still running during a rolling upgrade, names the column in its INSERT and must not fail."""
+    (owner,) = await _setup(pool, "u@d.example")
+    stored = await _deliver(pool, [owner])
+    assert await pool.fetchval("SELECT sha256 FROM messages WHERE id = $1", stored.message_id) is None
+    old = await pool.fetchval("INSERT INTO messages (raw, size, sha256, header, body_offset)"
+                              " VALUES ($1, $2, sha256($1), '', 0) RETURNING sha256", MSG, len(MSG))
+    assert len(old) == 32
