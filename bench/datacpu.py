@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from loadgen import dot_stuff  # noqa: E402
 from messages import make_message  # noqa: E402
 
 from mailcore.mime.structure import walk  # noqa: E402
@@ -29,15 +30,6 @@ from smtp_in.dataread import DataReader  # noqa: E402
 from smtp_in.spool import Spool  # noqa: E402
 
 READ = 64 * 1024  # smtp_in.session.READ_CHUNK
-
-
-def _wire(raw: bytes) -> bytes:
-    """The message as a client sends it after DATA: dot-stuffed, ending CRLF "." CRLF."""
-    if not raw.endswith(b"\r\n"):
-        raw += b"\r\n"
-    if raw.startswith(b"."):
-        raw = b"." + raw
-    return raw.replace(b"\r\n.", b"\r\n..") + b".\r\n"
 
 
 def _read(chunks: list[bytes], size: int) -> None:
@@ -70,7 +62,7 @@ def main() -> None:
     for size in (int(x) for x in a.sizes.split(",")):
         raw = make_message(1, 3, size, "u1@bench.test", "sender@example.org")
         raw = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
-        wire = _wire(raw)
+        wire = dot_stuff(raw)
         chunks = [wire[i:i + READ] for i in range(0, len(wire), READ)]
         count = max(20, 2_000_000 // size)
         read = _best(functools.partial(_read, chunks, len(raw)), count, a.runs)
