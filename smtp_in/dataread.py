@@ -34,6 +34,14 @@ class Verdict(enum.Enum):
     NUL = "NUL"
 
 
+def _take(buf: bytearray, n: int) -> bytes:
+    """The first `n` bytes of `buf`, removed from it: one copy (a bytearray slice would be a second)."""
+    with memoryview(buf) as view:
+        seg = bytes(view[:n])
+    del buf[:n]
+    return seg
+
+
 class Sink(Protocol):
     """Where clean content goes (a spool)."""
 
@@ -60,14 +68,14 @@ class _Checker:
             return
         # splitlines() breaks at CR LF, a lone CR and a lone LF alike, in one C pass: half the time of
         # split(b"\r\n"), which runs a substring search per line. Every break was a CR LF exactly when the
-        # lines' bytes and two per break make up the segment; NUL is one memchr over it.
-        lines = seg.splitlines()
-        breaks = len(lines) if seg.endswith((b"\r", b"\n")) else len(lines) - 1
-        if len(b"".join(lines)) + 2 * breaks != len(seg):
+        # lines' lengths and two per break make up the segment; NUL is one memchr over it.
+        lengths = list(map(len, seg.splitlines()))
+        breaks = len(lengths) if seg.endswith((b"\r", b"\n")) else len(lengths) - 1
+        if sum(lengths) + 2 * breaks != len(seg):
             self._fail(Verdict.BARE_CR_LF)
         elif b"\0" in seg:
             self._fail(Verdict.NUL)
-        elif lines and max(map(len, lines)) > MAX_LINE:
+        elif lengths and max(lengths) > MAX_LINE:
             self._fail(Verdict.LINE_TOO_LONG)
         self.size += len(seg)
         if self.size > self.max_size:
@@ -139,9 +147,7 @@ class DataReader:
 
     def _process(self, n: int, stuffed: bool) -> None:
         """Check and keep the first `n` bytes of the buffer (whole lines); `stuffed`: a CR LF "." was seen."""
-        with memoryview(self._buf) as view:
-            seg = bytes(view[:n])  # one copy (a bytearray slice would be a second)
-        del self._buf[:n]
+        seg = _take(self._buf, n)
         # RFC 5321 §4.5.2: a leading dot on any line is removed (the lone "." line never gets here).
         if seg.startswith(b"."):
             seg = seg[1:]
@@ -175,9 +181,7 @@ class ChunkReader:
         self._buf += data
         k = self._buf.rfind(b"\r\n")
         if k >= 0:
-            seg = bytes(self._buf[: k + 2])
-            del self._buf[: k + 2]
-            self._check.segment(seg)
+            self._check.segment(_take(self._buf, k + 2))
         if len(self._buf) > MAX_LINE + 1:
             self._check._fail(Verdict.LINE_TOO_LONG)
             self._check.size += len(self._buf) - 1

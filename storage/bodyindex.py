@@ -29,6 +29,7 @@ from mailcore.mime.searchtext import (
     search_text,
     text_ranges,
 )
+from storage.mailsearch import INDEX_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,11 @@ _STORE = (
 # and costs one ON CONFLICT look-up, no trigram index entry. Bounded; when full it is emptied, which
 # costs one round of such look-ups, nothing else.
 _KNOWN_MAX = 200_000
-# GIN indexes whose pending lists `merge_pending` merges when mail stops. The header SEARCH index is one:
-# left alone, its list (up to 1 MB, about 8,000 messages' trigrams) is read linearly by every SEARCH
-# FROM/TO/SUBJECT until a delivery fills it, and that delivery then pays the whole merge inside its commit.
-_GIN_INDEXES = ("message_texts_words", "search_words_trgm", "messages_search_heads_trgm")
+# The GIN indexes whose pending lists `merge_pending` merges when mail stops: every index SEARCH reads,
+# the header one included. Left alone, its list (up to 1 MB, about 8,000 messages' trigrams) is read
+# linearly by every SEARCH FROM/TO/SUBJECT until a delivery fills it, and that delivery then pays the
+# whole merge inside its commit.
+_GIN_INDEXES = tuple(INDEX_NAMES.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,8 +274,9 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
 
 # Per pool (by identity; a pool is not weak-referenceable): which indexes exist, checked once.
 _INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
-# (0008's optional body trigram index is not among them: since 0009 the decoded texts answer BODY.)
-_INDEX_NAMES = {"fields": "messages_search_heads_trgm", "texts": "message_texts_words",
+# (0008's optional body trigram index is not among them: since 0009 the decoded texts answer BODY.) All are
+# GIN indexes, whose pending lists storage.bodyindex merges when mail stops.
+INDEX_NAMES = {"fields": "messages_search_heads_trgm", "texts": "message_texts_words",
                 "words_trgm": "search_words_trgm"}
 
 
@@ -286,8 +287,8 @@ async def available_indexes(pool: asyncpg.Pool | asyncpg.Connection) -> frozense
     known = _INDEXES.get(id(pool))
     if known is None or known[0] is not pool:
         row = await pool.fetchrow("SELECT " + ", ".join(f"to_regclass('{rel}') IS NOT NULL AS {kind}"
-                                                         for kind, rel in _INDEX_NAMES.items()))
-        known = _INDEXES[id(pool)] = (pool, frozenset(k for k in _INDEX_NAMES if row[k]))
+                                                         for kind, rel in INDEX_NAMES.items()))
+        known = _INDEXES[id(pool)] = (pool, frozenset(k for k in INDEX_NAMES if row[k]))
     return known[1]
 
 
