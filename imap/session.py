@@ -41,6 +41,7 @@ from mailcore.metrics import Metrics
 from storage import mailstore
 from storage.db import is_unavailable
 from storage.notify import MailboxNotifier, Subscription
+from storage.snapshots import SnapshotCache
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,8 @@ class ServerContext:
     auth: AuthGuard | None = None
     metrics: Metrics | None = None
     limiter: ConnectionLimiter = field(init=False)
+    # SELECT's snapshots, kept for the next SELECT of the same mailbox in this process
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
 
     def __post_init__(self) -> None:
         self.limiter = ConnectionLimiter(self.settings.imap.max_connections_per_user)

@@ -106,10 +106,10 @@ class CopyResult:
     dest_uids: list[int]
 
 
-_MAILBOX_COLS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
+MAILBOX_COLUMNS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
 
 
-def _mailbox(row: asyncpg.Record) -> Mailbox:
+def mailbox_from_row(row: asyncpg.Record) -> Mailbox:
     return Mailbox(**{k: row[k] for k in Mailbox.__dataclass_fields__})
 
 
@@ -137,15 +137,15 @@ async def _lock(conn: asyncpg.Connection, mailbox_id: int) -> asyncpg.Record:
 
 async def list_mailboxes(conn: Conn, account_id: int) -> list[Mailbox]:
     """Every mailbox of the account, by name."""
-    rows = await conn.fetch(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = $1 ORDER BY name",
+    rows = await conn.fetch(f"SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = $1 ORDER BY name",
                             account_id)
-    return [_mailbox(r) for r in rows]
+    return [mailbox_from_row(r) for r in rows]
 
 
 async def get_mailbox(conn: Conn, account_id: int, name: str) -> Mailbox | None:
-    row = await conn.fetchrow(f"SELECT {_MAILBOX_COLS} FROM mailboxes WHERE account_id = $1 AND name = $2",
+    row = await conn.fetchrow(f"SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE account_id = $1 AND name = $2",
                               account_id, name)
-    return _mailbox(row) if row else None
+    return mailbox_from_row(row) if row else None
 
 
 async def create_mailbox(pool: asyncpg.Pool, account_id: int, name: str, special_use: str | None = None) -> int:
@@ -250,7 +250,7 @@ async def mailbox_status(conn: Conn, mailbox_id: int) -> MailboxStatus:
 # SELECT writes nothing, so waits for no WAL flush); `old` is the row as locked (the newest version),
 # as in `claim_recent`. $2 \Seen, $3 the system flags.
 _SELECT = (
-    f"WITH box AS (SELECT {_MAILBOX_COLS} FROM mailboxes WHERE id = $1),"
+    f"WITH box AS (SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = $1),"
     " entries AS (SELECT COALESCE(array_agg(uid ORDER BY uid), '{}') AS uids, max(uid) + 1 AS upto,"
     "  min(uid) FILTER (WHERE NOT ($2 = ANY(flags))) AS first_unseen,"
     "  array_agg(DISTINCT array_to_string(flags, ' ')) FILTER (WHERE NOT flags <@ $3::text[]) AS flag_sets"
@@ -273,7 +273,7 @@ async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> S
     if row is None:
         raise MailboxNotFound(str(mailbox_id))
     keywords = sorted({f for flags in row["flag_sets"] or () for f in flags.split(" ") if f[:1] != "\\"})
-    return Snapshot(_mailbox(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
+    return Snapshot(mailbox_from_row(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
                     row["recent_from"] if claim_recent else None)
 
 

@@ -45,7 +45,7 @@ async def select(session: Session, cmd: Select) -> Reply:
     # need not ask the store (see `Session.sync`)
     subscription = session.subscribe(box.id)
     try:
-        snap = await mailstore.snapshot(session.ctx.pool, box.id, claim_recent=not cmd.readonly)
+        snap = await session.ctx.snapshots.snapshot(session.ctx.pool, box.id, claim_recent=not cmd.readonly)
     except BaseException:
         if subscription is not None:
             subscription.close()
