@@ -328,7 +328,7 @@ class Bench:
         if have_ours and "ours_index_after_first_sync_s" in fill:
             self.rows.append(Row(f"IMAP {k}: ours full-text index caught up after first sync", "s", False,
                                  fill["ours_index_after_first_sync_s"], None,
-                                 note="background indexer after the fill burst; later rows ran indexed"))
+                                 note="background indexer after the fill burst, pending lists merged; later rows ran indexed"))
         if have_ours:
             peaks = [v.get("peak_rss_mb") for v in o.values() if isinstance(v, dict) and v.get("peak_rss_mb")]
             self.rows.append(Row(f"IMAP {k}: ours peak RSS", "MB", False, max(peaks) if peaks else None, None))
