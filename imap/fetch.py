@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -320,7 +320,7 @@ def streamed(atts: list[FetchAtt]) -> Streamed | None:
     return Streamed(b"".join(fmt), columns, kinds, wire)
 
 
-async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> None:
+async def write_streamed(session: Session, plan: Streamed, uids: Sequence[int]) -> None:
     """Send the FETCH responses for `uids` (ascending, known to the session) in batches: one query,
     one write and one drain per batch, so memory stays bounded whatever the mailbox holds."""
     sel = session.selected
@@ -332,11 +332,12 @@ async def write_streamed(session: Session, plan: Streamed, uids: list[int]) -> N
         spare = await _spare(pool) if plan.wire is not None and len(uids) >= 2 * MIN_SHARED_BATCH else None
         # with a second connection, at least two batches (a 1,000-message folder is built in two halves)
         size = STREAMED_BATCH if spare is None else min(STREAMED_BATCH, -(-len(uids) // 2))
-        batches: list[tuple[list[int], int, bool]] = []
+        batches: list[tuple[Sequence[int], int, bool]] = []
         for i in range(0, len(uids), size):
             batch = uids[i : i + size]
             start = bisect_left(known, batch[0])
-            batches.append((batch, start, known[start : start + len(batch)] == batch))  # contiguous: a range scan
+            # contiguous (a range scan): the view holds exactly this batch from `start`
+            batches.append((batch, start, known[start : start + len(batch)] == batch))
         try:
             await _write_batches(session, plan, batches, [conn] if spare is None else [conn, spare])
         finally:
@@ -353,7 +354,7 @@ async def _spare(pool: Any) -> Any:
     return await pool.acquire()
 
 
-async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[list[int], int, bool]],
+async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[Sequence[int], int, bool]],
                          conns: list[Any]) -> None:
     """The batches in order. With two connections the database builds the next batch while this one is
     built or sent (two backends, two cores): a large header sync is bound by the database's time."""
@@ -391,7 +392,7 @@ async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[l
             await asyncio.gather(*ahead, return_exceptions=True)
 
 
-async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: list[int], start: int,
+async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: Sequence[int], start: int,
                       contiguous: bool) -> None:
     """One batch formatted here from its rows (the general case of `write_streamed`)."""
     sel = session.selected
@@ -408,9 +409,10 @@ async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: list[i
     n = len(known)
     for row in rows:
         uid = row[0]
-        k = bisect_left(known, uid, k)
-        if k == n or known[k] != uid:
-            continue  # stored after this session's view: announced later, not fetched now
+        if k == n or known[k] != uid:  # rows follow the view in order: usually the next UID is the next row
+            k = bisect_left(known, uid, k)
+            if k == n or known[k] != uid:
+                continue  # stored after this session's view: announced later, not fetched now
         args: list[object] = [k + 1]
         for kind, col, names in kinds:
             if kind == "uid":
@@ -433,6 +435,7 @@ async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: list[i
             else:  # date
                 args.append(encoder.date_time(row[col]))
         chunks.append(fmt % tuple(args))
+        k += 1
     if chunks:
         out.write(b"".join(chunks))
     await out.drain()

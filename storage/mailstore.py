@@ -84,7 +84,7 @@ class Snapshot:
     """What SELECT needs: the mailbox, its UIDs in order, and the first unseen UID."""
 
     mailbox: Mailbox
-    uids: list[int]
+    uids: Sequence[int]  # ascending; read only (from `storage.snapshots`, the cache's own array)
     first_unseen_uid: int | None
     keywords: list[str]
     recent_from: int | None = None  # UIDs from this one are \Recent for the session that claimed them

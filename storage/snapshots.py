@@ -84,7 +84,7 @@ class SnapshotCache:
             return await self.snapshot(conn, mailbox_id, claim_recent)
         entry = old if box.highestmodseq == old.modseq else _advance(old, box, row)
         self._keep(mailbox_id, entry)
-        uids = entry.uids.tolist()
+        uids = entry.uids  # shared, so never changed: an entry brought forward is a new array
         recent_from = None
         if claim_recent:
             upto = uids[-1] + 1 if uids else None

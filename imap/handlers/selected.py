@@ -3,6 +3,7 @@ UID EXPUNGE (RFC 4315), SEARCH, FETCH, STORE, COPY (with COPYUID), MOVE (RFC 685
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from imap import encoder, fetch, replies
@@ -32,7 +33,7 @@ def _writable(session: Session) -> SelectedMailbox:
     return sel
 
 
-def _resolve(sel: SelectedMailbox, seqset: SequenceSet, uid: bool) -> list[int]:
+def _resolve(sel: SelectedMailbox, seqset: SequenceSet, uid: bool) -> Sequence[int]:
     if seqset.saved:
         raise Refusal(replies.BAD_SEQUENCE)  # "$" needs SEARCHRES, not offered
     try:
@@ -59,7 +60,7 @@ async def close(session: Session, cmd: Simple) -> Reply:
 async def expunge(session: Session, cmd: Expunge) -> Reply:
     sel = _writable(session)
     uids = None if cmd.uids is None else _resolve(sel, cmd.uids, True)
-    if uids == []:
+    if uids is not None and not uids:
         return replies.completed(cmd.name)
     gone = await mailstore.expunge(session.ctx.pool, sel.mailbox.id, uids)
     sel.pending_expunge.update(u for u in gone if sel.contains(u))

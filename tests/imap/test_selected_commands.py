@@ -97,6 +97,7 @@ async def test_search_non_ascii_and_uid_search(world: World) -> None:
 async def test_expunge_and_uid_expunge(world: World) -> None:
     c = await selected(world, 4)
     await c("a STORE 1,3,4 +FLAGS.SILENT (\\Deleted)")
+    assert await c("u UID EXPUNGE 90:99") == "u OK EXPUNGE completed\r\n"  # no such UIDs: nothing goes
     assert await c("b UID EXPUNGE 3:4") == "* 3 EXPUNGE\r\n* 3 EXPUNGE\r\nb OK EXPUNGE completed\r\n"
     assert await c("c EXPUNGE") == "* 1 EXPUNGE\r\nc OK EXPUNGE completed\r\n"
     assert await world.pool.fetchval("SELECT count(*) FROM expunged") == 3

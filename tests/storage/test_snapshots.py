@@ -66,7 +66,7 @@ async def test_a_warm_select_answers_as_a_full_read(pool: asyncpg.Pool, account:
     for mailbox_id in (box, other):
         full = await mailstore.snapshot(pool, mailbox_id)
         warm = await cache.snapshot(pool, mailbox_id)
-        assert (warm.mailbox, warm.uids, warm.first_unseen_uid) == (full.mailbox, full.uids, full.first_unseen_uid)
+        assert (warm.mailbox, list(warm.uids), warm.first_unseen_uid) == (full.mailbox, full.uids, full.first_unseen_uid)
         assert set(full.keywords) <= set(warm.keywords)
         assert cache.held(mailbox_id) == full.mailbox.highestmodseq  # brought forward, not dropped
 
