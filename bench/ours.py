@@ -53,6 +53,7 @@ class Ours:
     outbound: bool = False
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    search_index: bool = True  # False: no background full-text indexer (what it costs, measured apart)
 
     def config_text(self) -> str:
         from config.settings import QueueSettings
@@ -78,6 +79,8 @@ class Ours:
             # too, or the full run's 2,000 submissions by one account meet messages_per_hour (451 4.7.1)
             "[limits]", "messages_per_hour = 1000000000.0", "smtp_connections_per_minute = 1000000000.0",
         ]
+        if not self.search_index:
+            lines += ["[search]", "index = false"]
         if "transports" in queue_fields:
             # only the route to the sink; the queue's own settings stay at their defaults
             lines += ["[queue.transports]", f'"remote.test" = "smtp://127.0.0.1:{SINK}"']
@@ -183,6 +186,8 @@ async def index_caught_up(ours: Ours, limit: float) -> float | None:
 
     from storage.mailsearch import INDEX_NAMES
 
+    if not ours.search_index:
+        return None
     t0 = time.perf_counter()
     conn = await asyncpg.connect(ours.dsn)
     try:

@@ -497,7 +497,7 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
     ours: Ours | None = None
     try:
         if not args.no_ours:
-            ours = Ours(admin_dsn=args.pg, workdir=workdir)
+            ours = Ours(admin_dsn=args.pg, workdir=workdir, search_index=not args.no_search_index)
             log(f"ours: fresh database and accounts on {args.pg.rsplit('@', 1)[-1]}")
             await ours.create()
             await asyncio.to_thread(ours.start)
@@ -526,14 +526,17 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
 def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: str) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{mode.name} run of {git_rev() or 'this checkout'}, {os.cpu_count()} CPUs, load average at the end "
-          f"{load}; ratio = ours/theirs, measured back to back in this run\n")
+          f"{load}; ratio = ours/theirs, measured back to back in this run"
+          + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
+          + "\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
         print("note:", note.splitlines()[0][:200])
     out = {
         "mode": mode.name, "started": started, "seconds": time.time() - started, "git": git_rev(),
         "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
-        "ours": {"smtp": ours.smtp, "imap": ours.imap, "outbound": ours.outbound, "notes": ours.notes}
+        "ours": {"smtp": ours.smtp, "imap": ours.imap, "outbound": ours.outbound, "notes": ours.notes,
+                 "search_index": ours.search_index}
         if ours else None,
         "rows": [{**dataclasses.asdict(r), "ratio": r.ratio, "met": r.met} for r in bench.rows],
         "raw": bench.raw, "table": table,
@@ -555,6 +558,9 @@ def main() -> None:
                    help="an admin DSN on the local PostgreSQL; a fresh database is created next to it")
     p.add_argument("--no-setup", action="store_true", help="do not (re)run setup_reference.sh")
     p.add_argument("--no-ours", action="store_true", help="measure the reference servers only")
+    p.add_argument("--no-search-index", action="store_true",
+                   help="run our server without its background full-text indexer ([search] index = false), "
+                        "to see what the index costs per message; SEARCH BODY then reads raw bodies")
     p.add_argument("--keep-db", action="store_true", help="keep our benchmark database afterwards")
     p.add_argument("--keep-workdir", action="store_true", help="keep our server's config, log and data dir")
     p.add_argument("--workdir", help="our server's working directory (default /var/tmp/bench-ours-<time>)")
