@@ -203,16 +203,24 @@ class Delivery:
         return queue_id
 
 
-# A message row as every writer stores it (delivery here, APPEND in storage.mailstore), in one place.
-MESSAGE_COLUMNS = ("raw, size, header, body_offset, envelope, bodystructure, body, parts, subject,"
-                    " from_addr, to_addrs, cc_addrs, message_id, in_reply_to, sent_date, has_attachments,"
-                    " sync_fields")
-# $1..$17 as `message_values` gives them, typed so that they need no VALUES list to infer from.
-MESSAGE_PARAMS = ("$1::bytea, $2::integer, $3::bytea, $4::integer, $5::text, $6::text, $7::text,"
-                   " $8::jsonb, $9::text, $10::text, $11::text, $12::text, $13::text, $14::text,"
-                   " $15::timestamptz, $16::boolean, $17::bytea")
+# A message row as every writer stores it (delivery here, APPEND in storage.mailstore), in one place: each
+# column with the type its parameter is cast to, in the order `message_values` gives the values. The
+# statements' column list, their typed parameters ($1..$17) and the batches' typed arrays are derived
+# from it, so a column is added or removed here only.
+_MESSAGE_FIELDS = (
+    ("raw", "bytea"), ("size", "integer"), ("header", "bytea"), ("body_offset", "integer"),
+    ("envelope", "text"), ("bodystructure", "text"), ("body", "text"), ("parts", "jsonb"),
+    ("subject", "text"), ("from_addr", "text"), ("to_addrs", "text"), ("cc_addrs", "text"),
+    ("message_id", "text"), ("in_reply_to", "text"), ("sent_date", "timestamptz"),
+    ("has_attachments", "boolean"), ("sync_fields", "bytea"),
+)
+MESSAGE_COLUMNS = ", ".join(name for name, _ in _MESSAGE_FIELDS)
+# typed so that they need no VALUES list to infer from
+MESSAGE_PARAMS = ", ".join(f"${i}::{kind}" for i, (_, kind) in enumerate(_MESSAGE_FIELDS, start=1))
+# one array per column, what the batch statements unnest
+_MESSAGE_ARRAYS = ", ".join(f"${i}::{kind}[]" for i, (_, kind) in enumerate(_MESSAGE_FIELDS, start=1))
 # The same columns read from the unnested batch `m` of `_DELIVER_LOCAL`.
-_M_COLUMNS = ", ".join("m." + name.strip() for name in MESSAGE_COLUMNS.split(","))
+_M_COLUMNS = ", ".join(f"m.{name}" for name, _ in _MESSAGE_FIELDS)
 
 # One message for one local mailbox in one statement (see `commit_local_batch`). $18 account id, $19 mailbox name
 # (INBOX when the account has no such mailbox), $20 the entry's header prefix, $21 the delivered-to
@@ -257,9 +265,7 @@ _DELIVER_ONE = (
 # mailbox id, uid) per stored entry.
 _DELIVER_LOCAL = (
     "WITH m AS ("
-    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::integer[], $5::text[],"
-    "    $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
-    "    $14::text[], $15::timestamptz[], $16::boolean[], $17::bytea[], $18::bigint[], $19::text[], $20::jsonb[])"
+    f"  SELECT * FROM unnest({_MESSAGE_ARRAYS}, $18::bigint[], $19::text[], $20::jsonb[])"
     f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sent_account, sent_via, sent_rcpts, n)"
     "), t AS ("
     "  SELECT e.msg, e.k, e.account_id, e.prefix, e.delivered_to,"
@@ -342,9 +348,7 @@ _QUEUE_ONLY = (
 # per message, in order.
 _QUEUE_BATCH = (
     "WITH m AS ("
-    "  SELECT * FROM unnest($1::bytea[], $2::integer[], $3::bytea[], $4::integer[], $5::text[],"
-    "    $6::text[], $7::text[], $8::jsonb[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],"
-    "    $14::text[], $15::timestamptz[], $16::boolean[], $17::bytea[], $18::text[], $19::bigint[], $20::text[],"
+    f"  SELECT * FROM unnest({_MESSAGE_ARRAYS}, $18::text[], $19::bigint[], $20::text[],"
     "    $21::text[], $22::text[], $23::jsonb[])"
     f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sender, account_id, envid, ret, sent_via, sent_rcpts, n)"
     "), ids AS ("

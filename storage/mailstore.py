@@ -273,7 +273,7 @@ async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> S
     if row is None:
         raise MailboxNotFound(str(mailbox_id))
     keywords = sorted({f for flags in row["flag_sets"] or () for f in flags.split(" ") if f[:1] != "\\"})
-    return Snapshot(mailbox_from_row(row), list(row["uids"]), row["first_unseen"], keywords[:MAX_KEYWORDS],
+    return Snapshot(mailbox_from_row(row), row["uids"], row["first_unseen"], keywords[:MAX_KEYWORDS],
                     row["recent_from"] if claim_recent else None)
 
 
