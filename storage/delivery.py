@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -147,7 +148,7 @@ class Delivery:
 
     async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         async with conn.transaction():
-            message_id = await insert_message(conn, raw, summary)
+            message_id = await insert_message(conn, raw, summary, [r.account_id for r in self.local])
             entries = await self._deliver_local(conn, message_id, len(raw))
             queue_id = await self._enqueue(conn, message_id) if self.remote else None
             await conn.executemany(
@@ -235,7 +236,8 @@ _DELIVER_ONE = (
     "  UPDATE mailboxes SET uidnext = uidnext + 1, highestmodseq = highestmodseq + 1"
     "  WHERE id = (SELECT id FROM target) RETURNING id, uidnext - 1 AS uid, highestmodseq"
     "), msg AS ("
-    f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} FROM box RETURNING id"
+    f"  INSERT INTO messages (accounts, {MESSAGE_COLUMNS}) SELECT ARRAY[$18::bigint], {MESSAGE_PARAMS}"
+    "  FROM box RETURNING id"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, modseq)"
     "  SELECT box.id, box.uid, msg.id, '{}', $20::bytea, box.highestmodseq FROM box, msg"
@@ -293,7 +295,9 @@ _DELIVER_LOCAL = (
     "    box.first_modseq + row_number() OVER w AS modseq"
     "  FROM routed p JOIN box ON box.id = p.mailbox_id WINDOW w AS (PARTITION BY p.mailbox_id ORDER BY p.msg, p.k)"
     "), msg AS ("
-    f"  INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT ok.id, {_M_COLUMNS} FROM m JOIN ok ON ok.n = m.n"
+    f"  INSERT INTO messages (id, accounts, {MESSAGE_COLUMNS}) SELECT ok.id,"
+    "    ARRAY(SELECT DISTINCT r.account_id FROM routed r WHERE r.msg = m.n ORDER BY 1),"
+    f"    {_M_COLUMNS} FROM m JOIN ok ON ok.n = m.n"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, header_prefix, modseq)"
     "  SELECT mailbox_id, uid, message_id, '{}', prefix, modseq FROM placed"
@@ -318,7 +322,7 @@ _DELIVER_LOCAL = (
 # $20 envid, $21 ret, $22..$25 the recipients' addresses, domains, NOTIFY and ORCPT, in order; $26, $27
 # the sent record's via and recipients as a JSON array (for account $19; no row when via is NULL).
 _QUEUE_ONLY = (
-    f"WITH msg AS (INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id"
+    f"WITH msg AS (INSERT INTO messages (accounts, {MESSAGE_COLUMNS}) VALUES ('{{}}', {MESSAGE_PARAMS}) RETURNING id"
     "), q AS ("
     "  INSERT INTO queue (message_id, sender, account_id, envid, ret)"
     "  SELECT msg.id, $18::text, $19::bigint, $20::text, $21::text FROM msg RETURNING id"
@@ -357,7 +361,8 @@ _QUEUE_BATCH = (
     "  SELECT * FROM unnest($24::integer[], $25::text[], $26::text[], $27::text[], $28::text[])"
     "  WITH ORDINALITY AS r(msg, recipient, domain, notify, orcpt, k)"
     "), msg AS ("
-    f"  INSERT INTO messages (id, {MESSAGE_COLUMNS}) SELECT ids.id, {_M_COLUMNS} FROM m JOIN ids ON ids.n = m.n"
+    f"  INSERT INTO messages (id, accounts, {MESSAGE_COLUMNS}) SELECT ids.id, '{{}}', {_M_COLUMNS}"
+    "  FROM m JOIN ids ON ids.n = m.n"
     "), q AS ("
     "  INSERT INTO queue (id, message_id, sender, account_id, envid, ret)"
     "  SELECT ids.queue_id, ids.id, m.sender, m.account_id, m.envid, m.ret FROM m JOIN ids ON ids.n = m.n"
@@ -487,11 +492,12 @@ def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any) -> int:
-    """Insert one message row with what was precomputed from it; return its id."""
+async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any, accounts: Sequence[int]) -> int:
+    """Insert one message row with what was precomputed from it, for the mailboxes of `accounts` (the
+    header SEARCH index's key: migration 0014); return its id."""
     return await conn.fetchval(
-        f"INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ({MESSAGE_PARAMS}) RETURNING id",
-        *message_values(raw, summary))
+        f"INSERT INTO messages (accounts, {MESSAGE_COLUMNS}) VALUES (${len(_MESSAGE_FIELDS) + 1}::bigint[],"
+        f" {MESSAGE_PARAMS}) RETURNING id", *message_values(raw, summary), sorted(set(accounts)))
 
 
 def trace_prefix(sender: str, delivered_to: str) -> bytes:

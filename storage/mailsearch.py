@@ -88,13 +88,17 @@ _SYNC_TEXT = "encode(COALESCE(m.sync_fields, mm.header_prefix || m.header), 'esc
 _BODY_TEXT = "encode(substring(m.raw FROM m.body_offset + 1), 'escape')"
 _ALL_TEXT = "encode(mm.header_prefix || m.raw, 'escape')"
 _DECODED_COLUMN = {"subject": "m.subject", "from": "m.from_addr", "to": "m.to_addrs", "cc": "m.cc_addrs"}
-# The keys the header trigram index (migration 0012) narrows: FROM/TO/CC/BCC/SUBJECT and HEADER of these
-# names. Its two columns hold, for messages with sync_fields, every text such a match compares: the decoded
-# columns (`_DECODED_COLUMN`) and sync_fields without Message-ID, References and the other sync fields that
-# are none of these five. HEADER of those is answered by the scan of sync_fields.
+# The keys the header trigram index (migration 0012; keyed by account since 0014) narrows: FROM/TO/CC/BCC/
+# SUBJECT and HEADER of these names. Its two text columns hold, for messages with sync_fields, every text
+# such a match compares: the decoded columns (`_DECODED_COLUMN`) and sync_fields without Message-ID,
+# References and the other sync fields that are none of these five. HEADER of those is answered by the
+# scan of sync_fields.
 INDEXED_FIELDS = frozenset({"from", "to", "cc", "bcc", "subject"})
 _DECODED_INDEXED = "mail_search_decoded(m.subject, m.from_addr, m.to_addrs, m.cc_addrs)"
 _HEADS_INDEXED = "mail_search_heads(m.sync_fields)"
+# The account of the searched mailbox ($1) as the index's first column holds it (migration 0014): an
+# InitPlan, looked up once per statement.
+_OWNER = "m.accounts @> ARRAY[(SELECT b.account_id FROM mailboxes b WHERE b.id = $1)]"
 
 
 def _trigram_friendly(text: str) -> bool:
@@ -247,11 +251,15 @@ class _Compiler:
                 if ("fields" not in self.indexes or name.lower() not in INDEXED_FIELDS
                         or not _trigram_friendly(text) or not _on_one_line(text)):
                     return None
+                # each arm with the account, so that one GIN scan intersects its key with the trigrams;
+                # rows without sync_fields (before 0006) or without the account list (written by the
+                # previous version during a rolling upgrade) are always candidates
                 decoded = ""
                 if where in _DECODED_COLUMN:  # the arms of `_contains`: the decoded column, then the field
-                    decoded = f" OR {_DECODED_INDEXED} ILIKE {self.param(like_pattern(text))}"
+                    decoded = f" OR ({_OWNER} AND {_DECODED_INDEXED} ILIKE {self.param(like_pattern(text))})"
                 escaped = like_pattern(pg_escape(text.encode("utf-8")))
-                return f"(m.sync_fields IS NULL{decoded} OR {_HEADS_INDEXED} ILIKE {self.param(escaped)})"
+                return (f"(m.sync_fields IS NULL OR m.accounts IS NULL{decoded}"
+                        f" OR ({_OWNER} AND {_HEADS_INDEXED} ILIKE {self.param(escaped)}))")
             case AllOf(items):
                 found = [p for p in (self.prefilter(i) for i in items) if p is not None]
                 return "(" + " AND ".join(found) + ")" if found else None
@@ -276,12 +284,12 @@ def compile_criteria(criteria: Criteria, first_param: int = 2) -> tuple[str, lis
 _INDEXES: dict[int, tuple[Any, frozenset[str]]] = {}
 # (0008's optional body trigram index is not among them: since 0009 the decoded texts answer BODY.) All are
 # GIN indexes, whose pending lists storage.bodyindex merges when mail stops.
-INDEX_NAMES = {"fields": "messages_search_heads_trgm", "texts": "message_texts_words",
+INDEX_NAMES = {"fields": "messages_search_heads_by_account", "texts": "message_texts_words",
                 "words_trgm": "search_words_trgm"}
 
 
 async def available_indexes(pool: asyncpg.Pool | asyncpg.Connection) -> frozenset[str]:
-    """The kinds of SEARCH that indexes can answer here: "fields" (migration 0012), "texts" (the decoded
+    """The kinds of SEARCH that indexes can answer here: "fields" (migrations 0012, 0014), "texts" (the decoded
     texts and their word index, 0009) and "words_trgm" (the trigram index of
     the vocabulary, where pg_trgm is: without it, needles that are parts of words do not narrow)."""
     known = _INDEXES.get(id(pool))

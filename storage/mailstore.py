@@ -491,8 +491,9 @@ async def copy(pool: asyncpg.Pool, source_id: int, uids: Sequence[int], dest_id:
 async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids: list[int],
                    move: bool) -> CopyResult:
     # Both mailbox rows locked in id order, as delivery does: no deadlock between COPY a->b and b->a.
-    await conn.execute("SELECT 1 FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
-                       [source_id, dest_id])
+    owners = {r["id"]: r["account_id"] for r in await conn.fetch(
+        "SELECT id, account_id FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
+        [source_id, dest_id])}
     rows = await conn.fetch(
         "SELECT mm.uid, mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
         " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid", source_id, uids)
@@ -511,6 +512,9 @@ async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids:
         " FROM unnest($5::bigint[]) WITH ORDINALITY AS u(uid, ord)"
         " JOIN mailbox_messages mm ON mm.mailbox_id = $4 AND mm.uid = u.uid",
         dest_id, first, dest["highestmodseq"], source_id, src_uids)
+    if owners.get(source_id) != dest["account_id"]:  # the header SEARCH index's key (migration 0014)
+        await conn.execute("UPDATE messages SET accounts = array_append(accounts, $1::bigint) WHERE id = ANY($2::bigint[])"
+                           " AND NOT accounts @> ARRAY[$1::bigint]", dest["account_id"], [r["message_id"] for r in rows])
     await _notify(conn, dest_id)
     if move:
         src = await _lock(conn, source_id)
@@ -548,7 +552,7 @@ _APPEND = (
     "  UPDATE accounts a SET used_bytes = a.used_bytes + $2::integer FROM box WHERE a.id = box.account_id"
     "  AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes) RETURNING a.id"
     "), msg AS ("
-    f"  INSERT INTO messages ({MESSAGE_COLUMNS}) SELECT {MESSAGE_PARAMS} WHERE EXISTS (SELECT FROM charge)"
+    f"  INSERT INTO messages (accounts, {MESSAGE_COLUMNS}) SELECT ARRAY[charge.id], {MESSAGE_PARAMS} FROM charge"
     "  RETURNING id"
     "), entry AS ("
     "  INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"

@@ -52,15 +52,16 @@ async def applied_versions(conn: asyncpg.Connection) -> dict[int, str]:
     return {r["version"]: r["applied_at"].isoformat() for r in rows}
 
 
-async def apply_migrations(conn: asyncpg.Connection) -> list[Migration]:
-    """Apply every migration not yet applied; return those applied now."""
+async def apply_migrations(conn: asyncpg.Connection, through: int | None = None) -> list[Migration]:
+    """Apply every migration not yet applied (up to version `through`, when given: a test of one
+    migration upgrades a store to the version before it); return those applied now."""
     done: list[Migration] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
     try:
         await _ensure_table(conn)
         have = await applied_versions(conn)
         for migration in available():
-            if migration.version in have:
+            if migration.version in have or (through is not None and migration.version > through):
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
