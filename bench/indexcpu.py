@@ -1,8 +1,9 @@
 """CPU of the background full-text indexer per message, in-process, without listeners: fills a fresh
 database through the delivery seam (storage.delivery.Delivery + precompute.summarize, as bench/ours.py's
 fill path), then runs the indexer (storage.bodyindex) over it and reports per message:
-the Python CPU of the indexing process (its worker threads, where texts are decoded, and the event loop's
-thread, which encodes and decodes the statements) and the CPU of the PostgreSQL backend serving it.
+the Python CPU of the indexing process (its decoding child, storage.textbatch, where texts are decoded, or
+its worker threads for `index_all`; and the event loop's thread, which encodes and decodes the
+statements) and the CPU of the PostgreSQL backend serving it.
 Deliveries are not counted: the indexer runs only after each round of them.
 
     python bench/indexcpu.py [-n 3000] [--size 2000 | --mix] [--fresh 0] [--round 3000] [--repeat 1]
@@ -58,14 +59,21 @@ def _cpu_of(pid: int) -> float:
 
 
 def _threads() -> tuple[float, float]:
-    """(CPU of this process's main thread, CPU of all its other threads) so far, in seconds."""
+    """(CPU of this process's main thread, CPU of all its other threads and of its live children: the
+    indexer's decoding process) so far, in seconds."""
     main = threading.main_thread().native_id
     mine = other = 0.0
-    for t in psutil.Process().threads():
+    me = psutil.Process()
+    for t in me.threads():
         if t.id == main:
             mine += t.user_time + t.system_time
         else:
             other += t.user_time + t.system_time
+    for child in me.children(recursive=True):
+        try:
+            other += _cpu_of(child.pid)
+        except psutil.Error:
+            continue
     return mine, other
 
 
@@ -131,6 +139,7 @@ async def measure(n: int, size: int, round_size: int, batch: int, fresh: int, pr
         assert stored == n, (stored, n)
         texts = await index_pool.fetchval("SELECT pg_total_relation_size('message_texts')")
         words = await index_pool.fetchval("SELECT pg_total_relation_size('search_words')")
+        await service.stop(0)
         await deliver_pool.close()
         await index_pool.close()
     finally:
@@ -156,7 +165,7 @@ def main() -> None:
         r = asyncio.run(measure(a.n, 0 if a.mix else a.size, a.round or a.n, a.batch, a.fresh, a.prefill))
         print(f"n={a.n} size={'mix' if a.mix else a.size} fresh={a.fresh} prefill={a.prefill} round={a.round or a.n} batch={a.batch}: per message"
               f" python {r['python_main_ms'] + r['python_threads_ms']:.3f} ms"
-              f" (loop {r['python_main_ms']:.3f}, threads {r['python_threads_ms']:.3f}),"
+              f" (loop {r['python_main_ms']:.3f}, decoder {r['python_threads_ms']:.3f}),"
               f" postgres {r['postgres_ms']:.3f} ms, wall {r['wall_ms']:.3f} ms;"
               f" message_texts {r['message_texts_kb']:.0f} KB, search_words {r['search_words_kb']:.0f} KB",
               flush=True)

@@ -102,28 +102,44 @@ class TreeCPU:
         return sum(v - self.start.get(pid, 0.0) for pid, v in end.items())
 
 
+def child_pids(pid: int) -> list[int]:
+    """The live descendants of a process (ours: the search indexer's decoding process)."""
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 class PeakRSS:
-    """Peak resident memory of one process over a workload: reset the kernel's high-water mark, read it back."""
+    """Peak resident memory of a process and its children over a workload, summed: reset each one's
+    high-water mark, read them back (a child started during the workload counts from its start)."""
 
     def __init__(self, pid: int | None) -> None:
         self.pid = pid
 
+    def _pids(self) -> list[int]:
+        return [self.pid, *child_pids(self.pid)] if self.pid else []
+
     def reset(self) -> None:
-        if self.pid:
+        for pid in self._pids():
             try:
-                Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
             except OSError:
                 pass
 
     def peak_mb(self) -> float | None:
         if not self.pid:
             return None
-        try:
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            return None
-        return None
+        total = 0
+        for pid in self._pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+            except OSError:
+                continue
+        return round(total / 1024, 1) if total else None
 
 

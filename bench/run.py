@@ -51,7 +51,7 @@ from ours import (  # noqa: E402
     fill_ours,
     index_caught_up,
 )
-from probes import PeakRSS, TreeCPU, log, port_open, read_pid, stop_process, wait_port  # noqa: E402
+from probes import PeakRSS, TreeCPU, child_pids, log, port_open, read_pid, stop_process, wait_port  # noqa: E402
 from reference import (  # noqa: E402
     DOVECOT_IMAP,
     DOVECOT_PID,
@@ -91,8 +91,10 @@ class Bench:
         self.raw: dict[str, Any] = {"smtp": [], "imap": [], "append": [], "outbound": []}
         self.rss = PeakRSS(ours.proc.pid if ours and ours.proc else None)
         pid = ours.proc.pid if ours and ours.proc else None
-        # ours: our process and the PostgreSQL backends of our database, each counted by its own delta
-        self.cpu_ours = TreeCPU(None, extra=(lambda: [pid, *ours.backend_pids()]) if ours and pid else None)
+        # ours: our process, its children (the search indexer's decoding process) and the PostgreSQL
+        # backends of our database, each counted by its own delta
+        self.cpu_ours = TreeCPU(None, extra=(lambda: [pid, *child_pids(pid), *ours.backend_pids()])
+                                if ours and pid else None)
         self.cpu_postfix = TreeCPU(read_pid(POSTFIX_PID))
         self.cpu_dovecot = TreeCPU(read_pid(DOVECOT_PID))
         self.flip = False

@@ -1,8 +1,8 @@
 """The full-text index behind SEARCH BODY/TEXT: `message_texts` (migration 0009) and its background indexer.
 
 Owns: finding messages that have no text row yet, reading only the stretches of their raw bytes that hold
-text, decoding them (`mailcore.mime.searchtext`, in a worker thread: the event loop never decodes), and
-storing the rows in batches. Delivery and APPEND write nothing here; a message is searchable in its raw
+text, decoding them (`storage.textbatch`, in a process of its own: the server's event loop and GIL never
+decode), and storing the rows in batches. Delivery and APPEND write nothing here; a message is searchable in its raw
 bytes until its row exists (`storage.mailsearch`), so a lagging or absent indexer costs speed, never
 results. Several instances may index at once: each batch locks its messages with SKIP LOCKED.
 Must not: know IMAP, or hold a message's lock longer than one batch.
@@ -12,30 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import os
+import pickle
+import sys
 import time
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from config.settings import SearchSettings
-from mailcore.mime.searchtext import (
-    SearchText,
-    code_of_utf8,
-    codes_literal,
-    root_type,
-    search_text,
-    text_ranges,
-)
+from mailcore.mime.searchtext import code_of_utf8
 from storage.mailsearch import INDEX_NAMES
+from storage.textbatch import BatchDecoder, Extracted, frame
 
 log = logging.getLogger(__name__)
+# Where the `storage` package is, installed or run from a checkout: the decoding process imports it.
+_ROOT = str(Path(__file__).resolve().parent.parent)
 
-# Bytes of a message's text stretches read per character of `max_text`: base64 carries 3 bytes in 4, a
-# UTF-8 character takes up to 4, quoted-printable up to 3 per byte; past this the text is cut anyway.
-_BYTES_PER_CHAR = 4
 # How far behind the highest id indexed the next pass starts: deliveries commit out of id order, so a
 # message with a lower id may become visible after a higher one was indexed. A full pass from id 0
 # runs every FULL_PASS_SECONDS to catch anything older (rows skipped because another instance held them
@@ -79,83 +74,112 @@ _KNOWN_MAX = 200_000
 _GIN_INDEXES = tuple(INDEX_NAMES.values())
 
 
-@dataclass(frozen=True, slots=True)
-class _Planned:
-    """One claimed message: its part list and the window of raw bytes (from the start: the header tells
-    the message's own type) that holds every stretch of text it may have."""
+class ThreadDecoder:
+    """`textbatch.BatchDecoder` in a worker thread: what tests and `index_all` use, and the indexer's
+    fallback when its decoding process cannot start."""
 
-    id: int
-    parts: list[Any]
-    body_offset: int
-    size: int
-    length: int
-    ranges: list[tuple[int, int, str, str | None]]
-    top_html: bool  # a text/html part at the top level: its ranges depend on the message's own type
+    def __init__(self) -> None:
+        self._decoder = BatchDecoder()
+
+    async def plan(self, rows: list[tuple[int, int, int, Any]], max_text: int) -> list[tuple[int, int]]:
+        return await asyncio.to_thread(self._decoder.plan, rows, max_text)
+
+    async def extract(self, windows: dict[int, bytes], max_text: int) -> Extracted:
+        return await asyncio.to_thread(self._decoder.extract, windows, max_text)
+
+    async def close(self) -> None:
+        return None
 
 
-def _plan(row: asyncpg.Record, max_text: int) -> _Planned:
-    parts: Any = row["parts"]
-    if isinstance(parts, str):
+class DecoderLost(OSError):
+    """The decoding process died or could not be reached; the batch is rolled back and done again."""
+
+
+class DecoderUnavailable(DecoderLost):
+    """The decoding process could not be started at all (the indexer then decodes in a thread)."""
+
+
+class ProcessDecoder:
+    """`textbatch.BatchDecoder` in a child process (`python -m storage.textbatch`), started at the first
+    batch and again after it dies. One batch at a time (the indexer's one task). A call cut short (the
+    server stopping) kills the child: the pipe may hold half a reply."""
+
+    def __init__(self, executable: str = sys.executable) -> None:
+        self.executable = executable
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def _start(self) -> asyncio.subprocess.Process:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH")) if p))
         try:
-            parts = json.loads(parts)
-        except ValueError:
-            parts = None
-    if not isinstance(parts, list):
-        parts = []
-    ranges = text_ranges(parts, row["body_offset"], row["size"])
-    top_html = any(isinstance(x, dict) and x.get("content_type") == "text/html" and "." not in str(x.get("number"))
-                   for x in parts)
-    hi = min(max(r[1] for r in ranges), ranges[0][0] + max_text * _BYTES_PER_CHAR) if ranges else 0
-    return _Planned(row["id"], parts, row["body_offset"], row["size"], hi, ranges, top_html)
+            # its own session: a Ctrl-C at the terminal reaches the server, which then closes the pipe
+            return await asyncio.create_subprocess_exec(
+                self.executable, "-m", "storage.textbatch", env=env, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise DecoderUnavailable(f"cannot start the search text decoder: {exc!r}") from exc
 
-
-def _plan_all(rows: list[asyncpg.Record], max_text: int) -> list[_Planned]:
-    """Plan a batch (in a worker thread: the JSON and the part lists of 200 messages are milliseconds
-    the event loop would not serve sessions)."""
-    return [_plan(r, max_text) for r in rows]
-
-
-@dataclass(slots=True)
-class _Extracted:
-    """What one batch stores: per message its text, word codes (as a PostgreSQL array literal: one
-    parameter for a list of arrays of different lengths) and flags, and all their words (UTF-8)."""
-
-    texts: list[SearchText]
-    codes: list[str]
-    words: set[bytes]
-
-
-def _extract(planned: list[_Planned], windows: dict[int, bytes], max_text: int) -> _Extracted:
-    """Decode every claimed message (runs in a worker thread). A message that cannot be decoded gets an
-    empty, not-complete text: SEARCH then reads its raw bytes, and the indexer does not retry it forever."""
-    texts = []
-    for p in planned:
+    async def _call(self, name: str, *args: Any) -> Any:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            proc = self._proc = await self._start()
+        assert proc.stdin is not None and proc.stdout is not None
         try:
-            window = windows.get(p.id, b"")
-            # the message's own type matters only to top-level html parts (text_ranges): else the plan's
-            # ranges stand, and the header is not parsed
-            ranges = text_ranges(p.parts, p.body_offset, p.size, root_type(window[: p.body_offset])) \
-                if p.top_html else p.ranges
-            texts.append(search_text(ranges, window, 0, max_text))
-        except Exception:  # a decoder bug must not stop the index for every later message
-            log.exception("text extraction failed; message left to raw search", extra={"message_id": p.id})
-            texts.append(SearchText("", False, None))
-    codes = [codes_literal(t.words) if t.words else "{}" for t in texts]
-    words: set[bytes] = set()
-    for t in texts:
-        if t.words:
-            words.update(t.words)
-    return _Extracted(texts, codes, words)
+            proc.stdin.write(frame((name, args)))
+            await proc.stdin.drain()
+            size = int.from_bytes(await proc.stdout.readexactly(8), "big")
+            status, value = pickle.loads(await proc.stdout.readexactly(size))
+        except BaseException as exc:
+            self._kill()
+            if isinstance(exc, (OSError, EOFError)):
+                raise DecoderLost(f"search text decoder: {exc!r}") from exc
+            raise
+        if status != "ok":
+            raise DecoderLost(f"search text decoder: {value}")
+        return value
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id, if one runs."""
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+        self._proc = None
+
+    async def plan(self, rows: list[tuple[int, int, int, Any]], max_text: int) -> list[tuple[int, int]]:
+        return await self._call("plan", rows, max_text)  # type: ignore[no-any-return]
+
+    async def extract(self, windows: dict[int, bytes], max_text: int) -> Extracted:
+        return await self._call("extract", windows, max_text)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        """End the child: closing its input ends it; killed if it does not go within two seconds."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        assert proc.stdin is not None
+        proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), 2.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+Decoder = ThreadDecoder | ProcessDecoder
 
 
 async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, max_text: int = 256 * 1024,
-                      known: set[bytes] | None = None) -> tuple[int, int, int]:
+                      known: set[bytes] | None = None, decoder: Decoder | None = None) -> tuple[int, int, int]:
     """Index up to `batch` messages with ids above `after` that have no text row: (how many claimed, how
     many stored, highest id claimed or `after` when none). Two indexers may rarely claim the same message
     (one commits just before the other's look-up); the second's row is then dropped (ON CONFLICT). One transaction: the texts appear together with their words in the
     vocabulary (so a search never sees a text whose words it cannot look up); the locks go at commit.
-    `known`: words already in this database's vocabulary, kept across batches by the caller (updated)."""
+    `known`: words already in this database's vocabulary, kept across batches by the caller (updated).
+    `decoder`: where the texts are decoded (default: a worker thread)."""
     known = set() if known is None else known
+    decoder = ThreadDecoder() if decoder is None else decoder
     async with pool.acquire() as conn, conn.transaction():
         # The index is derived data: a crash that loses the last batches loses nothing (their messages
         # are indexed again), so the indexer does not wait for, nor add, WAL flushes that deliveries'
@@ -164,17 +188,20 @@ async def index_batch(pool: asyncpg.Pool, *, after: int = 0, batch: int = 200, m
         claimed = await conn.fetch(_CLAIM, after, batch)
         if not claimed:
             return 0, 0, after
-        planned = await asyncio.to_thread(_plan_all, claimed, max_text)
-        reading = [p for p in planned if p.length > 0]
+        planned = await decoder.plan([(r["id"], r["size"], r["body_offset"], r["parts"]) for r in claimed],
+                                     max_text)
+        reading = [(i, length) for i, length in planned if length > 0]
         windows: dict[int, bytes] = {}
         if reading:
-            rows = await conn.fetch(_READ, [p.id for p in reading], [p.length for p in reading])
+            rows = await conn.fetch(_READ, [i for i, _ in reading], [length for _, length in reading])
             windows = {r["id"]: r["window"] for r in rows}
-        got = await asyncio.to_thread(_extract, planned, windows, max_text)
+        got = await decoder.extract(windows, max_text)
+        for message_id, error in got.failed:
+            log.error("text extraction failed; message left to raw search",
+                      extra={"message_id": message_id, "error": error})
         new_words = sorted(got.words - known)
-        status = await conn.execute(_STORE, [p.id for p in planned], [t.text for t in got.texts], got.codes,
-                                    [t.words is not None for t in got.texts], [t.complete for t in got.texts],
-                                    [w.decode() for w in new_words], [code_of_utf8(w) for w in new_words])
+        status = await conn.execute(_STORE, [i for i, _ in planned], got.texts, got.codes, got.narrowable,
+                                    got.complete, [w.decode() for w in new_words], [code_of_utf8(w) for w in new_words])
     if len(known) >= _KNOWN_MAX:
         known.clear()
     known.update(new_words)
@@ -215,6 +242,7 @@ class TextIndexer:
         self._known: set[bytes] = set()
         self._unmerged = False
         self.indexed = 0
+        self.decoder: Decoder = ProcessDecoder()
 
     async def start(self) -> None:
         """Begin indexing in the background (from id 0: the first pass finds whatever is missing)."""
@@ -228,6 +256,7 @@ class TextIndexer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        await self.decoder.close()
 
     async def _run(self) -> None:
         s = self.settings
@@ -236,6 +265,9 @@ class TextIndexer:
                 await self.index_pending()
             except asyncio.CancelledError:
                 raise
+            except DecoderUnavailable as exc:
+                log.warning("search text decoding falls back to a thread", extra={"error": repr(exc)})
+                self.decoder = ThreadDecoder()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 log.warning("search indexing failed; retrying after the poll interval", extra={"error": repr(exc)})
             await asyncio.sleep(s.poll_interval)
@@ -250,7 +282,7 @@ class TextIndexer:
         stored_now = 0
         while True:
             n, stored, after = await index_batch(self.pool, after=after, batch=s.batch, max_text=s.max_text,
-                                                 known=self._known)
+                                                 known=self._known, decoder=self.decoder)
             stored_now += stored
             top = max(top, after)
             if n < s.batch:

@@ -259,7 +259,10 @@ async def test_pending_lists_are_merged_once_mail_stops(pool: asyncpg.Pool, box:
         return {n: await pool.fetchval("SELECT pending_tuples FROM pgstatginindex($1::regclass)", n) for n in indexes}
 
     service = bodyindex.TextIndexer(pool, SearchSettings())
-    await service.index_pending()  # stores the corpus' texts
-    assert (await pending())[heads] > 0  # the deliveries' trigrams wait in the list
-    await service.index_pending()  # nothing new: mail has stopped
+    try:
+        await service.index_pending()  # stores the corpus' texts
+        assert (await pending())[heads] > 0  # the deliveries' trigrams wait in the list
+        await service.index_pending()  # nothing new: mail has stopped
+    finally:
+        await service.stop(0)
     assert await pending() == dict.fromkeys(indexes, 0)
