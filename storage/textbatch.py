@@ -127,7 +127,10 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
         payload = inp.read(size)
         if len(payload) < size:
             return
-        name, args = pickle.loads(payload)
+        try:
+            name, args = pickle.loads(payload)
+        except Exception:  # not a request of ours: nothing sensible to answer
+            return
         try:
             if name not in _CALLS:
                 raise ValueError(f"no such call: {name!r}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 
 import asyncpg
 import pytest
@@ -124,3 +125,11 @@ async def test_without_a_child_the_service_decodes_in_a_thread(pool: asyncpg.Poo
         await service.stop(0)
     assert isinstance(service.decoder, ThreadDecoder)
     assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "qwertyzap")) == [10]
+
+
+@pytest.mark.parametrize("data", [b"", b"\x00" * 8, b"\x00\x00\x00\x00\x00\x00\x00\x05junk!", b"\x00\x00\x00\x00\x00\x00\x01\x00short"])
+async def test_the_child_ends_quietly_on_input_that_is_not_a_request(data: bytes) -> None:
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "storage.textbatch", stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(data), 30)
+    assert (proc.returncode, out, err) == (0, b"", b"")
