@@ -38,6 +38,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from messages import mailbox_size, make_message  # noqa: E402
+from probes import child_pids  # noqa: E402
 
 from config.settings import SearchSettings  # noqa: E402
 from mailcore.mime.precompute import summarize  # noqa: E402
@@ -63,15 +64,14 @@ def _threads() -> tuple[float, float]:
     indexer's decoding process) so far, in seconds."""
     main = threading.main_thread().native_id
     mine = other = 0.0
-    me = psutil.Process()
-    for t in me.threads():
+    for t in psutil.Process().threads():
         if t.id == main:
             mine += t.user_time + t.system_time
         else:
             other += t.user_time + t.system_time
-    for child in me.children(recursive=True):
+    for pid in child_pids(os.getpid()):
         try:
-            other += _cpu_of(child.pid)
+            other += _cpu_of(pid)
         except psutil.Error:
             continue
     return mine, other

@@ -16,6 +16,7 @@ least recently used evicted first. Must not: know IMAP.
 
 from __future__ import annotations
 
+import dataclasses
 from array import array
 from bisect import bisect_left
 from collections import OrderedDict
@@ -69,10 +70,11 @@ class SnapshotCache:
         old = self._entries.get(mailbox_id)
         if old is None:
             snap = await mailstore.snapshot(conn, mailbox_id, claim_recent=claim_recent)
-            self._keep(mailbox_id, _Entry(snap.mailbox.uidvalidity, snap.mailbox.highestmodseq,
-                                          snap.mailbox.uidnext, array("q", snap.uids), snap.first_unseen_uid,
-                                          frozenset(snap.keywords)))
-            return snap
+            entry = _Entry(snap.mailbox.uidvalidity, snap.mailbox.highestmodseq, snap.mailbox.uidnext,
+                           array("q", snap.uids), snap.first_unseen_uid, frozenset(snap.keywords))
+            self._keep(mailbox_id, entry)
+            # the entry's array, as a hit gives: asyncpg's list (an int object per UID) goes now
+            return dataclasses.replace(snap, uids=entry.uids)
         row = await conn.fetchrow(_DELTA, mailbox_id, old.modseq,
                                   old.first_unseen if old.first_unseen is not None else old.uidnext, SEEN)
         if row is None:
