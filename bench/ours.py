@@ -54,6 +54,7 @@ class Ours:
     log_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     search_index: bool = True  # False: no background full-text indexer (what it costs, measured apart)
+    workers: int = 1  # server.workers: processes sharing the listening ports (their CPU and RSS count as ours)
 
     def config_text(self) -> str:
         from config.settings import QueueSettings
@@ -62,6 +63,7 @@ class Ours:
         lines = [
             "[server]", 'hostname = "ours.bench.test"', f'data_dir = "{self.workdir / "data"}"',
             "shutdown_grace = 5.0",  # log level: the default (info), as an admin runs it and Postfix logs
+            f"workers = {self.workers}",
             "[database]", f'dsn = "{self.dsn}"', "pool_max = 20",
             "[tls]", "self_signed = true",
             "[smtp]", "allow_plaintext_auth = true", "max_connections_per_ip = 1000",

@@ -499,7 +499,8 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
     ours: Ours | None = None
     try:
         if not args.no_ours:
-            ours = Ours(admin_dsn=args.pg, workdir=workdir, search_index=not args.no_search_index)
+            ours = Ours(admin_dsn=args.pg, workdir=workdir, search_index=not args.no_search_index,
+                        workers=args.workers)
             log(f"ours: fresh database and accounts on {args.pg.rsplit('@', 1)[-1]}")
             await ours.create()
             await asyncio.to_thread(ours.start)
@@ -530,6 +531,7 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
     print(f"\n{mode.name} run of {git_rev() or 'this checkout'}, {os.cpu_count()} CPUs, load average at the end "
           f"{load}; ratio = ours/theirs, measured back to back in this run"
           + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
+          + (f"; ours with server.workers = {ours.workers}" if ours and ours.workers != 1 else "")
           + "\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
@@ -538,7 +540,7 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
         "mode": mode.name, "started": started, "seconds": time.time() - started, "git": git_rev(),
         "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
         "ours": {"smtp": ours.smtp, "imap": ours.imap, "outbound": ours.outbound, "notes": ours.notes,
-                 "search_index": ours.search_index}
+                 "search_index": ours.search_index, "workers": ours.workers}
         if ours else None,
         "rows": [{**dataclasses.asdict(r), "ratio": r.ratio, "met": r.met} for r in bench.rows],
         "raw": bench.raw, "table": table,
@@ -563,6 +565,8 @@ def main() -> None:
     p.add_argument("--no-search-index", action="store_true",
                    help="run our server without its background full-text indexer ([search] index = false), "
                         "to see what the index costs per message; SEARCH BODY then reads raw bodies")
+    p.add_argument("--workers", type=int, default=1,
+                   help="our server.workers (processes sharing the SMTP and IMAP ports; default 1)")
     p.add_argument("--keep-db", action="store_true", help="keep our benchmark database afterwards")
     p.add_argument("--keep-workdir", action="store_true", help="keep our server's config, log and data dir")
     p.add_argument("--workdir", help="our server's working directory (default /var/tmp/bench-ours-<time>)")

@@ -93,6 +93,13 @@ class ServerSettings:
         "SMTP message than the standard loop), \"asyncio\" (the standard library's), or \"auto\": uvloop when "
         "it is installed, else asyncio. TLS, STARTTLS and every protocol behave the same on both.",
         _one_of("auto", "uvloop", "asyncio"))
+    workers: int = setting(
+        1, "Processes that serve SMTP and IMAP connections. One Python process uses one core; with N > 1 "
+        "this process starts N-1 worker processes that bind the same ports (SO_REUSEPORT, the kernel "
+        "spreads new connections over them) and share the database. This process alone runs the outbound "
+        "queue, the search indexer, the HTTP API and the embedded PostgreSQL, and restarts a worker that "
+        "dies. 0: one per CPU. Connection limits and, without Redis, rate limits count per process.",
+        _non_negative)
 
 
 @dataclass(frozen=True)

@@ -90,11 +90,17 @@ class IMAPService:
                 continue
             loop = asyncio.get_running_loop()
             server = await loop.create_server(lambda implicit=implicit, label=label: self._gate(label, implicit),
-                                              conf.address, conf.port, reuse_address=True)
+                                              conf.address, conf.port, reuse_address=True,
+                                              reuse_port=self.settings.server.workers != 1 or None)
             self._servers.append(server)
             self.ports[label] = server.sockets[0].getsockname()[1]
             log.info("imap listening", extra={"listener": label, "address": conf.address,
                                               "port": self.ports[label]})
+
+    def bound_ports(self) -> dict[str, int]:
+        """The ports bound, by settings path ("imap.imap"), for worker processes to share
+        (`server.workers`: each listener is bound with SO_REUSEPORT then)."""
+        return {f"imap.{label}": port for label, port in self.ports.items()}
 
     def _gate(self, label: str, implicit: bool) -> ProxyGate:
         """Every connection passes the PROXY gate first (which also does implicit TLS, after the header)."""

@@ -134,8 +134,30 @@ async def search_index_services(runtime: Runtime) -> list[Service]:
 
 
 def service_factories() -> list[ServiceFactory]:
-    """The listeners and workers this build provides, in start order."""
-    return [smtp_in_services, queue_services, imap_services, http_service, search_index_services]
+    """The listeners and workers this build provides, in start order; the worker processes last, since
+    they bind the ports the listeners before them were given."""
+    return [smtp_in_services, queue_services, imap_services, http_service, search_index_services,
+            worker_processes]
+
+
+def worker_service_factories() -> list[ServiceFactory]:
+    """What a worker process (`server.workers`, mailserver.workers) runs: the connection listeners only."""
+    return [smtp_in_services, imap_services]
+
+
+async def worker_processes(runtime: Runtime) -> list[Service]:
+    """With `server.workers` > 1, the processes that share the SMTP and IMAP ports with this one."""
+    from mailserver.workers import WorkerPool, pin, worker_count
+
+    count = worker_count(runtime.settings)
+    if count <= 1:
+        return []
+    ports: dict[str, int] = {}
+    for service in runtime.services:
+        bound = getattr(service, "bound_ports", None)
+        if bound is not None:
+            ports.update(bound())
+    return [WorkerPool(pin(runtime.settings, runtime.db.dsn, ports), count)]
 
 
 async def http_service(runtime: Runtime) -> list[Service]:
@@ -171,15 +193,16 @@ async def seed_demo(db: Database) -> None:
     log.info("demo account created", extra={"user": DEMO_USER, "password": DEMO_PASSWORD})
 
 
-async def build(settings: Settings) -> Runtime:
-    """Open the store and TLS; the services are built by `run`."""
+async def build(settings: Settings, *, primary: bool = True) -> Runtime:
+    """Open the store and TLS; the services are built by `run`. A worker process (not `primary`) leaves
+    migrations and the demo account to the primary, which did them before starting it."""
     configure_cache(settings.server.password_cache)
-    db = await Database.open(settings.database, settings.server.data_dir)
+    db = await Database.open(settings.database, settings.server.data_dir, migrate=primary)
     try:
         paths = await asyncio.to_thread(certificate_paths, settings.tls, settings.server.data_dir,
                                         settings.server.hostname)
         tls = server_context(*paths) if paths else None
-        if settings.dev:
+        if settings.dev and primary:
             await seed_demo(db)
     except BaseException:
         await db.close()
@@ -202,15 +225,17 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
-async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None) -> None:
-    """Run the server until a stop signal, then shut down gracefully."""
-    stop = asyncio.Event()
+async def run(settings: Settings, ready: Callable[[Runtime], None] | None = None, *, worker: int = 0,
+              stop: asyncio.Event | None = None) -> None:
+    """Run the server until a stop signal (or `stop` is set), then shut down gracefully. `worker` > 0:
+    run as that worker process of a primary (mailserver.workers): its listeners only."""
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = await build(settings)
+    runtime = await build(settings, primary=worker == 0)
     try:
-        for factory in service_factories():
+        for factory in service_factories() if worker == 0 else worker_service_factories():
             for service in await factory(runtime):
                 await service.start()
                 runtime.services.append(service)

@@ -26,6 +26,7 @@ from mailcore.autoconfig import endpoints_from_settings
 from mailcore.passwords import hash_password
 from mailcore.tls import TLSConfigError
 from mailserver import dnsrecords
+from mailserver.workers import WorkerFailed
 from storage import accounts, dkim_keys, queue, tokens
 from storage.accounts import StoreError
 from storage.db import Database, StorageUnavailable
@@ -372,6 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"mailserver: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailed as exc:
+        print(f"mailserver: {exc}; its log lines above say why", file=sys.stderr)
+        return 1
     except StoreError as exc:
         print(f"mailserver: {exc}", file=sys.stderr)
         return 1

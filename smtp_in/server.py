@@ -73,6 +73,8 @@ class SMTPService:
         self._server: asyncio.Server | None = None
         self.port: int | None = None
         self.address = self.listener.address
+        # Worker processes (server.workers) bind the same port beside this one; see mailserver.workers.
+        self.reuse_port = settings.server.workers != 1
 
     async def start(self) -> None:
         """Bind and start accepting; return once listening."""
@@ -85,11 +87,16 @@ class SMTPService:
                 self.context.spool_dir = None
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            self._gate, self.listener.address, self.listener.port, reuse_address=True, start_serving=True)
+            self._gate, self.listener.address, self.listener.port, reuse_address=True,
+            reuse_port=self.reuse_port or None, start_serving=True)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("smtp listener started", extra={"listener": self.kind, "address": self.listener.address,
                                                  "port": self.port, "tls": "implicit" if self._tls_for_socket
                                                  else ("starttls" if self.context.starttls_context else "none")})
+
+    def bound_ports(self) -> dict[str, int]:
+        """The port this listener is bound to, by settings path ("smtp.mx"), for worker processes to share."""
+        return {} if self.port is None else {f"smtp.{self.kind}": self.port}
 
     def _gate(self) -> ProxyGate:
         """Every connection passes the PROXY gate first (which also does implicit TLS, after the header)."""
