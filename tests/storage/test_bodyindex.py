@@ -4,7 +4,6 @@ answers equal a plain reading of every message, indexed or not, whatever the nee
 from __future__ import annotations
 
 import asyncio
-import base64
 
 import asyncpg
 import pytest
@@ -12,27 +11,10 @@ import pytest
 from config.settings import SearchSettings
 from mailcore.mime.precompute import summarize
 from mailcore.mime.searchtext import fold, message_text
-from storage import accounts, bodyindex, mailsearch, mailstore
-from storage.delivery import Delivery, LocalRecipient
+from storage import bodyindex, mailsearch, mailstore
 from tests.storage import scan
+from tests.storage.textcorpus import CORPUS, deliver
 
-B64_TEXT = base64.encodebytes("Grüße aus Köln, the zephyrquill is here".encode()).replace(b"\n", b"\r\n")
-CORPUS = [
-    b"Subject: plain\r\n\r\nPlease keep the zephyrquill notes.\r\nSecond line, 100% sure_thing.\r\n",
-    b"Subject: qp\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n"
-    b"\r\nCaf=C3=A9 ZEPHYR=\r\nQUILL soft break, Stra=C3=9Fe\r\n",
-    b"Subject: b64\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n" + B64_TEXT,
-    b"Subject: latin1\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ncaf\xe9 au lait\r\n",
-    b"Subject: attached\r\nContent-Type: multipart/mixed; boundary=XY\r\n\r\n--XY\r\nContent-Type: text/plain\r\n\r\n"
-    b"see the file\r\n--XY\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-    b"iVBORw0KGgoAAAANSUhEUgAAWmVwaHlycXVpbGw=\r\n--XY--\r\n",
-    b"Subject: alternative\r\nContent-Type: multipart/alternative; boundary=AB\r\n\r\n--AB\r\n"
-    b"Content-Type: text/plain\r\n\r\nthe quarterly figures\r\n--AB\r\nContent-Type: text/html\r\n\r\n"
-    b"<p>the <b>quarterly</b> figures</p>\r\n--AB--\r\n",
-    b"Subject: long word\r\n\r\nprefix" + b"x" * 100 + b"zephyrquillsuffix and more\r\n",
-    b"Subject: empty\r\n\r\n",
-    b"Subject: nul\r\n\r\nbefore\x00after, a_b c\r\n",
-]
 NEEDLES = ["zephyrquill", "ZEPHYRQUILL", "zephyr", "quill", "ephyrqui", "keep the zephyrquill notes",
            "the zephyrquill", "quill notes", "100% sure", "100%", "%", "_", "sure_th", "a_b", "café", "CAFÉ",
            "strasse", "straße", "grüße aus köln", "köln", "soft break", "figures", "quarterly figures",
@@ -40,23 +22,6 @@ NEEDLES = ["zephyrquill", "ZEPHYRQUILL", "zephyr", "quill", "ephyrqui", "keep th
            "", "the", " ", "notes.\r\nsecond", "nothing like this", "zzzzz", "au lait", "lait\r\n",
            # words of one and two letters are not indexed: needles having them are answered all the same
            "au", " au ", "ait", "a_b c", "c ", "100", " 100% ", "is", "is here", "the f"]
-
-
-async def deliver(pool: asyncpg.Pool, account: int, raw: bytes) -> None:
-    d = Delivery(sender="b@example.org")
-    d.add_local(LocalRecipient(account, "u@example.test", "INBOX"))
-    await d.commit(pool, raw, summarize(raw))
-
-
-@pytest.fixture
-async def box(pool: asyncpg.Pool) -> tuple[int, int]:
-    await accounts.add_domain(pool, "example.test")
-    account = await accounts.add_account(pool, "u@example.test", "x")
-    for raw in CORPUS:
-        await deliver(pool, account, raw)
-    mailbox = await mailstore.get_mailbox(pool, account, "INBOX")
-    assert mailbox is not None
-    return account, mailbox.id
 
 
 def expected(needle: str) -> list[int]:
@@ -69,18 +34,18 @@ def expected(needle: str) -> list[int]:
     return out
 
 
-async def test_indexed_search_finds_exactly_the_decoded_matches(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_indexed_search_finds_exactly_the_decoded_matches(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     assert await bodyindex.index_all(pool) == len(CORPUS)
     some = 0
     for needle in NEEDLES:
         want = expected(needle)
         body = mailsearch.Contains("body", needle)
-        assert await mailsearch.search(pool, box[1], body) == want, needle
+        assert await mailsearch.search(pool, text_box[1], body) == want, needle
         everything = list(range(1, len(CORPUS) + 1))
-        assert await mailsearch.search(pool, box[1], mailsearch.Negate(body)) == \
+        assert await mailsearch.search(pool, text_box[1], mailsearch.Negate(body)) == \
             [u for u in everything if u not in want], needle
         both = mailsearch.AnyOf((body, mailsearch.Contains("subject", "plain")))
-        assert await mailsearch.search(pool, box[1], both) == sorted(set(want) | {1}), needle
+        assert await mailsearch.search(pool, text_box[1], both) == sorted(set(want) | {1}), needle
         some += len(want)
     assert some > 40
 
@@ -91,39 +56,39 @@ async def test_indexed_search_finds_exactly_the_decoded_matches(pool: asyncpg.Po
     ("iVBORw0KGgo", []),  # an image's base64 is no text: no false positive
     ("zephyrquillsuffix", [7]),
 ])
-async def test_decoded_matches(pool: asyncpg.Pool, box: tuple[int, int], needle: str, uids: list[int]) -> None:
+async def test_decoded_matches(pool: asyncpg.Pool, text_box: tuple[int, int], needle: str, uids: list[int]) -> None:
     await bodyindex.index_all(pool)
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", needle)) == uids
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", needle)) == uids
 
 
-async def test_text_matches_header_or_body(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_text_matches_header_or_body(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     await bodyindex.index_all(pool)
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("text", "köln")) == [3]
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("text", "subject: alternative")) == [6]
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("text", "Subject")) == list(range(1, 10))
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("text", "köln")) == [3]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("text", "subject: alternative")) == [6]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("text", "Subject")) == list(range(1, 10))
 
 
-async def test_unindexed_messages_are_searched_in_their_raw_bytes(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_unindexed_messages_are_searched_in_their_raw_bytes(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     for needle in ["zephyrquill", "ZEPHYR=\r\nQUILL", "iVBORw0KGgo", "caf", "100%", ""]:
-        plain = await scan.uids(pool, box[1], mailsearch.Contains("body", needle))
-        assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", needle)) == plain, needle
+        plain = await scan.uids(pool, text_box[1], mailsearch.Contains("body", needle))
+        assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", needle)) == plain, needle
     # indexed and not at once: messages delivered after the indexer ran are read raw
     await bodyindex.index_all(pool)
-    await deliver(pool, box[0], b"Subject: late\r\n\r\nlate zephyrquill\r\n")
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "zephyrquill")) == [1, 2, 3, 7, 10]
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "ZEPHYR=")) == []  # decoded now
+    await deliver(pool, text_box[0], b"Subject: late\r\n\r\nlate zephyrquill\r\n")
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "zephyrquill")) == [1, 2, 3, 7, 10]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "ZEPHYR=")) == []  # decoded now
 
 
-async def test_a_text_cut_at_the_limit_is_also_read_raw(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
-    await deliver(pool, box[0], b"Subject: long\r\n\r\n" + b"filler words " * 100 + b"needleword at the end\r\n")
+async def test_a_text_cut_at_the_limit_is_also_read_raw(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
+    await deliver(pool, text_box[0], b"Subject: long\r\n\r\n" + b"filler words " * 100 + b"needleword at the end\r\n")
     await bodyindex.index_all(pool, max_text=200)
     row = await pool.fetchrow("SELECT complete, length(text) AS n FROM message_texts ORDER BY message_id DESC LIMIT 1")
     assert not row["complete"] and row["n"] == 200
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "needleword")) == [10]
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "filler words")) == [10]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "needleword")) == [10]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "filler words")) == [10]
 
 
-async def test_words_narrow_and_long_words_do_not(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_words_narrow_and_long_words_do_not(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     await bodyindex.index_all(pool)
     assert await pool.fetchval("SELECT words IS NULL FROM message_texts t JOIN mailbox_messages mm"
                                " ON mm.message_id = t.message_id WHERE mm.uid = 7")
@@ -141,44 +106,44 @@ async def test_words_narrow_and_long_words_do_not(pool: asyncpg.Pool, box: tuple
     assert (await mailsearch.narrowing(pool, mailsearch.Contains("body", " keep "), indexes))[" keep "] is not None
 
 
-async def test_expunged_messages_leave_the_index(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_expunged_messages_leave_the_index(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     await bodyindex.index_all(pool)
     assert await pool.fetchval("SELECT count(*) FROM message_texts") == len(CORPUS)
-    await mailstore.store_flags(pool, box[1], [1, 2], "add", [mailstore.DELETED])
-    assert await mailstore.expunge(pool, box[1]) == [1, 2]
+    await mailstore.store_flags(pool, text_box[1], [1, 2], "add", [mailstore.DELETED])
+    assert await mailstore.expunge(pool, text_box[1]) == [1, 2]
     assert await pool.fetchval("SELECT count(*) FROM message_texts") == len(CORPUS) - 2
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "zephyrquill")) == [3, 7]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "zephyrquill")) == [3, 7]
 
 
-async def test_the_indexer_survives_malformed_messages(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_the_indexer_survives_malformed_messages(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     bad = [b"\xff\xfe\x00garbage without a header", b"Content-Type: multipart/mixed; boundary=\r\n\r\n--\r\n",
            b"Content-Transfer-Encoding: base64\r\nContent-Type: text/plain; charset=utf-7\r\n\r\nK2Q4M2QtJC0=\r\n"]
     for raw in bad:
-        await deliver(pool, box[0], raw)
+        await deliver(pool, text_box[0], raw)
     # a part list that lies (stored by an older or buggy summarizer)
     await pool.execute("UPDATE messages SET parts = '[{\"content_type\": \"text/plain\", \"body_start\": 5,"
                        " \"body_end\": 999999, \"encoding\": \"quoted-printable\", \"charset\": 7}]'"
                        " WHERE id = (SELECT max(id) FROM messages)")
     await pool.execute("UPDATE messages SET parts = '{\"not\": \"a list\"}' WHERE id = (SELECT min(id) FROM messages)")
-    await deliver(pool, box[0], b"Subject: after\r\n\r\nthe last zephyrquill\r\n")
+    await deliver(pool, text_box[0], b"Subject: after\r\n\r\nthe last zephyrquill\r\n")
     assert await bodyindex.index_all(pool) == len(CORPUS) + len(bad) + 1
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "zephyrquill")) == [1, 2, 3, 7, 13]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "zephyrquill")) == [1, 2, 3, 7, 13]
 
 
-async def test_two_indexers_share_the_work(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_two_indexers_share_the_work(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     for i in range(150):
-        await deliver(pool, box[0], b"Subject: more\r\n\r\nmessage number %d\r\n" % i)
+        await deliver(pool, text_box[0], b"Subject: more\r\n\r\nmessage number %d\r\n" % i)
     counts = await asyncio.gather(*(bodyindex.index_all(pool, batch=7) for _ in range(3)))
     assert sum(counts) == len(CORPUS) + 150  # each message indexed once, by one of them
     assert await pool.fetchval("SELECT count(*) FROM message_texts") == len(CORPUS) + 150
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "number 149")) == [159]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "number 149")) == [159]
 
 
-async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     service = bodyindex.TextIndexer(pool, SearchSettings(poll_interval=0.05, batch=4))
     await service.start()
     try:
-        await deliver(pool, box[0], b"Subject: new\r\n\r\nfresh zephyrquill\r\n")
+        await deliver(pool, text_box[0], b"Subject: new\r\n\r\nfresh zephyrquill\r\n")
         for _ in range(600):  # up to 30 s: the poll is 0.05 s
             if await pool.fetchval("SELECT count(*) FROM message_texts") == len(CORPUS) + 1:
                 break
@@ -186,10 +151,10 @@ async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, box: tup
     finally:
         await service.stop(1)
     assert service.indexed == len(CORPUS) + 1
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "fresh zephyr")) == [10]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "fresh zephyr")) == [10]
 
 
-async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     """Each batch looks for texts in its range of ids only, in the generic plan of the prepared statement
     too: one that reads the whole of message_texts costs every batch time growing with the database
     (0.32 ms of PostgreSQL a message at 60,000 indexed messages, 0.07 without)."""
@@ -212,26 +177,26 @@ async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, bo
     assert "Seq Scan" not in plan, plan
 
 
-async def test_short_words_are_not_indexed(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_short_words_are_not_indexed(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     await bodyindex.index_all(pool)
     assert await pool.fetchval("SELECT count(*) FROM search_words WHERE length(word) < 3") == 0
     assert await pool.fetchval("SELECT count(*) FROM search_words WHERE word IN ('lait', 'the', 'a_b')") == 3
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "au lait")) == [4]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "au lait")) == [4]
 
 
-async def test_the_word_cache_stays_right_beside_another_instance(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_the_word_cache_stays_right_beside_another_instance(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     """Each instance remembers the words it added; one another instance added is sent again and costs a
     look-up, never a second row; a batch that fails remembers nothing, so its words are sent again."""
     ours, theirs = set[bytes](), set[bytes]()
     await bodyindex.index_batch(pool, known=ours)
     assert b"zephyrquill" in ours and b"au" not in ours
-    await deliver(pool, box[0], b"Subject: theirs\r\n\r\nquillfeather zephyrquill\r\n")
+    await deliver(pool, text_box[0], b"Subject: theirs\r\n\r\nquillfeather zephyrquill\r\n")
     await bodyindex.index_batch(pool, after=len(CORPUS), known=theirs)  # another instance adds a word
     assert b"quillfeather" in theirs and b"quillfeather" not in ours
     await pool.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
                        " $$ BEGIN RAISE EXCEPTION 'refused'; END $$;"
                        " CREATE TRIGGER refuse BEFORE INSERT ON message_texts FOR EACH ROW EXECUTE FUNCTION refuse()")
-    await deliver(pool, box[0], b"Subject: ours\r\n\r\nquillfeather inkwellquill\r\n")
+    await deliver(pool, text_box[0], b"Subject: ours\r\n\r\nquillfeather inkwellquill\r\n")
     with pytest.raises(asyncpg.RaiseError):
         await bodyindex.index_batch(pool, after=len(CORPUS) + 1, known=ours)
     assert b"inkwellquill" not in ours  # rolled back: not remembered
@@ -242,11 +207,11 @@ async def test_the_word_cache_stays_right_beside_another_instance(pool: asyncpg.
     rows = await pool.fetch("SELECT word, count(*) AS n FROM search_words WHERE word LIKE '%quill%' GROUP BY word")
     assert {r["word"]: r["n"] for r in rows} == {"zephyrquill": 1, "quillfeather": 1, "inkwellquill": 1}
     # part-word needles find them through the vocabulary, whichever instance added the word
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "llfeath")) == [10, 11]
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "kwellqu")) == [11]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "llfeath")) == [10, 11]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "kwellqu")) == [11]
 
 
-async def test_pending_lists_are_merged_once_mail_stops(pool: asyncpg.Pool, box: tuple[int, int]) -> None:
+async def test_pending_lists_are_merged_once_mail_stops(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     """A pass that finds nothing new after one that stored texts merges the GIN pending lists, the header
     SEARCH index's included: a SEARCH then reads no list linearly, and no delivery pays the merge."""
     await pool.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")

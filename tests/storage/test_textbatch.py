@@ -18,7 +18,7 @@ from storage import bodyindex, mailsearch
 from storage.bodyindex import DecoderLost, DecoderUnavailable, ProcessDecoder, ThreadDecoder
 from storage.delivery import message_values
 from storage.textbatch import Extracted
-from tests.storage.test_bodyindex import CORPUS, box, deliver  # noqa: F401 (box is a fixture)
+from tests.storage.textcorpus import CORPUS, deliver
 
 MAX_TEXT = 256 * 1024
 
@@ -95,7 +95,7 @@ async def test_closing_ends_the_child() -> None:
         os.kill(pid, 0)  # exited and reaped
 
 
-async def test_the_service_decodes_in_a_child_and_ends_it_on_stop(pool: asyncpg.Pool, box: tuple[int, int]) -> None:  # noqa: F811
+async def test_the_service_decodes_in_a_child_and_ends_it_on_stop(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:  # noqa: F811
     service = bodyindex.TextIndexer(pool, SearchSettings(poll_interval=0.05))
     try:
         await service.index_pending()
@@ -109,14 +109,14 @@ async def test_the_service_decodes_in_a_child_and_ends_it_on_stop(pool: asyncpg.
     assert service.indexed == len(CORPUS)
 
 
-async def test_without_a_child_the_service_decodes_in_a_thread(pool: asyncpg.Pool, box: tuple[int, int]) -> None:  # noqa: F811
+async def test_without_a_child_the_service_decodes_in_a_thread(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:  # noqa: F811
     service = bodyindex.TextIndexer(pool, SearchSettings(poll_interval=0.05))
     service.decoder = ProcessDecoder(executable="/nonexistent/python")
     with pytest.raises(DecoderUnavailable):
         await service.index_pending()
     await service.start()  # the service's loop falls back, then indexes
     try:
-        await deliver(pool, box[0], b"Subject: late\r\n\r\nthreaded qwertyzap\r\n")
+        await deliver(pool, text_box[0], b"Subject: late\r\n\r\nthreaded qwertyzap\r\n")
         for _ in range(600):
             if service.indexed == len(CORPUS) + 1:
                 break
@@ -124,7 +124,7 @@ async def test_without_a_child_the_service_decodes_in_a_thread(pool: asyncpg.Poo
     finally:
         await service.stop(0)
     assert isinstance(service.decoder, ThreadDecoder)
-    assert await mailsearch.search(pool, box[1], mailsearch.Contains("body", "qwertyzap")) == [10]
+    assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "qwertyzap")) == [10]
 
 
 @pytest.mark.parametrize("data", [b"", b"\x00" * 8, b"\x00\x00\x00\x00\x00\x00\x00\x05junk!", b"\x00\x00\x00\x00\x00\x00\x01\x00short"])
