@@ -59,6 +59,7 @@ class Client:
         self.reader, self.writer = reader, writer
         self.pending = b""
         self.n = 0
+        self.caps: set[bytes] | None = None
 
     @classmethod
     async def connect(cls, host: str, port: int, user: str | None = None, password: str | None = None) -> Client:
@@ -128,8 +129,25 @@ class Client:
             window = hay[-wlen:]
             buf = b""
 
+    async def capabilities(self) -> set[bytes]:
+        """The server's CAPABILITY list (asked once, after login), upper-cased."""
+        if self.caps is None:
+            r = await self.command(b"CAPABILITY")
+            words: set[bytes] = set()
+            for line in r.data.split(b"\r\n"):
+                if line.upper().startswith(b"* CAPABILITY "):
+                    words.update(w.upper() for w in line.split()[2:])
+            self.caps = words
+        return self.caps
+
     async def append(self, mailbox: str, message: bytes) -> Response:
+        """APPEND as Thunderbird sends it (../shared/clients/thunderbird.md): with a non-synchronizing
+        literal `{n+}` when the server offers LITERAL+ (RFC 7888), command and message in one write; else
+        a synchronizing literal, waiting for the server's continuation."""
         tag = self._tag()
+        if b"LITERAL+" in await self.capabilities():
+            self.writer.write(tag + f' APPEND "{mailbox}" {{{len(message)}+}}\r\n'.encode() + message + b"\r\n")
+            return await self.complete(tag)
         self.writer.write(tag + f' APPEND "{mailbox}" {{{len(message)}}}\r\n'.encode())
         line = await self.reader.readline() if not self.pending else await self._pending_line()
         if not line.startswith(b"+"):
@@ -213,7 +231,8 @@ async def append(c: Client, n: int, size: int = 4000, seed: int = 11) -> dict[st
         if not r.ok:
             raise IMAPError(f"APPEND {r.status!r}")
     secs = time.perf_counter() - t0
-    return {"seconds": secs, "messages": n, "rate": n / secs}
+    literal = "LITERAL+" if b"LITERAL+" in await c.capabilities() else "synchronizing"
+    return {"seconds": secs, "messages": n, "rate": n / secs, "literal": literal}
 
 
 async def concurrent(k: int, host: str, port: int, user: str, password: str, cmd: bytes) -> dict[str, Any]:
