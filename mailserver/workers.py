@@ -196,6 +196,9 @@ async def _serve(settings: Settings, index: int) -> None:
     def ready(_runtime: object) -> None:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
+        # The primary reads nothing more from this pipe: anything printed later must not fill it and
+        # block us, so stdout now goes where the log goes.
+        os.dup2(2, 1)
 
     await run(settings, ready, worker=index, stop=stop)
 
