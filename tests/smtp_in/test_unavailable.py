@@ -37,7 +37,9 @@ async def test_backoff_fails_fast_between_attempts() -> None:
     start = time.monotonic()
     with pytest.raises(StorageUnavailable):
         await backoff(dsn)
-    assert time.monotonic() - start < 0.1
+    # It did not wait out the 0.5 s delay (the bound is that delay, not a speed target: 0.1 s here was
+    # too tight for a loaded machine).
+    assert time.monotonic() - start < 0.5
     assert backoff.delay == 0.5
     backoff.retry_at = 0
     with pytest.raises(OSError):
