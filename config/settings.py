@@ -10,6 +10,7 @@ runs it and reports the error under the field's key path (`smtp.mx.port: must be
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +101,12 @@ class ServerSettings:
         "queue, the search indexer, the HTTP API and the embedded PostgreSQL, and restarts a worker that "
         "dies. 0: one per CPU. Connection limits and, without Redis, rate limits count per process.",
         _non_negative)
+
+    @property
+    def processes(self) -> int:
+        """The processes serving connections: `workers`, or one per CPU when it is 0. Above 1, every
+        listener binds with SO_REUSEPORT (mailserver.workers starts the others)."""
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class IMAPService:
             loop = asyncio.get_running_loop()
             server = await loop.create_server(lambda implicit=implicit, label=label: self._gate(label, implicit),
                                               conf.address, conf.port, reuse_address=True,
-                                              reuse_port=self.settings.server.workers != 1 or None)
+                                              reuse_port=self.settings.server.processes > 1 or None)
             self._servers.append(server)
             self.ports[label] = server.sockets[0].getsockname()[1]
             log.info("imap listening", extra={"listener": label, "address": conf.address,

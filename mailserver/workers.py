@@ -46,8 +46,7 @@ class WorkerFailed(RuntimeError):
 
 def worker_count(settings: Settings) -> int:
     """The processes serving connections: `server.workers`, or one per CPU when it is 0."""
-    n = settings.server.workers
-    return n if n > 0 else (os.cpu_count() or 1)
+    return settings.server.processes
 
 
 def pin(settings: Settings, dsn: str, ports: dict[str, int]) -> Settings:

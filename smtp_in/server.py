@@ -74,7 +74,7 @@ class SMTPService:
         self.port: int | None = None
         self.address = self.listener.address
         # Worker processes (server.workers) bind the same port beside this one; see mailserver.workers.
-        self.reuse_port = settings.server.workers != 1
+        self.reuse_port = settings.server.processes > 1
 
     async def start(self) -> None:
         """Bind and start accepting; return once listening."""
