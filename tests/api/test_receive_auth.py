@@ -4,8 +4,8 @@ X-Client-IP / X-Client-Helo; without an address SPF is `none` and Authentication
 
 from __future__ import annotations
 
+import asyncio
 import email
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -140,11 +140,10 @@ async def test_dmarc_quarantine_lands_in_junk(api_factory: ApiFactory, dns: DNST
 
 async def test_dns_temperror_is_503_with_retry_after(api_factory: ApiFactory, dns: DNSTestServer) -> None:
     api = await api_factory(dns=dns, auth={"enforce": True})
-    started = time.monotonic()
-    r = await receive(api, "x@slow.example", message("ceo@slow.example"), **{"X-Client-IP": CLIENT})
+    async with asyncio.timeout(20):  # a hang guard: the lookups' own timeouts answer, as 503
+        r = await receive(api, "x@slow.example", message("ceo@slow.example"), **{"X-Client-IP": CLIENT})
     assert r.status_code == 503 and int(r.headers["retry-after"]) > 0
     assert r.json()["type"].endswith("/temporarily-unavailable")
-    assert time.monotonic() - started < 5
     assert await stored(api) == []
 
 

@@ -3,7 +3,6 @@ connection stays usable, and the pool backs off instead of dialling the dead ser
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import asyncpg
@@ -34,12 +33,10 @@ async def test_backoff_fails_fast_between_attempts() -> None:
     dsn = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
     with pytest.raises(OSError):
         await backoff(dsn)
-    start = time.monotonic()
+    # Inside the delay no connection is tried: StorageUnavailable is raised before any attempt (an attempt
+    # on this closed port would raise OSError again).
     with pytest.raises(StorageUnavailable):
         await backoff(dsn)
-    # It did not wait out the 0.5 s delay (the bound is that delay, not a speed target: 0.1 s here was
-    # too tight for a loaded machine).
-    assert time.monotonic() - start < 0.5
     assert backoff.delay == 0.5
     backoff.retry_at = 0
     with pytest.raises(OSError):

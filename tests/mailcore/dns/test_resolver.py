@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import dns.message
 import dns.name
@@ -98,12 +97,12 @@ async def test_no_answer_is_a_temporary_error_within_the_timeout(dns_server) -> 
             ticks += 1
 
     ticker = asyncio.create_task(tick())
-    start = time.monotonic()
+    # The server never answers: only the resolver's own timeout ends the lookup, as DNSTempError. Were it
+    # ignored, the 10 s guard would raise TimeoutError instead (a hang guard: it times nothing).
     with pytest.raises(DNSTempError):
-        await resolver.a("slow.example.test")
-    elapsed = time.monotonic() - start
+        async with asyncio.timeout(10):
+            await resolver.a("slow.example.test")
     ticker.cancel()
-    assert elapsed < 2.0
     assert ticks >= 10, "the event loop was blocked during the lookup"
 
 
