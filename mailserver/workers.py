@@ -22,14 +22,13 @@ import contextlib
 import dataclasses
 import logging
 import os
-import pickle
 import signal
-import struct
 import sys
 import time
 from typing import Any
 
 from config.settings import Settings
+from mailcore.pipeframes import frame, read_frame
 
 log = logging.getLogger("mailserver.workers")
 
@@ -37,7 +36,6 @@ READY = b"ready\n"
 START_TIMEOUT = 60.0  # seconds a worker has to bind its listeners (it opens a pool and builds TLS first)
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after successive deaths; reset once a worker lived STABLE
 STABLE = 60.0
-_HEADER = struct.Struct(">I")
 
 
 class WorkerFailed(RuntimeError):
@@ -93,9 +91,8 @@ class WorkerPool:
             stdout=asyncio.subprocess.PIPE)
         self.procs[index] = proc
         assert proc.stdin is not None and proc.stdout is not None
-        data = pickle.dumps((self.settings, index))
         try:
-            proc.stdin.write(_HEADER.pack(len(data)) + data)
+            proc.stdin.write(frame((self.settings, index)))
             await proc.stdin.drain()
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT)
         except (OSError, TimeoutError):
@@ -154,12 +151,10 @@ class WorkerPool:
 
 def _read_start() -> tuple[Settings, int]:
     """The frame the primary writes first: (settings, worker index)."""
-    stdin = sys.stdin.buffer
-    head = stdin.read(_HEADER.size)
-    if len(head) != _HEADER.size:
-        raise SystemExit("mailserver.workers: no start frame on stdin (this module is started by serve)")
-    body = stdin.read(_HEADER.unpack(head)[0])
-    settings, index = pickle.loads(body)  # noqa: S301 - written by our own primary, over our own pipe
+    try:
+        settings, index = read_frame(sys.stdin.buffer)
+    except EOFError:
+        raise SystemExit("mailserver.workers: no start frame on stdin (this module is started by serve)") from None
     return settings, index
 
 

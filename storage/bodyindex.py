@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ import asyncpg
 
 from config.settings import SearchSettings
 from mailcore.mime.searchtext import code_of_utf8
+from mailcore.pipeframes import frame, receive_frame
 from storage.mailsearch import INDEX_NAMES
-from storage.textbatch import BatchDecoder, Extracted, frame
+from storage.textbatch import BatchDecoder, Extracted
 
 log = logging.getLogger(__name__)
 # Where the `storage` package is, installed or run from a checkout: the decoding process imports it.
@@ -126,8 +126,7 @@ class ProcessDecoder:
         try:
             proc.stdin.write(frame((name, args)))
             await proc.stdin.drain()
-            size = int.from_bytes(await proc.stdout.readexactly(8), "big")
-            status, value = pickle.loads(await proc.stdout.readexactly(size))
+            status, value = await receive_frame(proc.stdout)
         except BaseException as exc:
             self._kill()
             if isinstance(exc, (OSError, EOFError)):

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from mailcore.mime.searchtext import SearchText, codes_literal, root_type, search_text, text_ranges
+from mailcore.pipeframes import frame, read_frame
 
 # Bytes of a message's text stretches read per character of `max_text`: base64 carries 3 bytes in 4, a
 # UTF-8 character takes up to 4, quoted-printable up to 3 per byte; past this the text is cut anyway.
@@ -109,27 +109,14 @@ class BatchDecoder:
 _CALLS = frozenset({"plan", "extract"})
 
 
-def frame(value: Any) -> bytes:
-    """One message of the pipe protocol: 8 bytes of length, then the pickle."""
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return len(data).to_bytes(8, "big") + data
-
-
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
     """Answer (method name, args) requests with ("ok", result) or ("error", text) until the input ends.
     Both ends are this program's own: the server starts it and is the only one writing to it."""
     decoder = BatchDecoder()
     while True:
-        head = inp.read(8)
-        if len(head) < 8:
-            return
-        size = int.from_bytes(head, "big")
-        payload = inp.read(size)
-        if len(payload) < size:
-            return
         try:
-            name, args = pickle.loads(payload)
-        except Exception:  # not a request of ours: nothing sensible to answer
+            name, args = read_frame(inp)
+        except Exception:  # the input ended, or this is not a request of ours: nothing sensible to answer
             return
         try:
             if name not in _CALLS:

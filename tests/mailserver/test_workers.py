@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import smtplib
+import socket
 import subprocess
 import sys
 import time
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import asyncpg
 import psutil
+import pytest
 
 from config.loader import load_settings
-from mailserver.workers import pin, worker_count
+from mailserver.workers import WorkerFailed, WorkerPool, pin, worker_count
 from storage import accounts
 from tests.mailserver.test_cli import ROOT
 from tests.server_process import ServerProcess
@@ -211,3 +213,22 @@ def test_pin_gives_the_worker_the_primarys_database_and_bound_ports() -> None:
     assert (pinned.smtp.mx.port, pinned.imap.imaps.port) == (40001, 40002)
     assert pinned.smtp.submission == settings.smtp.submission and pinned.imap.imap == settings.imap.imap
     assert worker_count(settings) == (os.cpu_count() or 1)
+
+
+async def test_a_worker_that_cannot_start_fails_the_pool(db_dsn: str) -> None:
+    """A worker that ends before it says `ready` (here: its port is held by a socket without SO_REUSEPORT,
+    so its bind fails) makes `start` raise WorkerFailed, which `serve` reports with exit code 1, rather
+    than running with fewer processes than configured."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        settings = load_settings(None, environ={
+            "MAILSERVER_SERVER__WORKERS": "2", "MAILSERVER_SMTP__SUBMISSION__ENABLED": "false",
+            "MAILSERVER_SMTP__SUBMISSIONS__ENABLED": "false", "MAILSERVER_IMAP__IMAP__ENABLED": "false",
+            "MAILSERVER_IMAP__IMAPS__ENABLED": "false", "MAILSERVER_HTTP__LISTENER__ENABLED": "false"})
+        pool = WorkerPool(pin(settings, db_dsn, {"smtp.mx": port}), 2)
+        with pytest.raises(WorkerFailed, match="worker process 1 did not start"):
+            await pool.start()
+        assert pool.procs[1].returncode not in (None, 0)
+        assert not _workers(os.getpid())

@@ -1,0 +1,42 @@
+"""Length-prefixed pickles: how the server talks to child processes of its own over their stdin/stdout.
+
+Two children speak it: the search text decoder (`storage.textbatch`, a request and a reply per batch) and a
+worker process (`mailserver.workers`, one start frame). Pickle is safe here only because both ends are
+this program and the pipe is private to them; nothing read from a socket is ever decoded with it.
+A frame is 8 bytes of length (big-endian), then the pickle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from typing import Any, BinaryIO
+
+HEADER = 8
+
+
+def frame(value: Any) -> bytes:
+    """`value` as one frame."""
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return len(data).to_bytes(HEADER, "big") + data
+
+
+def _body(head: bytes, read: Any) -> Any:
+    if len(head) < HEADER:
+        raise EOFError("the pipe ended before a frame")
+    size = int.from_bytes(head, "big")
+    payload = read(size)
+    if len(payload) < size:
+        raise EOFError("the pipe ended inside a frame")
+    return pickle.loads(payload)  # noqa: S301 - written by our own process, over our own pipe
+
+
+def read_frame(inp: BinaryIO) -> Any:
+    """The next frame's value from a blocking pipe; EOFError once the pipe ends before a whole frame."""
+    return _body(inp.read(HEADER), inp.read)
+
+
+async def receive_frame(reader: asyncio.StreamReader) -> Any:
+    """The next frame's value from a child's pipe; EOFError (IncompleteReadError) if it ends first."""
+    size = int.from_bytes(await reader.readexactly(HEADER), "big")
+    return pickle.loads(await reader.readexactly(size))  # noqa: S301 - our own child, our own pipe
