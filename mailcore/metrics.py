@@ -8,6 +8,8 @@ Label values must come from small fixed sets (a reason code, a protocol name), n
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -16,6 +18,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 # Seconds: from a fast API read to a large delivery over a slow link.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -26,6 +30,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Other processes counting for this server (the worker processes of `server.workers`): each
+        # source returns their expositions, which `render_all` adds to this process's own figures.
+        self.sources: list[Callable[[], Awaitable[list[bytes]]]] = []
         r = self.registry
         self.messages_received = Counter(
             "mailserver_messages_received", "Messages accepted, by entry point "
@@ -68,5 +75,50 @@ class Metrics:
             ["via"], buckets=LATENCY_BUCKETS, registry=r)
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition of everything, and its content type."""
+        """The Prometheus text exposition of this process's metrics, and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    async def render_all(self) -> tuple[bytes, str]:
+        """As `render`, with the figures of every other process of this server added in: one scrape
+        sees the whole server, however many processes share its ports."""
+        own, content_type = self.render()
+        others = [text for source in self.sources for text in await source()]
+        return (merge_expositions([own, *others]) if others else own), content_type
+
+
+class _Merged:
+    """A collector yielding already-built metric families (what `merge_expositions` renders)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.families
+
+
+def merge_expositions(texts: list[bytes]) -> bytes:
+    """Several processes' text expositions of the same metrics as one: each sample the sum of its values
+    in every process (counters, histogram buckets and sums, and gauges such as open sessions add up),
+    except a `_created` time, which is the earliest. Families and samples keep their first order."""
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            if family.name not in families:
+                families[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                values[family.name] = {}
+            merged = values[family.name]
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in merged:
+                    merged[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    merged[key] = min(merged[key], sample.value)
+                else:
+                    merged[key] += sample.value
+    for name, family in families.items():
+        for (sample_name, labels), value in values[name].items():
+            family.add_sample(sample_name, dict(labels), value)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Merged(list(families.values())))  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -157,7 +157,9 @@ async def worker_processes(runtime: Runtime) -> list[Service]:
         bound = getattr(service, "bound_ports", None)
         if bound is not None:
             ports.update(bound())
-    return [WorkerPool(pin(runtime.settings, runtime.db.dsn, ports), count)]
+    pool = WorkerPool(pin(runtime.settings, runtime.db.dsn, ports), count)
+    runtime.metrics.sources.append(pool.expositions)  # /metrics then counts every process
+    return [pool]
 
 
 async def http_service(runtime: Runtime) -> list[Service]:

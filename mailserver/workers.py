@@ -13,11 +13,14 @@ pickle: the primary's settings with the database address and the ports the prima
 configured port 0 and the embedded database work too), says `ready` on stdout once its listeners are
 bound, and then holds stdin as its life line: end of file (the primary ended, even by SIGKILL) stops it
 gracefully, as SIGTERM does. The primary restarts a worker that dies, with a growing delay.
+After `ready` the same pipes carry the primary's requests for the worker's metrics (frames of
+mailcore.pipeframes both ways), so that the primary's `/metrics` counts every process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import logging
@@ -25,10 +28,13 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from config.settings import Settings
-from mailcore.pipeframes import frame, read_frame
+from mailcore.pipeframes import frame, read_frame, receive_frame
+
+if TYPE_CHECKING:
+    from mailserver.app import Runtime
 
 log = logging.getLogger("mailserver.workers")
 
@@ -36,6 +42,7 @@ READY = b"ready\n"
 START_TIMEOUT = 60.0  # seconds a worker has to bind its listeners (it opens a pool and builds TLS first)
 RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)  # after successive deaths; reset once a worker lived STABLE
 STABLE = 60.0
+METRICS_TIMEOUT = 2.0  # seconds a worker has to send its metrics to a scrape
 
 
 class WorkerFailed(RuntimeError):
@@ -72,6 +79,11 @@ class WorkerPool:
         self.restarts = 0
         self._watchers: list[asyncio.Task[None]] = []
         self._stopping = False
+        # per worker, the metrics requests sent and not yet answered, in order: the worker answers in
+        # that order, so a reply that comes after its scrape gave up is matched and dropped, never taken
+        # for the answer to a later request
+        self._waiting: dict[int, collections.deque[asyncio.Future[bytes]]] = {}
+        self._readers: dict[int, asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         """Start every worker and return once all have bound their listeners; fail if one cannot."""
@@ -102,6 +114,51 @@ class WorkerPool:
                 proc.kill()
             await proc.wait()
             raise WorkerFailed(f"worker process {index} did not start (exit {proc.returncode})")
+        waiting = self._waiting[index] = collections.deque()
+        self._readers[index] = asyncio.create_task(self._replies(proc.stdout, waiting), name=f"worker-{index}-replies")
+
+    @staticmethod
+    async def _replies(stdout: asyncio.StreamReader, waiting: collections.deque[asyncio.Future[bytes]]) -> None:
+        """Hand each reply a worker sends to the oldest request waiting for one, until its pipe ends."""
+        try:
+            while True:
+                reply = await receive_frame(stdout)
+                if waiting:
+                    future = waiting.popleft()
+                    if not future.done():
+                        future.set_result(reply)
+        except EOFError:
+            while waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_exception(EOFError("worker ended"))
+
+    async def expositions(self) -> list[bytes]:
+        """Every running worker's metrics as Prometheus text (a `Metrics.sources` entry), asked of all at
+        once. A worker that does not answer within METRICS_TIMEOUT is left out of this scrape (logged)."""
+        loop = asyncio.get_running_loop()
+        asked: dict[int, asyncio.Future[bytes]] = {}
+        for index, proc in list(self.procs.items()):
+            if proc.returncode is not None or proc.stdin is None or index not in self._waiting:
+                continue
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._waiting[index].append(future)
+            try:
+                proc.stdin.write(frame("metrics"))
+            except OSError:  # it is ending; its reader fails the future
+                continue
+            asked[index] = future
+        if not asked:
+            return []
+        await asyncio.wait(asked.values(), timeout=METRICS_TIMEOUT)
+        out = []
+        for index, future in asked.items():
+            if future.done() and future.exception() is None:
+                out.append(future.result())
+            else:
+                future.cancel()
+                log.warning("worker metrics unavailable", extra={"worker": index})
+        return out
 
     async def _watch(self, index: int) -> None:
         """Wait for the worker to end; unless the server is stopping, start another after a delay that
@@ -129,7 +186,7 @@ class WorkerPool:
         """SIGTERM every worker (each stops like a server: in-flight work gets `grace` seconds), wait for
         them a little longer than that, then SIGKILL what is left."""
         self._stopping = True
-        for task in self._watchers:
+        for task in [*self._watchers, *self._readers.values()]:
             task.cancel()
         for proc in self.procs.values():
             if proc.returncode is None:
@@ -175,26 +232,52 @@ async def _serve(settings: Settings, index: int) -> None:
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    requests = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(requests), sys.stdin)
+    answers = _Answers()
 
-    def life_line() -> None:  # the primary's end of our stdin closed: it is gone, or wants us gone
-        try:
-            data = os.read(0, 4096)
-        except OSError:
-            data = b""
-        if not data:
-            loop.remove_reader(0)
-            stop.set()
-
-    loop.add_reader(0, life_line)
-
-    def ready(_runtime: object) -> None:
+    def ready(runtime: Runtime) -> None:
         sys.stdout.buffer.write(READY)
         sys.stdout.buffer.flush()
-        # The primary reads nothing more from this pipe: anything printed later must not fill it and
-        # block us, so stdout now goes where the log goes.
+        # Replies to the primary go to a private copy of stdout; fd 1 goes where the log goes, so that a
+        # stray print can neither corrupt a reply nor fill a pipe nobody reads.
+        answers.out = os.fdopen(os.dup(1), "wb")
         os.dup2(2, 1)
+        answers.runtime = runtime
 
-    await run(settings, ready, worker=index, stop=stop)
+    serving = asyncio.create_task(_serve_requests(requests, answers, stop))
+    try:
+        await run(settings, ready, worker=index, stop=stop)
+    finally:
+        serving.cancel()
+        if answers.transport is not None:
+            answers.transport.close()
+
+
+@dataclasses.dataclass
+class _Answers:
+    """What a worker answers the primary's requests with, once it is ready."""
+
+    runtime: Runtime | None = None
+    out: BinaryIO | None = None
+    transport: asyncio.WriteTransport | None = None
+
+
+async def _serve_requests(requests: asyncio.StreamReader, answers: _Answers, stop: asyncio.Event) -> None:
+    """Stdin after the start frame: the primary's requests ("metrics"), and its end of file, which says the
+    primary is gone or wants this worker gone (then the worker stops, as on SIGTERM)."""
+    while True:
+        try:
+            request = await receive_frame(requests)
+        except EOFError:
+            stop.set()
+            return
+        if request != "metrics" or answers.runtime is None or answers.out is None:
+            continue  # the primary asks only once the worker said ready; anything else is not ours
+        if answers.transport is None:  # a non-blocking writer: the loop never waits on the pipe
+            answers.transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol,
+                                                                                       answers.out)
+        answers.transport.write(frame(answers.runtime.metrics.render()[0]))
 
 
 def main() -> int:

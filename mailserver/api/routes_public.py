@@ -115,5 +115,5 @@ async def metrics(request: Request) -> Response:
         ctx.metrics.queue_oldest_age.set(age)
     except Exception as exc:  # noqa: BLE001 - serve the other metrics anyway
         log.warning("queue metrics unavailable", extra={"error": type(exc).__name__})
-    body, content_type = ctx.metrics.render()
+    body, content_type = await ctx.metrics.render_all()
     return Response(body, media_type=content_type)

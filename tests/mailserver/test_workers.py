@@ -14,15 +14,18 @@ import os
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 
 import asyncpg
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from config.loader import load_settings
 from mailserver.workers import WorkerFailed, WorkerPool, pin, worker_count
@@ -98,39 +101,58 @@ def _count(port: int) -> int:
         imap.logout()
 
 
-async def test_workers_share_the_ports_and_both_deliver(db_dsn: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
+def _received(port: int) -> float:
+    """mailserver_messages_received_total{via="mx"} as the primary's /metrics gives it."""
+    tls = ssl.create_default_context()
+    tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE  # the server's self-signed certificate
+    with urllib.request.urlopen(f"https://127.0.0.1:{port}/metrics", timeout=10, context=tls) as response:
+        text = response.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "mailserver_messages_received_total" and s.labels == {"via": "mx"})
+
+
+async def _two_processes(db_dsn: str, pool: asyncpg.Pool, tmp_path: Path,
+                         listeners: list[str]) -> tuple[ServerProcess, psutil.Process]:
+    """The server with one worker, both serving `listeners`, and a mailbox for USER; (server, worker)."""
     await accounts.add_domain(pool, DOMAIN)
     await accounts.add_account(pool, USER, HASH)
-    server = ServerProcess(db_dsn, tmp_path, listeners=["smtp.mx", "imap.imap"],
-                           env={"MAILSERVER_SERVER__WORKERS": "2"})
+    server = ServerProcess(db_dsn, tmp_path, listeners=listeners, env={"MAILSERVER_SERVER__WORKERS": "2"})
     await server.start()
     try:
         assert server.proc is not None
         await _workers_ready(server)
-        worker = _workers(server.proc.pid)[0]
-        for port in server.ports.values():
+        return server, _workers(server.proc.pid)[0]
+    except BaseException:
+        await server.stop()
+        raise
+
+
+async def test_workers_share_the_ports_and_both_deliver(db_dsn: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    server, worker = await _two_processes(db_dsn, pool, tmp_path, ["smtp.mx", "imap.imap", "http.listener"])
+    try:
+        assert server.proc is not None
+        for listener in ("smtp.mx", "imap.imap"):  # the HTTP API is the primary's alone
+            port = server.ports[listener]
             assert _listening(server.proc.pid, port) and _listening(worker.pid, port)
+        assert not _listening(worker.pid, server.ports["http.listener"])
         await asyncio.to_thread(_send, server.ports["smtp.mx"], 30)
         accepted = [r for r in _log(server.log_path) if r.get("event") == "smtp message accepted"]
         assert len(accepted) == 30
         # 30 connections hashed over two sockets: all on one side has odds of 2 in 2**30.
         assert {r.get("worker", 0) for r in accepted} == {0, 1}
         assert await asyncio.to_thread(_count, server.ports["imap.imap"]) == 30
+        # The primary's /metrics counts the worker's messages too (alone it would say about 15).
+        assert await asyncio.to_thread(_received, server.ports["http.listener"]) == 30
     finally:
         assert await server.stop() == 0
     assert not _workers(server.proc.pid) and not psutil.pid_exists(worker.pid)
 
 
 async def test_a_dead_worker_is_replaced(db_dsn: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
-    await accounts.add_domain(pool, DOMAIN)
-    await accounts.add_account(pool, USER, HASH)
-    server = ServerProcess(db_dsn, tmp_path, listeners=["smtp.mx"], env={"MAILSERVER_SERVER__WORKERS": "2"})
-    await server.start()
+    server, first = await _two_processes(db_dsn, pool, tmp_path, ["smtp.mx", "http.listener"])
     try:
         assert server.proc is not None
         port = server.ports["smtp.mx"]
-        await _workers_ready(server)
-        first = _workers(server.proc.pid)[0]
         first.kill()
 
         def replaced() -> bool:
@@ -144,6 +166,7 @@ async def test_a_dead_worker_is_replaced(db_dsn: str, pool: asyncpg.Pool, tmp_pa
         await asyncio.to_thread(_send, port, 6)
         accepted = [r for r in _log(server.log_path) if r.get("event") == "smtp message accepted"]
         assert len(accepted) == 6
+        assert await asyncio.to_thread(_received, server.ports["http.listener"]) == 6  # the new worker's too
     finally:
         assert await server.stop() == 0
 
@@ -232,3 +255,25 @@ async def test_a_worker_that_cannot_start_fails_the_pool(db_dsn: str) -> None:
             await pool.start()
         assert pool.procs[1].returncode not in (None, 0)
         assert not _workers(os.getpid())
+
+
+async def test_a_stalled_worker_is_left_out_of_one_scrape_and_counted_again_after(
+        db_dsn: str, pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """A worker that cannot answer (stopped with SIGSTOP) costs a scrape its figures, not the scrape; its
+    late reply is matched to the request it answers, so the next scrape has the right figures again."""
+    server, worker = await _two_processes(db_dsn, pool, tmp_path, ["smtp.mx", "http.listener"])
+    try:
+        await asyncio.to_thread(_send, server.ports["smtp.mx"], 20)
+        accepted = [r for r in _log(server.log_path) if r.get("event") == "smtp message accepted"]
+        by_primary = sum(1 for r in accepted if "worker" not in r)
+        assert 0 < by_primary < 20
+        worker.suspend()
+        try:
+            assert await asyncio.to_thread(_received, server.ports["http.listener"]) == by_primary
+        finally:
+            worker.resume()
+        assert any(r.get("event") == "worker metrics unavailable" for r in _log(server.log_path))
+        assert await asyncio.to_thread(_received, server.ports["http.listener"]) == 20
+        assert await asyncio.to_thread(_received, server.ports["http.listener"]) == 20
+    finally:
+        assert await server.stop() == 0
