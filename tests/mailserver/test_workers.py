@@ -277,3 +277,26 @@ async def test_a_stalled_worker_is_left_out_of_one_scrape_and_counted_again_afte
         assert await asyncio.to_thread(_received, server.ports["http.listener"]) == 20
     finally:
         assert await server.stop() == 0
+
+
+def test_serve_exits_1_when_a_worker_cannot_start(db_dsn: str, tmp_path: Path) -> None:
+    """The whole path through `mailserver serve`: a worker that ends before saying ready (here a
+    sitecustomize on PYTHONPATH ends every `mailserver.workers` process at start, as a broken install
+    would) makes the primary stop what it started and exit 1, naming the worker, rather than serve with
+    fewer processes than configured."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import os, sys\nif 'mailserver.workers' in sys.orig_argv:\n"
+                                           "    os._exit(3)\n")
+    server = ServerProcess(db_dsn, tmp_path / "data", listeners=["smtp.mx"],
+                           env={"MAILSERVER_SERVER__WORKERS": "2",
+                                "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])})
+    proc = server.spawn()
+    try:
+        assert proc.wait(timeout=90) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = server.log_path.read_text(errors="replace")
+    assert "worker process 1 did not start (exit 3)" in text
+    assert any(r.get("event") == "stopped" and "worker" not in r for r in _log(server.log_path))
