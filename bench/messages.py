@@ -1,8 +1,9 @@
 """Deterministic, realistic test messages for the benchmark: the same seed gives the same bytes.
 
 Headers are those a mail client writes (Message-ID, Date, User-Agent, Content-Language, threading headers
-on replies); small messages are text/plain, larger ones multipart/alternative or multipart/mixed with a
-base64 attachment, so size grows the way real mail grows. A few words are planted at known rates so
+on replies); small messages are text/plain, larger ones a text and its HTML as multipart/alternative,
+inside a multipart/mixed with a base64 attachment as mail clients nest them, so size grows the way real
+mail grows. A few words are planted at known rates so
 searches have answers: SUBJECT_NEEDLE in 1 subject of 20, BODY_NEEDLE in 1 body of 50.
 This module does no I/O.
 """
@@ -135,17 +136,25 @@ def make_message(seed: int, index: int, size: int, to: str, sender: str | None =
         html = "<html><body>\r\n" + "".join(f"<p>{p}</p>\r\n" for p in text.split("\r\n\r\n") if p) + "</body></html>\r\n"
         pad = max(0, body_size - len(text) - len(html) - 400)
         att = _b64(rng.randbytes(pad * 3 // 4)) if pad > 2000 else ""
-        headers.append(f'Content-Type: multipart/{"mixed" if att else "alternative"}; boundary="{boundary}"')
-        parts = [
+        # the text and its HTML rendering are alternatives of each other; an attachment makes the whole a
+        # multipart/mixed around that multipart/alternative, as Thunderbird, Outlook and Apple Mail nest them
+        alternative = (
             f"--{boundary}\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\n"
-            f"Content-Transfer-Encoding: 7bit\r\n\r\n{text}",
-            f"--{boundary}\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{html}",
-        ]
+            f"Content-Transfer-Encoding: 7bit\r\n\r\n{text}"
+            f"--{boundary}\r\nContent-Type: text/html; charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{html}"
+            f"--{boundary}--\r\n")
         if att:
-            parts.append(f"--{boundary}\r\nContent-Type: image/png; name=\"photo-{index}.png\"\r\n"
-                         f"Content-Disposition: attachment; filename=\"photo-{index}.png\"\r\n"
-                         f"Content-Transfer-Encoding: base64\r\n\r\n{att}")
-        body = "This is a multi-part message in MIME format.\r\n" + "".join(parts) + f"--{boundary}--\r\n"
+            outer = f"------------{rng.getrandbits(96):024x}"
+            headers.append(f'Content-Type: multipart/mixed; boundary="{outer}"')
+            body = ("This is a multi-part message in MIME format.\r\n"
+                    f'--{outer}\r\nContent-Type: multipart/alternative; boundary="{boundary}"\r\n\r\n'
+                    f"{alternative}"
+                    f"--{outer}\r\nContent-Type: image/png; name=\"photo-{index}.png\"\r\n"
+                    f"Content-Disposition: attachment; filename=\"photo-{index}.png\"\r\n"
+                    f"Content-Transfer-Encoding: base64\r\n\r\n{att}--{outer}--\r\n")
+        else:
+            headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+            body = "This is a multi-part message in MIME format.\r\n" + alternative
     else:
         boundary = f"------------{rng.getrandbits(96):024x}"
         text = _text(rng, 1500, needle)
