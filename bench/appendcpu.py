@@ -22,20 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from imapbench import Client, IMAPError  # noqa: E402
 from messages import make_message  # noqa: E402
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User and system CPU seconds of these processes so far (ended ones count 0)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-        except psutil.Error:
-            continue
-        total += t.user + t.system
-    return total
+from probes import TreeCPU  # noqa: E402
 
 
 async def run(a: argparse.Namespace) -> None:
@@ -44,19 +31,21 @@ async def run(a: argparse.Namespace) -> None:
     msgs = [make_message(11, i, a.size, a.user) for i in range(50)]
     await c.capabilities()
     latencies = []
-    before, t0 = cpu_seconds(pids), time.perf_counter()
+    cpu = TreeCPU(None, extra=lambda: pids)
+    cpu.begin()
+    t0 = time.perf_counter()
     for i in range(a.n):
         start = time.perf_counter()
         r = await c.append("INBOX", msgs[i % len(msgs)])
         latencies.append(time.perf_counter() - start)
         if not r.ok:
             raise IMAPError(f"APPEND {r.status!r}")
-    wall, cpu = time.perf_counter() - t0, cpu_seconds(pids) - before
+    wall, spent = time.perf_counter() - t0, cpu.seconds()
     await c.close()
     latencies.sort()
     print(f"{a.n / wall:.0f} APPENDs/s, p50 {1000 * latencies[a.n // 2]:.2f} ms, "
           f"p99 {1000 * latencies[int(a.n * 0.99)]:.2f} ms"
-          + (f", CPU of pids {a.pids}: {1000 * cpu / a.n:.3f} ms per APPEND" if pids else ""))
+          + (f", CPU of pids {a.pids}: {1000 * spent / a.n:.3f} ms per APPEND" if pids else ""))
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from messages import mailbox_size, make_message
-from probes import port_open, stop_process
+from probes import backend_pids, port_open, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "benchpass"
@@ -149,18 +149,8 @@ class Ours:
                 self.notes.append(f"ours: no {what} on this branch yet; its workloads are skipped")
 
     def backend_pids(self) -> list[int]:
-        """PostgreSQL backends serving our database (their CPU is part of ours), by their process title."""
-        import psutil
-
-        needle = f" {self.db_name} "
-        pids = []
-        for p in psutil.process_iter(["name", "cmdline"]):
-            try:
-                if p.info["name"] in ("postgres", "postmaster") and needle in " ".join(p.info["cmdline"] or []) + " ":
-                    pids.append(p.pid)
-            except psutil.Error:
-                continue
-        return pids
+        """PostgreSQL backends serving our database (their CPU is part of ours)."""
+        return backend_pids(self.db_name)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -112,6 +112,21 @@ def child_pids(pid: int) -> list[int]:
         return []
 
 
+def backend_pids(db_name: str) -> list[int]:
+    """The PostgreSQL backends serving one database (their CPU is part of ours), by their process title."""
+    import psutil
+
+    needle = f" {db_name} "
+    pids = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if p.info["name"] in ("postgres", "postmaster") and needle in " ".join(p.info["cmdline"] or []) + " ":
+                pids.append(p.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
 class PeakRSS:
     """Peak resident memory of a process and its children over a workload, summed: reset each one's
     high-water mark, read them back (a child started during the workload counts from its start)."""

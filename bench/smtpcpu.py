@@ -22,29 +22,10 @@ import os
 import subprocess
 import sys
 
-import psutil
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from probes import TreeCPU, backend_pids, child_pids  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def groups(pid: int, db: str) -> dict[str, list[psutil.Process]]:
-    """Our server, its children, and the backends whose process title names `db`."""
-    ours = psutil.Process(pid)
-    backends = [p for p in psutil.process_iter(["name", "cmdline"])
-                if p.info["name"] in ("postgres", "postmaster") and f" {db} " in " ".join(p.info["cmdline"] or []) + " "]
-    return {"server": [ours], "children": ours.children(recursive=True), "postgres": backends}
-
-
-def cpu(processes: list[psutil.Process]) -> dict[int, float]:
-    """User and system CPU seconds so far, by pid (ended processes left out)."""
-    out = {}
-    for p in processes:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:
-            continue
-        out[p.pid] = t.user + t.system
-    return out
 
 
 def main() -> None:
@@ -54,11 +35,15 @@ def main() -> None:
     p.add_argument("loadgen", nargs=argparse.REMAINDER, help="-- then loadgen.py's arguments")
     a = p.parse_args()
     args = a.loadgen[1:] if a.loadgen[:1] == ["--"] else a.loadgen
-    before = {name: cpu(ps) for name, ps in groups(a.pid, a.db).items()}
+    # each group sampled by pid before and after: a process that starts during the run counts from 0
+    groups = {"server": TreeCPU(None, extra=lambda: [a.pid]),
+              "children": TreeCPU(None, extra=lambda: child_pids(a.pid)),
+              "postgres": TreeCPU(None, extra=lambda: backend_pids(a.db))}
+    for group in groups.values():
+        group.begin()
     out = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), *args, "--json"],
                          capture_output=True, text=True, check=True)
-    spent = {name: sum(now - before[name].get(pid, 0.0) for pid, now in cpu(ps).items())
-             for name, ps in groups(a.pid, a.db).items()}
+    spent = {name: group.seconds() for name, group in groups.items()}
     result = json.loads(out.stdout)
     n = max(result["sent"], 1)
     print(f"{result['sent']} sent ({result['failed']} failed), {result['rate']:.0f} msg/s, p50 {result['p50_ms']:.2f} ms")

@@ -1,7 +1,7 @@
 """Length-prefixed pickles: how the server talks to child processes of its own over their stdin/stdout.
 
 Two children speak it: the search text decoder (`storage.textbatch`, a request and a reply per batch) and a
-worker process (`mailserver.workers`, one start frame). Pickle is safe here only because both ends are
+worker process (`mailserver.workers`: its start frame, then the primary's metrics requests and its replies). Pickle is safe here only because both ends are
 this program and the pipe is private to them; nothing read from a socket is ever decoded with it.
 A frame is 8 bytes of length (big-endian), then the pickle.
 """
@@ -21,19 +21,16 @@ def frame(value: Any) -> bytes:
     return len(data).to_bytes(HEADER, "big") + data
 
 
-def _body(head: bytes, read: Any) -> Any:
+def read_frame(inp: BinaryIO) -> Any:
+    """The next frame's value from a blocking pipe; EOFError once the pipe ends before a whole frame."""
+    head = inp.read(HEADER)
     if len(head) < HEADER:
         raise EOFError("the pipe ended before a frame")
     size = int.from_bytes(head, "big")
-    payload = read(size)
+    payload = inp.read(size)
     if len(payload) < size:
         raise EOFError("the pipe ended inside a frame")
     return pickle.loads(payload)  # noqa: S301 - written by our own process, over our own pipe
-
-
-def read_frame(inp: BinaryIO) -> Any:
-    """The next frame's value from a blocking pipe; EOFError once the pipe ends before a whole frame."""
-    return _body(inp.read(HEADER), inp.read)
 
 
 async def receive_frame(reader: asyncio.StreamReader) -> Any:

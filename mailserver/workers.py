@@ -141,12 +141,12 @@ class WorkerPool:
         for index, proc in list(self.procs.items()):
             if proc.returncode is not None or proc.stdin is None or index not in self._waiting:
                 continue
-            future: asyncio.Future[bytes] = loop.create_future()
-            self._waiting[index].append(future)
             try:
                 proc.stdin.write(frame("metrics"))
-            except OSError:  # it is ending; its reader fails the future
+            except OSError:  # it is ending
                 continue
+            future: asyncio.Future[bytes] = loop.create_future()
+            self._waiting[index].append(future)  # no await since the write: its reply cannot come first
             asked[index] = future
         if not asked:
             return []
@@ -272,8 +272,8 @@ async def _serve_requests(requests: asyncio.StreamReader, answers: _Answers, sto
         except EOFError:
             stop.set()
             return
-        if request != "metrics" or answers.runtime is None or answers.out is None:
-            continue  # the primary asks only once the worker said ready; anything else is not ours
+        if request != "metrics" or answers.runtime is None:
+            continue  # the primary asks only once the worker said ready (`out` is set with `runtime`)
         if answers.transport is None:  # a non-blocking writer: the loop never waits on the pipe
             answers.transport, _ = await asyncio.get_running_loop().connect_write_pipe(asyncio.Protocol,
                                                                                        answers.out)
