@@ -1,7 +1,11 @@
 """Password hashing with argon2id, always off the event loop, and a cache of recent successful logins.
 
 Owns the hash format and the verification timing. Hashing costs tens of milliseconds of CPU on purpose,
-so both functions run in a worker thread: the event loop never waits on them.
+so both functions run in a worker thread: the event loop never waits on them. The threads are this
+module's own, one per core: a burst of logins (every mail client reconnecting at once, a password-guessing
+run) queues for them instead of filling the event loop's default executor, which SPF and DKIM checks and
+MIME parsing share; and at most that many argon2 memory blocks (19 MiB each, which a thread's malloc
+arena keeps after use) exist at once, so memory after a burst is bounded by the cores, not the burst.
 
 That cost is meant for attackers guessing, not for a user's mail client logging in again with the
 right password (Thunderbird opens several IMAP connections and one SMTP connection per message sent).
@@ -15,6 +19,7 @@ wrong guess still costs the full argon2 time.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import hmac
 import os
@@ -28,6 +33,10 @@ _HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1)
 # A real hash of a random string: verifying against it when the user does not exist costs the same time,
 # so response timing does not tell which accounts exist.
 _DUMMY = _HASHER.hash("no such account: constant-time decoy")
+# One per core (two at least): more would only interleave the hashes, each as slow and all finished later,
+# and hold more memory blocks.
+HASH_THREADS = max(2, os.cpu_count() or 1)
+_HASHING = concurrent.futures.ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="argon2")
 
 
 def hash_password_sync(password: str) -> str:
@@ -36,8 +45,8 @@ def hash_password_sync(password: str) -> str:
 
 
 async def hash_password(password: str) -> str:
-    """Hash a password in a worker thread."""
-    return await asyncio.to_thread(_HASHER.hash, password)
+    """Hash a password on a hashing thread."""
+    return await asyncio.get_running_loop().run_in_executor(_HASHING, _HASHER.hash, password)
 
 
 def _verify(stored: str | None, password: str) -> bool:
@@ -96,7 +105,7 @@ async def verify_password(stored: str | None, password: str) -> bool:
     that verified recently is answered from the cache, without argon2."""
     if stored is not None and _CACHE.hit(stored, password):
         return True
-    ok = await asyncio.to_thread(_verify, stored, password)
+    ok = await asyncio.get_running_loop().run_in_executor(_HASHING, _verify, stored, password)
     if ok and stored is not None:
         _CACHE.add(stored, password)
     return ok

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
+
 import pytest
 
 from mailcore import passwords
@@ -62,3 +66,27 @@ def test_the_cache_holds_no_password() -> None:
     assert b"s3cret" not in held and b"stored-hash" not in held
     # Keyed per process: another cache (another process) cannot tell the same pair from its digest.
     assert VerifiedCache(4)._digest("stored-hash", "s3cret-password") not in cache._entries
+
+
+async def test_a_burst_of_logins_hashes_on_its_own_bounded_threads() -> None:
+    """Wrong guesses (never cached: each costs a full argon2) far more than the machine's cores: they run
+    on the module's hashing threads, never more of them than HASH_THREADS (each keeps an argon2 memory
+    block), and none of them on the default executor."""
+    burst = [asyncio.ensure_future(verify_password(HASH_A, f"guess {i}")) for i in range(3 * passwords.HASH_THREADS)]
+    assert not any(await asyncio.gather(*burst))
+    hashing = [t for t in threading.enumerate() if t.name.startswith("argon2")]
+    assert 1 <= len(hashing) <= passwords.HASH_THREADS
+
+
+async def test_the_default_executor_stays_free_during_a_burst() -> None:
+    """A job for the default executor (where DNS-bound SPF/DKIM checks and MIME parsing run) submitted
+    after a burst of guesses four times its size runs while most of the burst is still waiting: with
+    the hashes on the default executor it would queue behind nearly all of them."""
+    default_threads = min(32, (os.cpu_count() or 1) + 4)
+    burst = [asyncio.ensure_future(verify_password(HASH_A, f"guess {i}")) for i in range(4 * default_threads)]
+    await asyncio.sleep(0)  # every verification is submitted before the job below
+    async with asyncio.timeout(60):
+        await asyncio.to_thread(lambda: None)
+        waiting = sum(not f.done() for f in burst)
+        await asyncio.gather(*burst)
+    assert waiting > len(burst) // 2
