@@ -77,7 +77,10 @@ class Mode:
 
 QUICK = Mode("quick", [(2_000, 1, 300), (2_000, 50, 1500), (20_000, 50, 1000), (200_000, 10, 300)],
              [1_000, 10_000], 200, 300, 3, 1)
-FULL = Mode("full", [(s, c, (300 if c == 1 else 2000) // (4 if s >= 200_000 else 1))
+# Messages per cell: about one to two seconds of load per side and round. With fewer (75 of 200 KB on one
+# connection until 2026-11-30: 0.2 s) one pause of the machine moved a round's figures by a third.
+_FULL_MESSAGES = {1: 1000, 10: 2000, 50: 2000}
+FULL = Mode("full", [(s, c, _FULL_MESSAGES[c] // (2 if s >= 200_000 else 1))
                      for s in (2_000, 20_000, 200_000) for c in (1, 10, 50)],
             [10_000, 100_000], 1_000, 2_000, 3, 3)
 
@@ -531,7 +534,8 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
     print(f"\n{mode.name} run of {git_rev() or 'this checkout'}, {os.cpu_count()} CPUs, load average at the end "
           f"{load}; ratio = ours/theirs, measured back to back in this run"
           + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
-          + (f"; ours with server.workers = {ours.workers}" if ours and ours.workers != 1 else "")
+          + (f"; ours with server.workers = {ours.workers}"
+             + (f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else "") if ours else "")
           + "\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
@@ -566,7 +570,8 @@ def main() -> None:
                    help="run our server without its background full-text indexer ([search] index = false), "
                         "to see what the index costs per message; SEARCH BODY then reads raw bodies")
     p.add_argument("--workers", type=int, default=1,
-                   help="our server.workers (processes sharing the SMTP and IMAP ports; default 1)")
+                   help="our server.workers: processes sharing the SMTP and IMAP ports (default 1; 0: one per "
+                        "CPU)")
     p.add_argument("--keep-db", action="store_true", help="keep our benchmark database afterwards")
     p.add_argument("--keep-workdir", action="store_true", help="keep our server's config, log and data dir")
     p.add_argument("--workdir", help="our server's working directory (default /var/tmp/bench-ours-<time>)")

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from probes import TreeCPU, backend_pids, child_pids  # noqa: E402
@@ -32,6 +33,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--pid", type=int, required=True, help="our `mailserver serve` process")
     p.add_argument("--db", required=True, help="its database's name (mailbench_<...>)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds to keep counting after the load ends: the indexer's tail (default 2)")
     p.add_argument("loadgen", nargs=argparse.REMAINDER, help="-- then loadgen.py's arguments")
     a = p.parse_args()
     args = a.loadgen[1:] if a.loadgen[:1] == ["--"] else a.loadgen
@@ -43,6 +46,7 @@ def main() -> None:
         group.begin()
     out = subprocess.run([sys.executable, os.path.join(HERE, "loadgen.py"), *args, "--json"],
                          capture_output=True, text=True, check=True)
+    time.sleep(a.settle)
     spent = {name: group.seconds() for name, group in groups.items()}
     result = json.loads(out.stdout)
     n = max(result["sent"], 1)
