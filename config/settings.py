@@ -198,6 +198,10 @@ class SearchSettings:
                                    "caught up.", _positive)
     max_text: int = setting(256 * 1024, "Characters of decoded text indexed per message; a longer text is "
                             "cut, and SEARCH then also reads that message's raw body.", _positive)
+    max_defer: float = setting(10.0, "While new mail keeps arriving, the indexer waits up to this many "
+                               "seconds for a poll that finds none before it indexes anyway: a burst is stored "
+                               "at full speed and indexed after it (SEARCH reads the raw bodies of messages not "
+                               "indexed yet, so results are the same). 0: index at every poll.", _non_negative)
 
 
 @dataclass(frozen=True)

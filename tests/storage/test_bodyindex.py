@@ -154,6 +154,63 @@ async def test_the_indexer_service_indexes_new_mail(pool: asyncpg.Pool, text_box
     assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "fresh zephyr")) == [10]
 
 
+# (looks as (highest id, time), then whether each is due) for max_defer = 10
+PACING = [
+    ("the first look indexes", [(5, 0.0)], [True]),
+    ("no new mail: index", [(5, 0.0), (5, 1.0), (5, 2.0)], [True, True, True]),
+    ("mail arriving: wait", [(5, 0.0), (9, 1.0), (14, 2.0)], [True, False, False]),
+    ("a quiet look after a burst indexes", [(5, 0.0), (9, 1.0), (14, 2.0), (14, 3.0)], [True, False, False, True]),
+    ("steady inflow: index once max_defer has passed, then wait again",
+     [(5, 0.0), (9, 1.0), (14, 6.0), (20, 11.0), (25, 12.0), (30, 21.0), (35, 22.0)], [True, False, False, True, False, False, True]),
+    ("an expunge of the newest message counts as a change", [(5, 0.0), (4, 1.0), (4, 2.0)], [True, False, True]),
+]
+
+
+@pytest.mark.parametrize(("looks", "due"), [pytest.param(looks, due, id=name) for name, looks, due in PACING])
+def test_pacing(looks: list[tuple[int, float]], due: list[bool]) -> None:
+    pacing = bodyindex.Pacing(10.0)
+    assert [pacing.due(top, now) for top, now in looks] == due
+
+
+def test_pacing_zero_indexes_at_every_look() -> None:
+    pacing = bodyindex.Pacing(0)
+    assert [pacing.due(top, float(top)) for top in (1, 2, 3, 4)] == [True] * 4
+
+
+async def test_the_service_indexes_a_burst_once_mail_stops(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
+    """A look that finds new mail leaves it for later; the next look that finds none indexes it all."""
+    service = bodyindex.TextIndexer(pool, SearchSettings(max_defer=3600))
+    count = "SELECT count(*) FROM message_texts"
+    try:
+        assert await service.look()  # the first look: the corpus
+        assert await pool.fetchval(count) == len(CORPUS)
+        await deliver(pool, text_box[0], b"Subject: burst\r\n\r\nfirst of a burst\r\n")
+        assert not await service.look()
+        await deliver(pool, text_box[0], b"Subject: burst\r\n\r\nsecond of a burst\r\n")
+        assert not await service.look()
+        assert await pool.fetchval(count) == len(CORPUS)  # deferred, and SEARCH still finds them raw
+        assert await mailsearch.search(pool, text_box[1], mailsearch.Contains("body", "of a burst")) == [10, 11]
+        assert await service.look()  # nothing new since: index
+        assert await pool.fetchval(count) == len(CORPUS) + 2
+    finally:
+        await service.stop(0)
+
+
+async def test_the_service_indexes_under_steady_inflow(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
+    """Mail at every look does not hold the index back longer than max_defer."""
+    service = bodyindex.TextIndexer(pool, SearchSettings(max_defer=0.2))
+    try:
+        assert await service.look()
+        await deliver(pool, text_box[0], b"Subject: steady\r\n\r\none\r\n")
+        assert not await service.look()
+        await asyncio.sleep(0.25)
+        await deliver(pool, text_box[0], b"Subject: steady\r\n\r\ntwo\r\n")
+        assert await service.look()
+        assert await pool.fetchval("SELECT count(*) FROM message_texts") == len(CORPUS) + 2
+    finally:
+        await service.stop(0)
+
+
 async def test_a_claim_reads_only_the_ids_above_its_floor(pool: asyncpg.Pool, text_box: tuple[int, int]) -> None:
     """Each batch looks for texts in its range of ids only, in the generic plan of the prepared statement
     too: one that reads the whole of message_texts costs every batch time growing with the database
