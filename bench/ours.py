@@ -12,6 +12,7 @@ import random
 import subprocess
 import sys
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,26 @@ def fill_message(n: int, i: int) -> bytes:
     return make_message(fill_seed(n), i, mailbox_size(rng), f"box{n}@{DOMAIN}")
 
 
+# Where Debian's and the upstream PostgreSQL put their Unix sockets.
+SOCKET_DIRS = ("/var/run/postgresql", "/run/postgresql", "/tmp")
+
+
+def local_socket_dsn(admin_dsn: str, db: str) -> str | None:
+    """`db` over PostgreSQL's Unix socket, when `admin_dsn` is TCP to this machine and the socket is there;
+    else None. A server sharing the machine with its database talks to it that way (the embedded default
+    does; Postfix's daemons talk over Unix sockets too): over TCP loopback every reply and statement also
+    runs the TCP stack, 13% of the accept rate at 2 KB x10 (bench/README.md)."""
+    url = urllib.parse.urlsplit(admin_dsn)
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    port = url.port or 5432
+    for directory in SOCKET_DIRS:
+        if Path(directory, f".s.PGSQL.{port}").exists():
+            user = url.username or "postgres"
+            return f"postgresql://{user}@{urllib.parse.quote(directory, safe='')}:{port}/{db}"
+    return None
+
+
 @dataclass
 class Ours:
     """Our server from this checkout, on a fresh database, and what this branch of it offers."""
@@ -55,6 +76,7 @@ class Ours:
     notes: list[str] = field(default_factory=list)
     search_index: bool = True  # False: no background full-text indexer (what it costs, measured apart)
     workers: int = 1  # server.workers: processes sharing the listening ports (their CPU and RSS count as ours)
+    tcp: bool = False  # reach PostgreSQL over TCP even when its Unix socket is on this machine
 
     def config_text(self) -> str:
         from config.settings import QueueSettings
@@ -104,7 +126,8 @@ class Ours:
         finally:
             await conn.close()
         base = self.admin_dsn.rsplit("/", 1)[0]
-        self.dsn = f"{base}/{self.db_name}"
+        tcp = f"{base}/{self.db_name}"
+        self.dsn = tcp if self.tcp else local_socket_dsn(self.admin_dsn, self.db_name) or tcp
         db = await Database.open(DatabaseSettings(dsn=self.dsn), self.workdir / "data")
         try:
             pw = await hash_password(PASSWORD)

@@ -519,9 +519,9 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
     try:
         if not args.no_ours:
             ours = Ours(admin_dsn=args.pg, workdir=workdir, search_index=not args.no_search_index,
-                        workers=args.workers)
-            log(f"ours: fresh database and accounts on {args.pg.rsplit('@', 1)[-1]}")
+                        workers=args.workers, tcp=args.tcp)
             await ours.create()
+            log(f"ours: fresh database and accounts at {ours.dsn.split('@', 1)[-1]}")
             await asyncio.to_thread(ours.start)
             for note in ours.notes:
                 log(note)
@@ -551,7 +551,8 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
           f"{load}; ratio = ours/theirs, measured back to back in this run"
           + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
           + (f"; ours with server.workers = {ours.workers}"
-             + (f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else "") if ours else "")
+             + (f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else "")
+             + ", its database over " + ("TCP" if "%2F" not in ours.dsn else "the Unix socket") if ours else "")
           + "\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
@@ -560,7 +561,8 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
         "mode": mode.name, "started": started, "seconds": time.time() - started, "git": git_rev(),
         "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
         "ours": {"smtp": ours.smtp, "imap": ours.imap, "outbound": ours.outbound, "notes": ours.notes,
-                 "search_index": ours.search_index, "workers": ours.workers}
+                 "search_index": ours.search_index, "workers": ours.workers,
+                 "database": ours.dsn.split("@", 1)[-1]}
         if ours else None,
         "rows": [{**dataclasses.asdict(r), "ratio": r.ratio, "met": r.met} for r in bench.rows],
         "raw": bench.raw, "table": table,
@@ -588,6 +590,9 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="our server.workers: processes sharing the SMTP and IMAP ports (default 1; 0: one per "
                         "CPU)")
+    p.add_argument("--tcp", action="store_true",
+                   help="connect our server to PostgreSQL over TCP even when the --pg server's Unix socket "
+                        "is on this machine (by default it uses the socket, as the embedded default does)")
     p.add_argument("--keep-db", action="store_true", help="keep our benchmark database afterwards")
     p.add_argument("--keep-workdir", action="store_true", help="keep our server's config, log and data dir")
     p.add_argument("--workdir", help="our server's working directory (default /var/tmp/bench-ours-<time>)")
