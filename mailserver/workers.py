@@ -115,11 +115,14 @@ class WorkerPool:
             await proc.wait()
             raise WorkerFailed(f"worker process {index} did not start (exit {proc.returncode})")
         waiting = self._waiting[index] = collections.deque()
-        self._readers[index] = asyncio.create_task(self._replies(proc.stdout, waiting), name=f"worker-{index}-replies")
+        self._readers[index] = asyncio.create_task(self._replies(index, proc.stdout, waiting),
+                                                   name=f"worker-{index}-replies")
 
-    @staticmethod
-    async def _replies(stdout: asyncio.StreamReader, waiting: collections.deque[asyncio.Future[bytes]]) -> None:
-        """Hand each reply a worker sends to the oldest request waiting for one, until its pipe ends."""
+    async def _replies(self, index: int, stdout: asyncio.StreamReader,
+                       waiting: collections.deque[asyncio.Future[bytes]]) -> None:
+        """Hand each reply a worker sends to the oldest request waiting for one, until its pipe ends (or
+        carries something that is not a frame: then the stream cannot be trusted to stay in step, and the
+        worker's figures are left out of scrapes until it is restarted)."""
         try:
             while True:
                 reply = await receive_frame(stdout)
@@ -127,7 +130,11 @@ class WorkerPool:
                     future = waiting.popleft()
                     if not future.done():
                         future.set_result(reply)
-        except EOFError:
+        except Exception as exc:
+            if not isinstance(exc, EOFError):
+                log.error("worker reply pipe unreadable", extra={"worker": index, "error": repr(exc)})
+            if self._waiting.get(index) is waiting:  # not asked again until a restart gives it a new pipe
+                del self._waiting[index]
             while waiting:
                 future = waiting.popleft()
                 if not future.done():
@@ -265,11 +272,15 @@ class _Answers:
 
 async def _serve_requests(requests: asyncio.StreamReader, answers: _Answers, stop: asyncio.Event) -> None:
     """Stdin after the start frame: the primary's requests ("metrics"), and its end of file, which says the
-    primary is gone or wants this worker gone (then the worker stops, as on SIGTERM)."""
+    primary is gone or wants this worker gone (then the worker stops, as on SIGTERM). Anything on the pipe
+    that is not a frame stops the worker too: this loop is what notices the primary's end, and a worker
+    that kept serving without it could outlive its primary, holding the ports."""
     while True:
         try:
             request = await receive_frame(requests)
-        except EOFError:
+        except Exception as exc:
+            if not isinstance(exc, EOFError):
+                log.error("request pipe from the primary unreadable; stopping", extra={"error": repr(exc)})
             stop.set()
             return
         if request != "metrics" or answers.runtime is None:

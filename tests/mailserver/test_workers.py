@@ -8,6 +8,7 @@ clean up)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import imaplib
 import json
 import os
@@ -28,6 +29,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.loader import load_settings
+from mailserver import workers as workers_module
 from mailserver.workers import WorkerFailed, WorkerPool, pin, worker_count
 from storage import accounts
 from tests.mailserver.test_cli import ROOT
@@ -300,3 +302,32 @@ def test_serve_exits_1_when_a_worker_cannot_start(db_dsn: str, tmp_path: Path) -
     text = server.log_path.read_text(errors="replace")
     assert "worker process 1 did not start (exit 3)" in text
     assert any(r.get("event") == "stopped" and "worker" not in r for r in _log(server.log_path))
+
+
+# A frame header announcing 3 bytes, then 3 bytes that are not a pickle: what a stray write into either
+# pipe would look like.
+_NOT_A_FRAME = (3).to_bytes(8, "big") + b"not"
+
+
+async def test_a_worker_stops_when_its_request_pipe_carries_no_frame() -> None:
+    """The request loop is what notices the primary's end: if it died on garbage instead of stopping
+    the worker, a worker could outlive its primary, holding the ports."""
+    requests = asyncio.StreamReader()
+    requests.feed_data(_NOT_A_FRAME)
+    stop = asyncio.Event()
+    await asyncio.wait_for(workers_module._serve_requests(requests, workers_module._Answers(), stop), 10)
+    assert stop.is_set()
+
+
+async def test_the_primary_stops_asking_a_worker_whose_replies_are_not_frames() -> None:
+    """A scrape waiting on that worker gets an error at once, and later scrapes do not ask it (each
+    would wait METRICS_TIMEOUT for a reply the broken stream cannot be trusted to match)."""
+    pool = WorkerPool(load_settings(None, environ={}), 2)
+    waiting: collections.deque[asyncio.Future[bytes]] = collections.deque([asyncio.get_running_loop().create_future()])
+    pool._waiting[1] = waiting
+    stdout = asyncio.StreamReader()
+    stdout.feed_data(_NOT_A_FRAME)
+    asked = waiting[0]
+    await asyncio.wait_for(pool._replies(1, stdout, waiting), 10)
+    assert isinstance(asked.exception(), EOFError)
+    assert 1 not in pool._waiting
