@@ -78,6 +78,15 @@ class Ours:
     workers: int = 1  # server.workers: processes sharing the listening ports (their CPU and RSS count as ours)
     tcp: bool = False  # reach PostgreSQL over TCP even when its Unix socket is on this machine
 
+    @property
+    def database(self) -> str:
+        """Where our server's database is, for the log and the report (no user)."""
+        return urllib.parse.unquote(self.dsn.split("@", 1)[-1])
+
+    @property
+    def over_socket(self) -> bool:
+        return self.database.startswith("/")
+
     def config_text(self) -> str:
         from config.settings import QueueSettings
 
@@ -204,10 +213,11 @@ async def top_message_id(ours: Ours) -> int:
 async def index_caught_up(ours: Ours, limit: float, after_id: int = 0) -> float | None:
     """Seconds until our background full-text indexer has indexed every message and, mail having
     stopped, merged the SEARCH indexes' pending lists (None: not within `limit` seconds, or this
-    checkout has no index). A mailbox filled in one burst is indexed after the fact; on a live server
-    the indexer keeps pace with delivery, so SEARCH is measured on an indexed store, not during the
-    merge (on 2026-11-30 a SEARCH SUBJECT over 100k took 125 ms during it, 61 after), and the
-    catch-up time is reported on its own row rather than hidden. `after_id`: only messages above it are
+    checkout has no index). The indexer works after a burst of mail (`search.max_defer`) and a mailbox
+    filled in one burst is indexed after the fact; on a live server it has caught up within seconds of a
+    burst's end, so SEARCH is measured on an indexed store, not during the merge (on 2026-11-30 a SEARCH
+    SUBJECT over 100k took 125 ms during it, 61 after), and the catch-up time is reported on its own row
+    rather than hidden. `after_id`: only messages above it are
     waited for (those of one SMTP cell: the look-up then reads that range of the primary key, not the
     whole table, since its CPU counts as ours)."""
     import asyncpg

@@ -521,7 +521,7 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
             ours = Ours(admin_dsn=args.pg, workdir=workdir, search_index=not args.no_search_index,
                         workers=args.workers, tcp=args.tcp)
             await ours.create()
-            log(f"ours: fresh database and accounts at {ours.dsn.split('@', 1)[-1]}")
+            log(f"ours: fresh database and accounts at {ours.database}")
             await asyncio.to_thread(ours.start)
             for note in ours.notes:
                 log(note)
@@ -552,7 +552,7 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
           + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
           + (f"; ours with server.workers = {ours.workers}"
              + (f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else "")
-             + ", its database over " + ("TCP" if "%2F" not in ours.dsn else "the Unix socket") if ours else "")
+             + ", its database over " + ("the Unix socket" if ours.over_socket else "TCP") if ours else "")
           + "\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
@@ -562,7 +562,7 @@ def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: s
         "loadavg_at_end": os.getloadavg(), "cpus": os.cpu_count(),
         "ours": {"smtp": ours.smtp, "imap": ours.imap, "outbound": ours.outbound, "notes": ours.notes,
                  "search_index": ours.search_index, "workers": ours.workers,
-                 "database": ours.dsn.split("@", 1)[-1]}
+                 "database": ours.database}
         if ours else None,
         "rows": [{**dataclasses.asdict(r), "ratio": r.ratio, "met": r.met} for r in bench.rows],
         "raw": bench.raw, "table": table,

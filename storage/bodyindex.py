@@ -4,7 +4,8 @@ Owns: finding messages that have no text row yet, reading only the stretches of 
 text, decoding them (`storage.textbatch`, in a process of its own: the server's event loop and GIL never
 decode), and storing the rows in batches, after a burst of mail rather than during it (`Pacing`).
 Delivery and APPEND write nothing here; a message is searchable in its raw bytes until its row exists
-(`storage.mailsearch`), so a lagging or absent indexer costs speed, never results. Several instances may index at once: each batch locks its messages with SKIP LOCKED.
+(`storage.mailsearch`), so a lagging or absent indexer costs speed, never results. Several instances may
+index at once: each batch locks its messages with SKIP LOCKED.
 Must not: know IMAP, or hold a message's lock longer than one batch.
 """
 
