@@ -217,9 +217,8 @@ async def index_caught_up(ours: Ours, limit: float, after_id: int = 0) -> float 
     filled in one burst is indexed after the fact; on a live server it has caught up within seconds of a
     burst's end, so SEARCH is measured on an indexed store, not during the merge (on 2026-11-30 a SEARCH
     SUBJECT over 100k took 125 ms during it, 61 after), and the catch-up time is reported on its own row
-    rather than hidden. `after_id`: only messages above it are
-    waited for (those of one SMTP cell: the look-up then reads that range of the primary key, not the
-    whole table, since its CPU counts as ours)."""
+    rather than hidden. `after_id`: only messages above it are waited for (those of one SMTP cell: the
+    look-up then reads that range of the primary key, not the whole table, since its CPU counts as ours)."""
     import asyncpg
 
     from storage.mailsearch import INDEX_NAMES

@@ -547,13 +547,14 @@ async def amain(args: argparse.Namespace, mode: Mode, workdir: Path) -> tuple[Be
 
 def report(bench: Bench, ours: Ours | None, mode: Mode, started: float, stamp: str) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    setup = ""
+    if ours:
+        per_cpu = f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else ""
+        setup = (("; ours WITHOUT its full-text indexer (--no-search-index)" if not ours.search_index else "")
+                 + f"; ours with server.workers = {ours.workers}{per_cpu}, its database over "
+                 + ("the Unix socket" if ours.over_socket else "TCP"))
     print(f"\n{mode.name} run of {git_rev() or 'this checkout'}, {os.cpu_count()} CPUs, load average at the end "
-          f"{load}; ratio = ours/theirs, measured back to back in this run"
-          + ("; ours WITHOUT its full-text indexer (--no-search-index)" if ours and not ours.search_index else "")
-          + (f"; ours with server.workers = {ours.workers}"
-             + (f" (one process per CPU: {os.cpu_count()})" if ours.workers == 0 else "")
-             + ", its database over " + ("the Unix socket" if ours.over_socket else "TCP") if ours else "")
-          + "\n")
+          f"{load}; ratio = ours/theirs, measured back to back in this run{setup}\n")
     table = print_table(bench.rows, "Postfix/Dovecot")
     for note in (ours.notes if ours else []):
         print("note:", note.splitlines()[0][:200])

@@ -31,7 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from config.settings import Settings
-from mailcore.pipeframes import frame, read_frame, receive_frame
+from mailcore.pipeframes import FrameError, frame, read_frame, receive_frame
 
 if TYPE_CHECKING:
     from mailserver.app import Runtime
@@ -130,9 +130,9 @@ class WorkerPool:
                     future = waiting.popleft()
                     if not future.done():
                         future.set_result(reply)
-        except Exception as exc:
-            if not isinstance(exc, EOFError):
-                log.error("worker reply pipe unreadable", extra={"worker": index, "error": repr(exc)})
+        except EOFError as exc:
+            if isinstance(exc, FrameError):
+                log.error("worker reply pipe unreadable", extra={"worker": index, "error": str(exc)})
             if self._waiting.get(index) is waiting:  # not asked again until a restart gives it a new pipe
                 del self._waiting[index]
             while waiting:
@@ -278,9 +278,9 @@ async def _serve_requests(requests: asyncio.StreamReader, answers: _Answers, sto
     while True:
         try:
             request = await receive_frame(requests)
-        except Exception as exc:
-            if not isinstance(exc, EOFError):
-                log.error("request pipe from the primary unreadable; stopping", extra={"error": repr(exc)})
+        except EOFError as exc:
+            if isinstance(exc, FrameError):
+                log.error("request pipe from the primary unreadable; stopping", extra={"error": str(exc)})
             stop.set()
             return
         if request != "metrics" or answers.runtime is None:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mailcore.pipeframes import HEADER, frame, read_frame, receive_frame
+from mailcore.pipeframes import HEADER, FrameError, frame, read_frame, receive_frame
 
 VALUES = [None, ("plan", ([(1, 2, 3, None)], 100)), b"\x00x" * 10_000, {"k": [1.5, "\u00e9"]}]
 
@@ -41,3 +41,15 @@ async def test_a_child_s_frames_are_received_and_its_end_is_eoferror() -> None:
     with pytest.raises(EOFError):
         await receive_frame(proc.stdout)
     assert await proc.wait() == 0
+
+
+async def test_bytes_that_are_no_frame_are_a_frame_error_an_eoferror() -> None:
+    """A stray write into the pipe loses the stream as its end would: readers need catch only EOFError."""
+    garbage = (3).to_bytes(HEADER, "big") + b"not"
+    with pytest.raises(FrameError):
+        read_frame(io.BytesIO(garbage))
+    reader = asyncio.StreamReader()
+    reader.feed_data(garbage)
+    with pytest.raises(FrameError):
+        await receive_frame(reader)
+    assert issubclass(FrameError, EOFError)
