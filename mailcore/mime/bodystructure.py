@@ -30,8 +30,8 @@ def count_lines(raw: bytes, start: int, end: int) -> int:
 def _params(params: list[tuple[str, str]]) -> str:
     items: list[str] = []
     for key, value in params:
-        items.append(string(key.encode("utf-8", "surrogateescape")))
-        items.append(string(value.encode("utf-8", "surrogateescape")))
+        items.append(string(key))
+        items.append(string(value))
     return plist(items)
 
 

@@ -254,7 +254,7 @@ def _codec(charset: str) -> str | None:
         return "utf-8"  # lenient: 8-bit in "us-ascii" is almost always UTF-8
     try:
         return codecs.lookup(charset).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name (a peer's bytes)
         return None
 
 
@@ -277,6 +277,13 @@ def text_of(data: bytes) -> str:
             return data.decode("cp1252")
         except UnicodeDecodeError:
             return data.decode("latin-1")
+
+
+def text_of_escaped(text: str) -> str:
+    """Text decoded with surrogateescape (MIME parameters are, so a boundary keeps its exact bytes) as
+    text that can be stored and sent: undecodable bytes read as `text_of` reads header bytes. A raw
+    Latin-1 filename would otherwise reach PostgreSQL as a lone surrogate, which it refuses."""
+    return text if text.isascii() else text_of(text.encode("utf-8", "surrogateescape"))
 
 
 def _ew_payload(enc: str, text: str) -> bytes:

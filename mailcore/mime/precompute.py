@@ -18,7 +18,7 @@ from mailcore.mime.addresses import Address
 from mailcore.mime.bodystructure import disposition, encoding, render_both
 from mailcore.mime.envelope import addresses, envelope
 from mailcore.mime.headerfields import SYNC_FIELDS, pick_parsed
-from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of
+from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of, text_of_escaped
 from mailcore.mime.structure import Entity, walk
 
 
@@ -109,7 +109,7 @@ def _filename(ent: Entity) -> str | None:
     name = param(disp[1], "filename") if disp else None
     if name is None:
         name = param(ent.params, "name")
-    return decode_words(name) if name is not None else None
+    return decode_words(text_of_escaped(name)) if name is not None else None
 
 
 def _info(ent: Entity, number: str) -> PartInfo:
@@ -119,9 +119,9 @@ def _info(ent: Entity, number: str) -> PartInfo:
         number=number,
         content_type=ent.content_type,
         encoding=encoding(ent.header),
-        charset=charset.lower() if charset else None,
+        charset=text_of_escaped(charset).lower() if charset else None,
         filename=_filename(ent),
-        disposition=disp[0] if disp else None,
+        disposition=text_of_escaped(disp[0]) if disp else None,
         header_start=ent.header_start,
         body_start=ent.body_start,
         body_end=ent.body_end,

@@ -25,8 +25,15 @@ def string(value: str | bytes) -> str:
     """An IMAP string: quoted when safe, else a literal.
 
     RFC 3501 §9: a quoted string holds 7-bit TEXT-CHARs without CR/LF; anything else is a literal.
+    Text decoded with surrogateescape (a header's undecodable bytes) is read as those bytes are:
+    it could not be sent as UTF-8 otherwise.
     """
-    text = to_text(value) if isinstance(value, bytes) else value.replace("\x00", "")
+    if isinstance(value, bytes):
+        text = to_text(value)
+    elif value.isascii():
+        text = value.replace("\x00", "")
+    else:
+        text = to_text(value.encode("utf-8", "surrogateescape"))
     if (
         len(text) <= _MAX_QUOTED
         and text.isascii()

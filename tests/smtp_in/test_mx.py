@@ -201,6 +201,23 @@ async def test_eight_bit_body_and_smtputf8_address(server: Server, pool: asyncpg
     assert b"with UTF8SMTP id" in stored
 
 
+async def test_raw_latin1_mime_parameters_are_delivered(server: Server, pool: asyncpg.Pool) -> None:
+    # Older mailers write 8-bit Latin-1 filenames unencoded; such a message used to be refused with 451
+    # for ever (the part's filename reached PostgreSQL's jsonb as a lone surrogate).
+    body = (b"From: a@remote.example\r\nSubject: scan\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+            b"--b\r\nContent-Type: application/pdf; name=\"B\xfccher.pdf\"\r\n"
+            b"Content-Disposition: attachm\xe9nt; filename=B\xfccher.pdf\r\n\r\nJVBERi0=\r\n--b--\r\n")
+    client = await mx_client(server)
+    errors, reply = await client.sendmail("a@remote.example", [USER], body, mail_options=["BODY=8BITMIME"])
+    await client.quit()
+    assert errors == {} and reply.startswith("2.0.0")
+    (stored,) = await inbox(pool, USER)
+    assert stored.endswith(b"\r\n" + body)
+    parts, structure = await pool.fetchrow("SELECT m.parts, m.bodystructure FROM messages m")
+    assert '"filename": "Bücher.pdf"' in parts and '"disposition": "attachmént"' in parts
+    assert '("filename" {11}\r\nBücher.pdf)' in structure  # a literal: 8-bit, counted in UTF-8
+
+
 async def test_dsn_parameters_are_stored_on_queue(server: Server) -> None:
     client = await RawClient.connect(server.port("mx"))
     await client.cmd("EHLO x.example")

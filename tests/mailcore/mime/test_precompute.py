@@ -237,6 +237,16 @@ def test_empty_and_junk() -> None:
         summarize(raw)
 
 
+@pytest.mark.parametrize("raw", [
+    b"Subject: =?ut\x00f-8?q?a?=\r\n\r\nhi\r\n",
+    b"Content-Disposition: attachment; filename*=ut\x00f-8''a.txt\r\n\r\nhi\r\n",
+])
+def test_nul_in_a_charset_name_is_an_unknown_charset(raw: bytes) -> None:
+    # codecs.lookup raises ValueError, not LookupError, on a NUL: such a message could not be delivered
+    s = summarize(raw)
+    assert (s.subject, s.parts[0].filename) in (("a", None), (None, "a.txt"))  # read as UTF-8
+
+
 def test_large_attachment() -> None:
     # ~25 MB of base64: a walk that went back over the body per line would not end within the suite's
     # timeout (no time is asserted here; bench/mxcpu.py measures the walk)
@@ -321,6 +331,7 @@ _pieces = st.sampled_from([
     b"--b--\r\n", b"--c\r\n", b"Content-Type: multipart/alternative; boundary=c\r\n", b"From: a@b\r\n",
     b"Subject: =?utf-8?q?x?=\r\n", b"text\r\n", b"\xff\xfe", b" folded\r\n", b"Content-Type: multipart/digest; boundary=b\r\n",
     b'Content-Disposition: attachment; filename*0*=utf-8\'\'%E2; filename*1=x\r\n', b"To: g:a@b,(c)<d>;\r\n",
+    b"Content-Disposition: attachm\xe9nt; filename=\xfc\r\n", b"Content-Type: text/plain; charset=\xe9; name=\xfc\r\n",
 ])
 
 
@@ -331,5 +342,9 @@ def test_mime_shaped_input_never_raises(pieces: list[bytes]) -> None:
     s = summarize(raw)
     _balanced(s.bodystructure)
     _balanced(s.envelope)
+    for text in (s.bodystructure, s.body, s.envelope):
+        text.encode("utf-8")  # sent as UTF-8: no lone surrogates from 8-bit header bytes
     for part in s.parts:
         assert 0 <= part.header_start <= part.body_start <= part.body_end <= len(raw)
+        for text in (part.filename, part.charset, part.disposition):
+            (text or "").encode("utf-8")  # stored in jsonb, which refuses lone surrogates
