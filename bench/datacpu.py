@@ -1,7 +1,9 @@
-"""CPU per message of the two byte scans of the MX path that grow with the message: the DATA reader
+"""CPU per message of the byte work of the MX path that grows with the message: the DATA reader
 (`smtp_in.dataread.DataReader`: end of data, unstuffing, the bare CR/LF, NUL and line-length checks)
-fed the dot-stuffed wire form in 64 KB reads as the session reads it, and the MIME walk
-(`mailcore.mime.structure.walk`). Sans-I/O, in process: binds no port, needs no database.
+fed the dot-stuffed wire form in 64 KB reads as the session reads it, the MIME walk
+(`mailcore.mime.structure.walk`) and the whole precomputed summary built on it
+(`mailcore.mime.precompute.summarize`: part list, ENVELOPE, BODYSTRUCTURE, header-sync fields).
+Sans-I/O, in process: binds no port, needs no database.
 
     python bench/datacpu.py [--sizes 2000,20000,200000] [--runs 5]
 
@@ -25,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import dot_stuff  # noqa: E402
 from messages import make_message  # noqa: E402
 
+from mailcore.mime.precompute import summarize  # noqa: E402
 from mailcore.mime.structure import walk  # noqa: E402
 from smtp_in.dataread import DataReader  # noqa: E402
 from smtp_in.spool import Spool  # noqa: E402
@@ -58,7 +61,7 @@ def main() -> None:
     p.add_argument("--sizes", default="2000,20000,200000")
     p.add_argument("--runs", type=int, default=5)
     a = p.parse_args()
-    print(f"{'size':>7}  {'DATA reader us/msg':>18}  {'MIME walk us/msg':>16}")
+    print(f"{'size':>7}  {'DATA reader us/msg':>18}  {'MIME walk us/msg':>16}  {'summarize us/msg':>16}")
     for size in (int(x) for x in a.sizes.split(",")):
         raw = make_message(1, 3, size, "u1@bench.test", "sender@example.org")
         raw = raw if raw.endswith(b"\r\n") else raw + b"\r\n"
@@ -67,7 +70,8 @@ def main() -> None:
         count = max(20, 2_000_000 // size)
         read = _best(functools.partial(_read, chunks, len(raw)), count, a.runs)
         walked = _best(functools.partial(walk, raw), count, a.runs)
-        print(f"{size:>7}  {read:>18.1f}  {walked:>16.1f}")
+        summarized = _best(functools.partial(summarize, raw), count, a.runs)
+        print(f"{size:>7}  {read:>18.1f}  {walked:>16.1f}  {summarized:>16.1f}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ Must not: parse bytes (structure.py did) or raise.
 from __future__ import annotations
 
 from mailcore.mime.envelope import envelope
-from mailcore.mime.headers import HeaderBlock, parse_params, strip_comments
+from mailcore.mime.headers import HeaderBlock, strip_comments
 from mailcore.mime.structure import Entity
 from mailcore.mime.wire import nstring, plist, string, to_text
 
@@ -40,30 +40,9 @@ def _field(header: HeaderBlock, name: str) -> str | None:
     return None if value is None else to_text(value)
 
 
-def encoding(header: HeaderBlock) -> str:
-    """Content-Transfer-Encoding, lower-cased; RFC 2045 §6.1: absent means 7bit."""
-    value = _field(header, "content-transfer-encoding")
-    if value is None:
-        return "7bit"
-    value = strip_comments(value).strip().lower()
-    return value or "7bit"
-
-
-def disposition(header: HeaderBlock) -> tuple[str, list[tuple[str, str]]] | None:
-    """(type, params) of Content-Disposition (RFC 2183), or None."""
-    value = header.get("content-disposition")
-    if value is None:
-        return None
-    head, params = parse_params(value.decode("utf-8", "surrogateescape"))
-    head = head.strip().lower()
-    if not head:
-        return None
-    return head, params
-
-
 def _extension(ent: Entity) -> str:
     # RFC 3501 §9 body-ext-1part / body-ext-mpart after MD5: disposition, language, location
-    disp = disposition(ent.header)
+    disp = ent.disposition
     disp_s = "NIL" if disp is None else "(" + string(disp[0]) + " " + _params(disp[1]) + ")"
     lang = _field(ent.header, "content-language")
     if lang is None:
@@ -95,7 +74,7 @@ def render_both(raw: bytes, ent: Entity) -> tuple[str, str]:
         _params(ent.params),
         nstring(_field(ent.header, "content-id")),
         nstring(_field(ent.header, "content-description")),
-        string(encoding(ent.header)),
+        string(ent.encoding),
         str(ent.body_end - ent.body_start),
     ])
     basic = full = head

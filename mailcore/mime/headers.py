@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 _FIELD = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HeaderBlock:
     """A parsed header block: fields in order, where each lies in the raw bytes, and where the body starts.
 
@@ -25,7 +25,8 @@ class HeaderBlock:
     (folding and line ends kept), so a caller that needs fields as they were written (IMAP
     HEADER.FIELDS, `mailcore.mime.headerfields.pick_parsed`) slices them instead of parsing the
     block again. Lookups by name go through a dict of first occurrences, built once: `summarize`
-    asks a message's header for some twenty names."""
+    asks a message's header for some twenty names. Not changed once built, though not frozen: a frozen
+    dataclass sets each field through object.__setattr__, and one is built per MIME part."""
 
     fields: tuple[tuple[str, bytes], ...]  # (lower-cased name, unfolded raw value)
     body_start: int
@@ -36,7 +37,7 @@ class HeaderBlock:
         first: dict[str, bytes] = {}
         for key, value in self.fields:
             first.setdefault(key, value)
-        object.__setattr__(self, "_first", first)
+        self._first = first
 
     def get(self, name: str) -> bytes | None:
         """The first field named `name` (lower case), unfolded, or None."""
@@ -140,6 +141,12 @@ def _split_params(text: str) -> list[str]:
     per message)."""
     if '"' not in text:  # nothing quoted (most Content-Types): every ';' separates
         return text.split(";")
+    if "\\" not in text:
+        # Without escapes, a ';' inside quotes leaves an odd number of '"' before it in its piece; when every
+        # piece has an even number, no ';' was quoted (a quoted boundary, the common case: 5 -> 1 µs).
+        pieces = text.split(";")
+        if all(piece.count('"') % 2 == 0 for piece in pieces):
+            return pieces
     parts: list[str] = []
     buf: list[str] = []
     for token in _PARAM_TOKEN.findall(text):
@@ -152,11 +159,14 @@ def _split_params(text: str) -> list[str]:
     return parts
 
 
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 def _unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == '"':
         inner = value[1:-1] if value.endswith('"') else value[1:]
-        return re.sub(r"\\(.)", r"\1", inner)
+        return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
     return value
 
 

@@ -5,6 +5,9 @@ Owns: the `MessageSummary` / `PartInfo` records stored beside each message, part
 of the header block.
 Must not: raise on any input (malformed MIME yields the best usable structure), decode bodies, or
 know about storage or IMAP sessions.
+
+The records are not changed after `summarize` builds them, but are not frozen dataclasses: those set
+each field through object.__setattr__, which made building them 9% of summarize's time at 20 KB.
 """
 
 from __future__ import annotations
@@ -15,14 +18,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mailcore.mime.addresses import Address
-from mailcore.mime.bodystructure import disposition, encoding, render_both
+from mailcore.mime.bodystructure import render_both
 from mailcore.mime.envelope import addresses, envelope
 from mailcore.mime.headerfields import SYNC_FIELDS, pick_parsed
 from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of, text_of_escaped
 from mailcore.mime.structure import Entity, walk
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PartInfo:
     """Where one numbered MIME part lies in the raw message (all offsets into raw).
 
@@ -45,7 +48,7 @@ class PartInfo:
     message_body_start: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageSummary:
     """The precomputed view of one message. `envelope`, `bodystructure` and `body` are IMAP wire
     text, sent as UTF-8 (literal counts are UTF-8 lengths)."""
@@ -105,7 +108,7 @@ def _below(ent: Entity, number: str, out: list[PartInfo]) -> None:
 
 
 def _filename(ent: Entity) -> str | None:
-    disp = disposition(ent.header)
+    disp = ent.disposition
     name = param(disp[1], "filename") if disp else None
     if name is None:
         name = param(ent.params, "name")
@@ -113,12 +116,12 @@ def _filename(ent: Entity) -> str | None:
 
 
 def _info(ent: Entity, number: str) -> PartInfo:
-    disp = disposition(ent.header)
+    disp = ent.disposition
     charset = param(ent.params, "charset")
     return PartInfo(
         number=number,
         content_type=ent.content_type,
-        encoding=encoding(ent.header),
+        encoding=ent.encoding,
         charset=text_of_escaped(charset).lower() if charset else None,
         filename=_filename(ent),
         disposition=text_of_escaped(disp[0]) if disp else None,

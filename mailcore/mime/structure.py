@@ -14,9 +14,11 @@ boundary owns it until its close delimiter.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
-from mailcore.mime.headers import HeaderBlock, parse_header, parse_params
+from mailcore.mime.headers import HeaderBlock, parse_header, parse_params, strip_comments
+from mailcore.mime.wire import to_text
 
 MAX_DEPTH = 40  # deeper multiparts become opaque leaves
 MAX_PARTS = 5000  # beyond this, the rest of a multipart is treated as its epilogue
@@ -38,6 +40,9 @@ class Entity:
     params: list[tuple[str, str]]  # Content-Type parameters (RFC 2231 merged)
     children: list[Entity] = field(default_factory=list)  # multipart parts
     message: Entity | None = None  # message/rfc822: the encapsulated message (its own header)
+    # parsed once here, as the part list and BODYSTRUCTURE both need them
+    disposition: tuple[str, list[tuple[str, str]]] | None = None  # Content-Disposition: (type, params)
+    encoding: str = "7bit"  # Content-Transfer-Encoding, lower case
 
     @property
     def content_type(self) -> str:
@@ -120,7 +125,8 @@ class _Walker:
         hard = stop.start if stop else limit
         header = parse_header(self.raw, start, hard)
         ctype, subtype, params = content_type(header, default)
-        ent = Entity(start, header.body_start, hard, header, ctype, subtype, params)
+        ent = Entity(start, header.body_start, hard, header, ctype, subtype, params,
+                     disposition=disposition(header), encoding=encoding(header))
         boundary = _param(params, "boundary")
         if ctype == "multipart" and boundary and depth < MAX_DEPTH:
             end = self.multipart(ent, boundary.encode("utf-8", "surrogateescape"), limit, outer, depth)
@@ -198,9 +204,32 @@ def content_type(header: HeaderBlock, default: str) -> tuple[str, str, list[tupl
     return main, sub, ([("charset", "us-ascii")] if main == "text" else [])
 
 
+# RFC 2045 §5.1 token: printable ASCII but space and tspecials
+_TOKEN = re.compile(r'[!#-\'*+\-.0-9A-Z^-~]+')
+
+
+def encoding(header: HeaderBlock) -> str:
+    """Content-Transfer-Encoding, lower-cased; RFC 2045 §6.1: absent means 7bit."""
+    value = header.get("content-transfer-encoding")
+    if value is None:
+        return "7bit"
+    return strip_comments(to_text(value)).strip().lower() or "7bit"
+
+
+def disposition(header: HeaderBlock) -> tuple[str, list[tuple[str, str]]] | None:
+    """(type, params) of Content-Disposition (RFC 2183), or None."""
+    value = header.get("content-disposition")
+    if value is None:
+        return None
+    head, params = parse_params(value.decode("utf-8", "surrogateescape"))
+    head = head.strip().lower()
+    if not head:
+        return None
+    return head, params
+
+
 def _token(value: str) -> bool:
-    # RFC 2045 §5.1 token: no space, controls or tspecials
-    return bool(value) and all(33 <= ord(c) < 127 and c not in '()<>@,;:\\"/[]?=' for c in value)
+    return _TOKEN.fullmatch(value) is not None
 
 
 def walk(raw: bytes) -> Entity:

@@ -9,7 +9,10 @@ It must not decide what a value means; callers pass raw header bytes.
 
 from __future__ import annotations
 
+import re
+
 _MAX_QUOTED = 1000  # longer values go as literals, which no client mis-parses
+_PLAIN = re.compile(r'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')  # ASCII but NUL, CR, LF, '"' and '\\'
 
 
 def to_text(value: bytes) -> str:
@@ -30,6 +33,8 @@ def string(value: str | bytes) -> str:
     """
     if isinstance(value, bytes):
         text = to_text(value)
+    elif len(value) <= _MAX_QUOTED and _PLAIN.fullmatch(value):
+        return '"' + value + '"'  # most values (types, parameters, encodings): one check, nothing to escape
     elif value.isascii():
         text = value.replace("\x00", "")
     else:
