@@ -116,7 +116,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     while True:
         try:
             name, args = read_frame(inp)
-        except Exception:  # the input ended, or this is not a request of ours: nothing sensible to answer
+        except EOFError:  # the input ended, or is not frames (FrameError): nothing sensible to answer
             return
         try:
             if name not in _CALLS:
