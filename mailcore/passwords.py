@@ -50,8 +50,10 @@ async def hash_password(password: str) -> str:
 
 
 def _verify(stored: str | None, password: str) -> bool:
+    # As bytes: a password read from 8-bit IMAP literal bytes that are not UTF-8 arrives surrogate-escaped,
+    # and argon2 would fail to encode it; its own bytes match no hash of a text password, as they should.
     try:
-        return _HASHER.verify(stored or _DUMMY, password) and stored is not None
+        return _HASHER.verify(stored or _DUMMY, password.encode("utf-8", "surrogateescape")) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 

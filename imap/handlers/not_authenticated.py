@@ -39,6 +39,9 @@ async def starttls(session: Session, cmd: Simple) -> None:
 
 
 async def _login(session: Session, username: str, password: str, tag_name: str) -> Reply:
+    # LOGIN's strings may be any 8-bit bytes (the grammar keeps them, surrogate-escaped). A name that is
+    # not UTF-8 names no account; the store and the failure counters take text, so it goes as such.
+    username = username.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if not session.auth_allowed:
         raise Refusal(replies.PRIVACY_REQUIRED)
     if await session.login_locked(username):

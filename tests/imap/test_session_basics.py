@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 
+import pytest
+
+from config.settings import RedisSettings
 from imap import replies
 from tests.imap.conftest import PASSWORD, USER, World, make_settings
 
@@ -40,6 +44,24 @@ async def test_bad_password_is_refused(world: World) -> None:
     c = await world.client(login=False)
     assert await c(f'a LOGIN {USER} "wrong"') == replies.AUTH_FAILED.encode("a").decode()
     assert await c('b LOGIN nobody@example.test "x"') == replies.AUTH_FAILED.encode("b").decode()
+
+
+@pytest.mark.parametrize("redis", ["", "redis://127.0.0.1:6379/0"])  # the failure counters in process or in Redis
+async def test_login_with_bytes_that_are_not_utf8_is_a_failed_login(world: World, redis: str) -> None:
+    # A literal may carry any 8-bit bytes; no account's name or password is such bytes. These were
+    # NO [SERVERBUG] (argon2 and Redis could not encode them) with a traceback in the log.
+    settings = make_settings()
+    c = await world.client(login=False, settings=dataclasses.replace(settings, redis=RedisSettings(url=redis)))
+    name = USER.encode()
+    out = await c(b"a LOGIN {%d+}\r\n%s\xff \"x\"" % (len(name) + 1, name))
+    assert out == replies.AUTH_FAILED.encode("a").decode()
+    shared = c.session.ctx.guard.limits.redis
+    # the name reached Redis as text: an encoding error there would have counted as Redis being down,
+    # and every instance would have kept its own counts (retry_after seconds) for one such attempt
+    assert shared is None or shared.available
+    out = await c(b"b LOGIN " + name + b" {5+}\r\n" + PASSWORD.encode()[:4] + b"\xe9")
+    assert out == replies.AUTH_FAILED.encode("b").decode()
+    assert (await c(f'c LOGIN {USER} "{PASSWORD}"')).startswith("c OK")
 
 
 async def test_authenticate_plain_two_steps_and_sasl_ir(world: World) -> None:
