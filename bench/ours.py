@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from messages import mailbox_size, make_message
-from probes import backend_pids, port_open, stop_process
+from probes import port_open, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "benchpass"
@@ -179,10 +179,6 @@ class Ours:
                          ("outbound queue with transports + submission", self.outbound)):
             if not ok:
                 self.notes.append(f"ours: no {what} on this branch yet; its workloads are skipped")
-
-    def backend_pids(self) -> list[int]:
-        """PostgreSQL backends serving our database (their CPU is part of ours)."""
-        return backend_pids(self.db_name)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -52,7 +52,17 @@ from ours import (  # noqa: E402
     index_caught_up,
     top_message_id,
 )
-from probes import PeakRSS, TreeCPU, child_pids, log, port_open, read_pid, stop_process, wait_port  # noqa: E402
+from probes import (  # noqa: E402
+    PeakRSS,
+    TreeCPU,
+    backend_pids,
+    child_pids,
+    log,
+    port_open,
+    read_pid,
+    stop_process,
+    wait_port,
+)
 from reference import (  # noqa: E402
     DOVECOT_IMAP,
     DOVECOT_PID,
@@ -97,7 +107,7 @@ class Bench:
         pid = ours.proc.pid if ours and ours.proc else None
         # ours: our process, its children (the search indexer's decoding process) and the PostgreSQL
         # backends of our database, each counted by its own delta
-        self.cpu_ours = TreeCPU(None, extra=(lambda: [pid, *child_pids(pid), *ours.backend_pids()])
+        self.cpu_ours = TreeCPU(None, extra=(lambda: [pid, *child_pids(pid), *backend_pids(ours.db_name)])
                                 if ours and pid else None)
         self.cpu_postfix = TreeCPU(read_pid(POSTFIX_PID))
         self.cpu_dovecot = TreeCPU(read_pid(DOVECOT_PID))

@@ -49,11 +49,16 @@ async def hash_password(password: str) -> str:
     return await asyncio.get_running_loop().run_in_executor(_HASHING, _HASHER.hash, password)
 
 
+def _secret(password: str) -> bytes:
+    """A password as the bytes argon2 and the cache see. A password read from 8-bit IMAP literal bytes
+    that are not UTF-8 arrives surrogate-escaped, which strict UTF-8 cannot encode; surrogatepass encodes
+    any str, and those bytes match no hash of a text password, as they should not."""
+    return password.encode("utf-8", "surrogatepass")
+
+
 def _verify(stored: str | None, password: str) -> bool:
-    # As bytes: a password read from 8-bit IMAP literal bytes that are not UTF-8 arrives surrogate-escaped,
-    # and argon2 would fail to encode it; its own bytes match no hash of a text password, as they should.
     try:
-        return _HASHER.verify(stored or _DUMMY, password.encode("utf-8", "surrogateescape")) and stored is not None
+        return _HASHER.verify(stored or _DUMMY, _secret(password)) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -67,7 +72,7 @@ class VerifiedCache:
         self._entries: OrderedDict[bytes, None] = OrderedDict()
 
     def _digest(self, stored: str, password: str) -> bytes:
-        return hmac.new(self._key, stored.encode() + b"\0" + password.encode("utf-8", "surrogatepass"),
+        return hmac.new(self._key, stored.encode() + b"\0" + _secret(password),
                         hashlib.sha256).digest()
 
     def hit(self, stored: str, password: str) -> bool:
