@@ -24,7 +24,7 @@ MAX_DEPTH = 40  # deeper multiparts become opaque leaves
 MAX_PARTS = 5000  # beyond this, the rest of a multipart is treated as its epilogue
 
 _MESSAGE_TYPES = ("message/rfc822", "message/global")  # RFC 6532 §3.5: message/global nests too
-_IDENTITY = ("", "7bit", "8bit", "binary")
+_IDENTITY = ("7bit", "8bit", "binary")  # `encoding` reads an absent or empty field as 7bit
 
 
 @dataclass(slots=True)
@@ -137,7 +137,7 @@ class _Walker:
             else:
                 ent.type, ent.subtype, ent.params = "text", "plain", [("charset", "us-ascii")]
             end = hard
-        elif f"{ctype}/{subtype}" in _MESSAGE_TYPES and depth < MAX_DEPTH and _encoding(header) in _IDENTITY:
+        elif f"{ctype}/{subtype}" in _MESSAGE_TYPES and depth < MAX_DEPTH and ent.encoding in _IDENTITY:
             inner, end = self.entity(ent.body_start, limit, outer, "text/plain", depth + 1)
             ent.message = inner
         else:
@@ -176,13 +176,6 @@ def _param(params: list[tuple[str, str]], name: str) -> str | None:
         if key == name:
             return value
     return None
-
-
-def _encoding(header: HeaderBlock) -> str:
-    value = header.get("content-transfer-encoding")
-    if value is None:
-        return ""
-    return value.decode("latin-1").split("(", 1)[0].strip().lower()
 
 
 def content_type(header: HeaderBlock, default: str) -> tuple[str, str, list[tuple[str, str]]]:

@@ -3,7 +3,8 @@
 mailcore may not import `imap`, so the small quoting rule the stored text needs lives here.
 The text it produces is a `str` that the IMAP layer sends encoded as UTF-8: every `{n}` literal
 count below is the UTF-8 length of the literal's content. Bytes that are not valid UTF-8 are read
-as Latin-1 first, so the stored text is always valid UTF-8 (and storable in PostgreSQL `text`).
+as `headers.text_of` reads them (Windows-1252, else Latin-1), so the stored text is always valid UTF-8
+(and storable in PostgreSQL `text`) and says what the decoded subject and addresses say.
 It must not decide what a value means; callers pass raw header bytes.
 """
 
@@ -11,17 +12,19 @@ from __future__ import annotations
 
 import re
 
+from mailcore.mime.headers import text_of
+
 _MAX_QUOTED = 1000  # longer values go as literals, which no client mis-parses
 _PLAIN = re.compile(r'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')  # ASCII but NUL, CR, LF, '"' and '\\'
 
 
 def to_text(value: bytes) -> str:
-    """Bytes of a header value as text: UTF-8 when valid, else Latin-1; NUL dropped."""
-    value = value.replace(b"\x00", b"")
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return value.decode("latin-1")
+    """Bytes of a header value as text, NUL dropped: UTF-8 when valid, else Windows-1252, else Latin-1.
+
+    One reading for ENVELOPE, BODYSTRUCTURE and the decoded fields SEARCH and the API use: a raw 0x93
+    from an old Windows mailer is a quotation mark in all of them, not a C1 control in the ENVELOPE
+    (WHATWG's Encoding Standard reads Latin-1 labels as Windows-1252 for the same reason)."""
+    return text_of(value.replace(b"\x00", b""))
 
 
 def string(value: str | bytes) -> str:

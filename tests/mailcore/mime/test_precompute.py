@@ -227,6 +227,28 @@ def test_non_extensible_body() -> None:
         '"html" ("charset" "us-ascii") NIL NIL "7bit" 10 1) "alternative") 14) "mixed")')
 
 
+def test_unlabelled_8bit_header_reads_the_same_in_envelope_and_decoded_fields() -> None:
+    # Windows-1252 quotes and a Latin-1 e-acute from an old mailer: ENVELOPE (what Thunderbird lists) and
+    # the decoded subject (SEARCH, the API) must both show quotation marks, not C1 controls
+    s = summarize(b"Subject: \x93quoted\x94 caf\xe9\r\nFrom: J\xfcrgen <a@b.example>\r\n\r\nhi\r\n")
+    assert s.subject == "\u201cquoted\u201d caf\u00e9"
+    assert s.envelope.startswith("(NIL {18}\r\n\u201cquoted\u201d caf\u00e9 (({7}\r\nJ\u00fcrgen NIL ")
+    # bytes Windows-1252 leaves undefined (0x81) read as Latin-1, as before
+    assert summarize(b"Subject: a\x81\x93\r\n\r\nhi\r\n").envelope.startswith("(NIL {5}\r\na\x81\x93 ")
+
+
+@pytest.mark.parametrize("cte", [b"base64", b"(from an old gateway) base64", b"BASE64 (comment)"])
+def test_encoded_message_part_is_opaque_whatever_comments_its_encoding_carries(cte: bytes) -> None:
+    # RFC 2045 §6.1 allows comments in Content-Transfer-Encoding; a base64 message/rfc822 part cannot be
+    # parsed as a message (RFC 2046 §5.2.1), with a comment in front or not
+    inner = b"U3ViamVjdDogaW5uZXINCkZyb206IHhAeS5leGFtcGxlDQoNCmhlbGxvDQo=\r\n"
+    s = summarize(b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n"
+                  b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: " + cte + b"\r\n\r\n"
+                  + inner + b"--XX--\r\n")
+    assert s.bodystructure.startswith('(("message" "rfc822" NIL NIL NIL "base64" 60 NIL NIL NIL NIL) "mixed"')
+    assert [p.number for p in s.parts] == ["1"] and s.parts[0].message_body_start is None
+
+
 def test_quote_heavy_and_crlf_values_become_literals() -> None:
     s = summarize(b'Subject: ' + b'"\\' * 10 + b"\r\n\r\nx")
     assert s.envelope.startswith("(NIL {20}\r\n")
