@@ -76,6 +76,8 @@ def mailbox_name(raw: bytes, opts: Options) -> str:
             name = utf7.decode(raw)
         except ValueError as e:
             raise ParseError(f"invalid mailbox name: {e}") from None
+    if "\x00" in name:  # `&AAA-`: no mailbox has it, and PostgreSQL text cannot hold it
+        raise ParseError("invalid mailbox name: NUL")
     return "INBOX" if name.upper() == "INBOX" else name
 
 

@@ -70,7 +70,8 @@ def decode(name: str | bytes) -> str:
             raise ValueError("invalid modified base64") from None
         if len(data) % 2:
             raise ValueError("modified base64 is not whole UTF-16 units")
-        if _b64(data.decode("utf-16-be", "surrogatepass")) != chunk:
+        # compared as bytes: re-encoding text would raise on a lone surrogate, reported below
+        if base64.b64encode(data).decode("ascii").rstrip("=").replace("/", ",") != chunk:
             raise ValueError("non-canonical modified base64 (padding bits set)")
         try:
             text = data.decode("utf-16-be")

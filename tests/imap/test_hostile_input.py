@@ -1,0 +1,65 @@
+"""Hostile and odd input over a real listener: every command gets a tagged BAD or NO with a sensible
+code (never NO [SERVERBUG], a dropped connection or a logged traceback), and nothing is half-stored."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.imap.conftest import PASSWORD, USER, Listening, message
+from tests.imap.test_server import Line
+
+
+async def session(listening: Listening, select: str | None = "INBOX") -> Line:
+    """A logged-in raw connection, with `select` selected."""
+    c = await Line.open(listening.imap_port)
+    await c.line()
+    assert (await c.cmd(f'L LOGIN {USER} "{PASSWORD}"'))[-1].startswith("L OK")
+    if select is not None:
+        assert (await c.cmd(f"S SELECT {select}"))[-1].startswith("S OK")
+    return c
+
+
+async def send(c: Line, tag: str, data: bytes) -> list[str]:
+    """Send one command (literals inline, non-synchronising) and read up to its tagged reply."""
+    c.writer.write(data + b"\r\n")
+    out = []
+    while True:
+        line = await c.line(within=10)
+        out.append(line)
+        if line.startswith(tag + " ") or not line:
+            return out
+
+
+def no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+async def messages_in(c: Line, mailbox: str) -> str:
+    out = await c.cmd(f"st STATUS {mailbox} (MESSAGES UIDNEXT)")
+    assert out[-1].startswith("st OK"), out
+    return out[0]
+
+
+# `&AAA-` is modified UTF-7 for U+0000: a name no mailbox can have (PostgreSQL text holds no NUL)
+@pytest.mark.parametrize("command", [
+    b"SELECT &AAA-", b"EXAMINE &AAA-", b"DELETE &AAA-", b"RENAME &AAA- x", b"SUBSCRIBE &AAA-",
+    b"UNSUBSCRIBE &AAA-", b"STATUS &AAA- (MESSAGES)", b"APPEND &AAA- {3+}\r\nabc", b"COPY 1 &AAA-",
+    b"MOVE 1 &AAA-", b"UID MOVE 1 a&AAA-b", b"CREATE &AAA-",
+])
+async def test_mailbox_name_with_an_encoded_nul_is_bad(listening: Listening, command: bytes,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command)
+    assert out[-1].startswith("a BAD invalid mailbox name"), out
+    assert (await c.cmd("z NOOP"))[-1].startswith("z OK")
+    no_errors_logged(caplog)
+
+
+async def test_lone_surrogate_in_a_mailbox_name_is_bad_in_our_words(listening: Listening) -> None:
+    c = await session(listening, select=None)
+    out = await send(c, "a", b"a SELECT &2D0-")
+    assert out == ["a BAD invalid mailbox name: unpaired UTF-16 surrogate in mailbox name\r\n"]
