@@ -21,6 +21,8 @@ _MONTHS = {m: i for i, m in enumerate(
 _DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
 _DATE_TIME = re.compile(r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z")
 
+MAX_NUMBER64 = 2**63 - 1  # RFC 9051 §9 number64, the widest number any command takes
+
 SYSTEM_FLAGS = {f.upper(): f for f in
                 ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")}
 
@@ -104,8 +106,11 @@ class Reader:
             end += 1
         if end == start or end - start > 20:
             raise ParseError(f"expected {what}")
+        value = int(self.data[start:end])
+        if value > MAX_NUMBER64:  # the store's bigint could not hold it (LARGER, MODSEQ, partials)
+            raise ParseError(f"{what} too large")
         self.pos = end
-        return int(self.data[start:end])
+        return value
 
     def nz_number(self, what: str = "a number") -> int:
         value = self.number(what)

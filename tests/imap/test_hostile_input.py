@@ -63,3 +63,22 @@ async def test_lone_surrogate_in_a_mailbox_name_is_bad_in_our_words(listening: L
     c = await session(listening, select=None)
     out = await send(c, "a", b"a SELECT &2D0-")
     assert out == ["a BAD invalid mailbox name: unpaired UTF-16 surrogate in mailbox name\r\n"]
+
+
+# RFC 9051 §9 number64: nothing a client may send is above 2^63-1, the store's bigint
+@pytest.mark.parametrize("command", [
+    b"SEARCH LARGER 9223372036854775808", b"SEARCH SMALLER 18446744073709551616",
+    b"SEARCH LARGER 99999999999999999999", b"SEARCH OLDER 99999999999999999999",
+    b"SEARCH YOUNGER 99999999999999999999", b"SEARCH MODSEQ 99999999999999999999",
+    b"SEARCH NOT LARGER 9223372036854775808", b"FETCH 1 (FLAGS) (CHANGEDSINCE 9223372036854775808)",
+    b"STORE 1 (UNCHANGEDSINCE 9223372036854775808) +FLAGS (\\Seen)",
+    b"FETCH 1 BODY[]<9223372036854775808.1>",
+])
+async def test_numbers_beyond_64_bits_are_bad(listening: Listening, command: bytes,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command)
+    assert out[-1].startswith("a BAD") and "too large" in out[-1], out
+    assert (await c.cmd("b SEARCH LARGER 9223372036854775807"))[-1].startswith("b OK")
+    no_errors_logged(caplog)
