@@ -302,6 +302,15 @@ def _append(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
     return Append(tag=tag, name=name, mailbox=mailbox, messages=tuple(messages))
 
 
+def _try_decode(codec: str) -> None:
+    """LookupError unless `codec` decodes bytes to text: Python also knows base64, rot13, zlib, hex
+    (bytes.decode refuses them only when given bytes; any byte will do, a decoding error is fine)."""
+    try:
+        b"x".decode(codec)
+    except ValueError:
+        pass
+
+
 def _decoder(charset: str | None) -> Callable[[bytes], str]:
     name = (charset or "UTF-8").upper()
     if name in ("US-ASCII", "UTF-8"):
@@ -309,14 +318,18 @@ def _decoder(charset: str | None) -> Callable[[bytes], str]:
     else:
         try:
             codec = codecs.lookup(name).name
+            _try_decode(codec)
         except LookupError:
             raise ParseError("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
 
     def decode(raw: bytes) -> str:
         try:
-            return raw.decode(codec)
-        except UnicodeDecodeError:
+            text = raw.decode(codec)
+        except ValueError:  # UnicodeError, and what odd codecs (idna, punycode) raise
             raise ParseError("search string does not match its charset") from None
+        if "\x00" in text:  # e.g. UTF-7 "+AAA-": no message text has it, PostgreSQL text cannot hold it
+            raise ParseError("NUL in search string")
+        return text
 
     return decode
 

@@ -82,3 +82,23 @@ async def test_numbers_beyond_64_bits_are_bad(listening: Listening, command: byt
     assert out[-1].startswith("a BAD") and "too large" in out[-1], out
     assert (await c.cmd("b SEARCH LARGER 9223372036854775807"))[-1].startswith("b OK")
     no_errors_logged(caplog)
+
+
+# codecs Python knows that are no text encodings, and charsets that decode to NUL
+@pytest.mark.parametrize(("command", "reply"), [
+    (b"SEARCH CHARSET base64 SUBJECT x", "a BAD [BADCHARSET (US-ASCII UTF-8)]"),
+    (b"SEARCH CHARSET rot13 SUBJECT x", "a BAD [BADCHARSET (US-ASCII UTF-8)]"),
+    (b"SEARCH CHARSET zlib BODY x", "a BAD [BADCHARSET (US-ASCII UTF-8)]"),
+    (b"SEARCH CHARSET hex TEXT x", "a BAD [BADCHARSET (US-ASCII UTF-8)]"),
+    (b"SEARCH CHARSET utf-7 SUBJECT \"+AAA-\"", "a BAD NUL in search string"),
+    (b"SEARCH CHARSET unicode_escape HEADER X-A \"\\\\x00\"", "a BAD NUL in search string"),
+    (b"SEARCH CHARSET idna SUBJECT \"xn--a.\"", "a BAD search string does not match its charset"),
+    (b"SEARCH CHARSET utf-16 SUBJECT x", "a BAD search string does not match its charset"),
+])
+async def test_search_charsets_that_cannot_give_a_string_are_bad(listening: Listening, command: bytes, reply: str,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command)
+    assert out[-1].startswith(reply), out
+    assert (await c.cmd("z NOOP"))[-1].startswith("z OK")
+    no_errors_logged(caplog)
