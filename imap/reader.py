@@ -8,7 +8,7 @@ Must not: know command semantics or do I/O. Errors raise `ParseError` with a cli
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 # RFC 3501 §9: atom-specials = "(" / ")" / "{" / SP / CTL / list-wildcards / quoted-specials / resp-specials
 _ATOM_SPECIALS = frozenset(b'(){ %*"\\]') | frozenset(range(0x00, 0x20)) | {0x7F}
@@ -224,10 +224,12 @@ class Reader:
         day, _, year, hh, mm, ss, sign, zh, zm = m.groups()
         offset = timedelta(hours=int(zh), minutes=int(zm))
         try:
-            return datetime(int(year), _MONTHS[m.group(2).upper()], int(day), int(hh), int(mm), int(ss),
+            when = datetime(int(year), _MONTHS[m.group(2).upper()], int(day), int(hh), int(mm), int(ss),
                             tzinfo=timezone(-offset if sign == "-" else offset))
-        except ValueError:
+            when.astimezone(UTC)  # 01-Jan-0001 00:00:00 +0100 is in no UTC year the store can hold
+        except (ValueError, OverflowError):
             raise ParseError("invalid date-time") from None
+        return when
 
     def generic(self, depth: int = 0) -> object:
         """A tolerated value we do not interpret: atom, number, string or nested list."""

@@ -102,3 +102,16 @@ async def test_search_charsets_that_cannot_give_a_string_are_bad(listening: List
     assert out[-1].startswith(reply), out
     assert (await c.cmd("z NOOP"))[-1].startswith("z OK")
     no_errors_logged(caplog)
+
+
+@pytest.mark.parametrize("when", [b"01-Jan-0001 00:00:00 +0100", b"31-Dec-9999 23:59:59 -2359"])
+async def test_append_date_time_outside_the_utc_calendar_is_bad(listening: Listening, when: bytes,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    c = await session(listening, select=None)
+    raw = message(1)
+    out = await send(c, "a", b'a APPEND INBOX "%s" {%d+}\r\n' % (when, len(raw)) + raw)
+    assert out[-1] == "a BAD invalid date-time\r\n", out
+    assert "MESSAGES 0 " in await messages_in(c, "INBOX")
+    edge = await send(c, "b", b'b APPEND INBOX "01-Jan-0001 00:00:00 -0100" {%d+}\r\n' % len(raw) + raw)
+    assert edge[-1].startswith("b OK [APPENDUID"), edge
+    no_errors_logged(caplog)
