@@ -178,27 +178,43 @@ async def append(session: Session, cmd: Append) -> Reply:
     box = session.append_boxes.get(name)
     if box is None:
         box = await find(session, cmd.mailbox, replies.TRY_CREATE)
-    uids: list[int] = []
-    validity = box.uidvalidity
-    for msg in cmd.messages:
-        if not msg.message:
-            raise Refusal(replies.EMPTY_MESSAGE)
-        if len(msg.message) > SUMMARIZE_IN_THREAD_ABOVE:
-            summary = await asyncio.to_thread(summarize, msg.message)
-        else:
-            summary = summarize(msg.message)
-        flags = [f for f in msg.flags if f != "\\Recent"]
-        try:
-            validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags,
-                                                   msg.date, box.name)
-        except mailstore.MailboxNotFound:
-            session.append_boxes.pop(name, None)
-            box = await find(session, cmd.mailbox, replies.TRY_CREATE)
-            validity, uid = await mailstore.append(session.ctx.pool, box.id, msg.message, summary, flags,
-                                                   msg.date, box.name)
-        session.append_boxes[name] = box
-        uids.append(uid)
+    if any(not msg.message for msg in cmd.messages):
+        raise Refusal(replies.EMPTY_MESSAGE)  # before storing any: RFC 3502 §6.3.11, all or none
+    summaries = [await _summarize(msg.message) for msg in cmd.messages]
+    if len(cmd.messages) == 1:
+        box, validity, uid = await _append_one(session, session.ctx.pool, box, cmd, 0, summaries[0])
+        uids = [uid]
+    else:
+        # several messages (MULTIAPPEND): one transaction, so a refusal or failure of any stores none
+        uids = []
+        async with session.ctx.pool.acquire() as conn, conn.transaction():
+            for i, summary in enumerate(summaries):
+                box, validity, uid = await _append_one(session, conn, box, cmd, i, summary)
+                uids.append(uid)
+    session.append_boxes[name] = box
     return replies.completed(cmd.name, Code.appenduid(validity, uids))
+
+
+async def _summarize(raw: bytes) -> object:
+    """The message's precomputed parts; a big one off the event loop."""
+    if len(raw) > SUMMARIZE_IN_THREAD_ABOVE:
+        return await asyncio.to_thread(summarize, raw)
+    return summarize(raw)
+
+
+async def _append_one(session: Session, conn: mailstore.Conn, box: Mailbox, cmd: Append, index: int,
+                      summary: object) -> tuple[Mailbox, int, int]:
+    """Store message `index` of `cmd`; returns (mailbox, uidvalidity, uid). A stale cached mailbox
+    (renamed or deleted since) is looked up again by name once."""
+    msg = cmd.messages[index]
+    flags = [f for f in msg.flags if f != "\\Recent"]
+    try:
+        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name)
+    except mailstore.MailboxNotFound:
+        session.append_boxes.pop(mailboxes.normalize(cmd.mailbox), None)
+        box = await find(session, cmd.mailbox, replies.TRY_CREATE)
+        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name)
+    return box, validity, uid
 
 
 @command("ENABLE", needs=Needs.AUTHENTICATED)

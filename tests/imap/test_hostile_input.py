@@ -115,3 +115,30 @@ async def test_append_date_time_outside_the_utc_calendar_is_bad(listening: Liste
     edge = await send(c, "b", b'b APPEND INBOX "01-Jan-0001 00:00:00 -0100" {%d+}\r\n' % len(raw) + raw)
     assert edge[-1].startswith("b OK [APPENDUID"), edge
     no_errors_logged(caplog)
+
+
+def multiappend(tag: str, *messages: bytes) -> bytes:
+    """One APPEND of several messages (RFC 3502), as non-synchronising literals."""
+    return (b"%s APPEND INBOX" % tag.encode()
+            + b"".join(b" {%d+}\r\n" % len(m) + m for m in messages))
+
+
+async def test_multiappend_with_an_empty_message_stores_none(listening: Listening,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    c = await session(listening, select=None)
+    out = await send(c, "a", multiappend("a", message(1), message(2), b""))
+    assert out[-1] == "a NO empty message\r\n", out
+    assert "MESSAGES 0 UIDNEXT 1)" in await messages_in(c, "INBOX")
+    out = await send(c, "b", multiappend("b", message(1), message(2)))
+    assert out[-1].startswith("b OK [APPENDUID ") and " 1:2] " in out[-1], out
+    no_errors_logged(caplog)
+
+
+async def test_multiappend_over_quota_at_the_second_message_stores_none(listening: Listening) -> None:
+    first, second = message(1), message(2, body="x" * 5000 + "\r\n")
+    await listening.world.pool.execute("UPDATE accounts SET quota_bytes = $1", len(first) + 1000)
+    c = await session(listening, select=None)
+    out = await send(c, "a", multiappend("a", first, second))
+    assert out[-1].startswith("a NO [OVERQUOTA]"), out
+    assert "MESSAGES 0 UIDNEXT 1)" in await messages_in(c, "INBOX")
+    assert await listening.world.pool.fetchval("SELECT used_bytes FROM accounts") == 0
