@@ -72,6 +72,7 @@ READ_ONLY = Reply("NO", "mailbox is read-only", encoder.READ_ONLY)
 OVER_QUOTA = Reply("NO", "over quota", encoder.OVERQUOTA)
 EMPTY_MESSAGE = Reply("NO", "empty message")
 COPY_NOTHING = Reply("NO", "no messages to copy")
+SEARCH_TOO_LONG = Reply("NO", "header search strings too long", encoder.LIMIT)
 
 # the one reply for anything unexpected: the cause goes to the log, never to the client
 SERVER_BUG = Reply("NO", "internal server error", encoder.SERVERBUG)

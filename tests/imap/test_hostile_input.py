@@ -142,3 +142,19 @@ async def test_multiappend_over_quota_at_the_second_message_stores_none(listenin
     assert out[-1].startswith("a NO [OVERQUOTA]"), out
     assert "MESSAGES 0 UIDNEXT 1)" in await messages_in(c, "INBOX")
     assert await listening.world.pool.fetchval("SELECT used_bytes FROM accounts") == 0
+
+
+@pytest.mark.parametrize(("command", "reply"), [
+    (b"SEARCH SUBJECT {100000+}\r\n" + b"a" * 100000, "a NO [LIMIT]"),
+    (b"SEARCH HEADER X-A {100000+}\r\n" + b"a" * 100000, "a NO [LIMIT]"),
+    (b"SEARCH " + b" ".join([b"OR FROM {5000+}\r\n" + b"b" * 5000 + b" TO x"] * 2), "a NO [LIMIT]"),
+    (b"SEARCH SUBJECT {8192+}\r\n" + b"a" * 8192, "a OK"),
+    (b"SEARCH TEXT {100000+}\r\n" + b"a" * 100000, "a OK"),  # TEXT and BODY use no regex
+], ids=["subject", "header", "two-froms", "at-the-limit", "text"])
+async def test_long_header_search_strings_are_refused_quickly(listening: Listening, command: bytes, reply: str,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command)
+    assert out[-1].startswith(reply), out
+    no_errors_logged(caplog)
