@@ -36,7 +36,7 @@ from imap.commands import (
     Status,
     Store,
 )
-from imap.reader import ParseError, Reader
+from imap.reader import SYSTEM_FLAGS, ParseError, Reader
 
 _TAG = re.compile(rb"[^\x00-\x20\x7f-\xff(){%*\"\\+]+")
 
@@ -282,6 +282,18 @@ def _status(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
     return Status(tag=tag, name=name, mailbox=mailbox, items=tuple(items))
 
 
+_MESSAGE_SYSTEM_FLAGS = frozenset(SYSTEM_FLAGS.values())
+
+
+def _message_flags(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """Flags a client may give a message (STORE, APPEND): keywords and the system flags. RFC 9051 §9:
+    a server MUST NOT generate flag-extensions (`\\Bogus`), so storing one would have it echoed in FLAGS."""
+    for flag in flags:
+        if flag.startswith("\\") and flag not in _MESSAGE_SYSTEM_FLAGS:
+            raise ParseError(f"invalid system flag {flag[:30]}")
+    return flags
+
+
 def _append(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
     r.sp()
     mailbox = _mailbox(r, opts)
@@ -290,7 +302,7 @@ def _append(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
         flags: tuple[str, ...] = ()
         when = None
         if r.peek() == b"(":
-            flags = r.flag_list()
+            flags = _message_flags(r.flag_list())
             r.sp()
         if r.peek() == b'"':
             when = r.date_time()
@@ -410,8 +422,7 @@ def _store(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
                 break
             flags_l.append(r.flag())
         flags = tuple(flags_l)
-    if "\\*" in flags:
-        raise ParseError("\\* is not a flag")
+    _message_flags(flags)
     return Store(tag=tag, name=name, uid=uid, sequence=seq, mode=modes[base], flags=flags,
                  silent=silent, unchangedsince=unchangedsince)
 

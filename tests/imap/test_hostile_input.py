@@ -158,3 +158,20 @@ async def test_long_header_search_strings_are_refused_quickly(listening: Listeni
     out = await send(c, "a", b"a " + command)
     assert out[-1].startswith(reply), out
     no_errors_logged(caplog)
+
+
+# RFC 9051 §9: a server MUST NOT generate flag-extensions, so it must not store them to echo in FLAGS
+@pytest.mark.parametrize("command", [
+    b"STORE 1 +FLAGS (\\Seen \\Bogus)", b"UID STORE 1 FLAGS \\Bogus", b"STORE 1 -FLAGS.SILENT (\\Recentish)",
+    b"APPEND INBOX (\\Bogus) {3+}\r\nabc", b"STORE 1 +FLAGS (\\*)",
+])
+async def test_unknown_system_flags_are_bad(listening: Listening, command: bytes) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command)
+    assert out[-1].startswith("a BAD invalid system flag"), out
+    assert "MESSAGES 1 " in await messages_in(c, "INBOX")
+    out = await send(c, "b", b"b FETCH 1 FLAGS")
+    assert out[0] == "* 1 FETCH (FLAGS (\\Recent))\r\n", out
+    ok = await send(c, "c", b"c STORE 1 +FLAGS (\\seen \\Recent $Junk)")
+    assert ok[0] == "* 1 FETCH (FLAGS ($Junk \\Seen \\Recent))\r\n", ok
