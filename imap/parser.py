@@ -130,7 +130,7 @@ class CommandParser:
             if nl < 0:
                 if len(buf) > self.max_line and not self._overlong:
                     if not self._discard:
-                        events.append(self._bad("line too long"))
+                        events.append(self._too_long())
                     self._cmd.clear()
                     self._overlong = True
                     self._discard = False
@@ -147,7 +147,7 @@ class CommandParser:
                 continue
             if len(line) > self.max_line:
                 if not self._discard:
-                    events.append(self._bad("line too long", line=line))
+                    events.append(self._too_long(line))
                 self._cmd.clear()
                 self._discard = False
                 self._end_of_dropped_line(line)
@@ -172,6 +172,14 @@ class CommandParser:
                 continue
             self._complete(events)
         return events
+
+    def _too_long(self, line: bytes = b"") -> Event:
+        """An over-long line: BAD, or, in IDLE, the end of IDLE like any line that is not DONE (else the
+        client got an untagged BAD and stayed idling, and its next command was taken for the DONE)."""
+        if self.mode is Mode.IDLE:
+            self.mode = Mode.COMMAND
+            return IdleDone(False)
+        return self._bad("line too long", line=line)
 
     def _end_of_dropped_line(self, line: bytes) -> None:
         """A dropped line ended: a `{n+}` literal after it is skipped too (RFC 7888 §4)."""

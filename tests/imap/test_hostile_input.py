@@ -175,3 +175,12 @@ async def test_unknown_system_flags_are_bad(listening: Listening, command: bytes
     assert out[0] == "* 1 FETCH (FLAGS (\\Recent))\r\n", out
     ok = await send(c, "c", b"c STORE 1 +FLAGS (\\seen \\Recent $Junk)")
     assert ok[0] == "* 1 FETCH (FLAGS ($Junk \\Seen \\Recent))\r\n", ok
+
+
+async def test_an_over_long_line_ends_idle_like_any_line_but_done(listening: Listening) -> None:
+    c = await session(listening)
+    c.writer.write(b"i IDLE\r\n")
+    assert (await c.line()).startswith("+ ")
+    c.writer.write(b"x" * 70000 + b"\r\n")
+    assert await c.line() == "i BAD expected DONE\r\n"
+    assert (await c.cmd("n NOOP"))[-1].startswith("n OK")
