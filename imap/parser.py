@@ -174,11 +174,15 @@ class CommandParser:
         return events
 
     def _too_long(self, line: bytes = b"") -> Event:
-        """An over-long line: BAD, or, in IDLE, the end of IDLE like any line that is not DONE (else the
-        client got an untagged BAD and stayed idling, and its next command was taken for the DONE)."""
+        """An over-long line: BAD, or, in IDLE, the end of IDLE like any line that is not DONE, and in an
+        AUTHENTICATE exchange an empty (malformed) response, so the exchange ends with its tagged reply
+        (else the client got an untagged BAD and went on waiting for one)."""
         if self.mode is Mode.IDLE:
             self.mode = Mode.COMMAND
             return IdleDone(False)
+        if self.mode is Mode.AUTH:
+            self.paused = True  # the session answers before the next line, as for any response
+            return AuthResponse(b"")
         return self._bad("line too long", line=line)
 
     def _end_of_dropped_line(self, line: bytes) -> None:

@@ -184,3 +184,13 @@ async def test_an_over_long_line_ends_idle_like_any_line_but_done(listening: Lis
     c.writer.write(b"x" * 70000 + b"\r\n")
     assert await c.line() == "i BAD expected DONE\r\n"
     assert (await c.cmd("n NOOP"))[-1].startswith("n OK")
+
+
+async def test_an_over_long_authenticate_response_ends_the_exchange(listening: Listening) -> None:
+    c = await Line.open(listening.imap_port)
+    await c.line()
+    c.writer.write(b"a AUTHENTICATE PLAIN\r\n")
+    assert (await c.line()).startswith("+")
+    c.writer.write(b"x" * 70000 + b"\r\n")
+    assert await c.line() == "a BAD malformed authentication response\r\n"
+    assert (await c.cmd(f'b LOGIN {USER} "{PASSWORD}"'))[-1].startswith("b OK")
