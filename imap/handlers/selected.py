@@ -51,7 +51,10 @@ async def check(session: Session, cmd: Simple) -> Reply:
 async def close(session: Session, cmd: Simple) -> Reply:
     sel = _selected(session)
     if cmd.name == "CLOSE" and not sel.readonly:
-        await mailstore.expunge(session.ctx.pool, sel.mailbox.id)  # silently (RFC 3501 §6.4.2)
+        try:
+            await mailstore.expunge(session.ctx.pool, sel.mailbox.id)  # silently (RFC 3501 §6.4.2)
+        except mailstore.MailboxNotFound:
+            pass  # deleted by another session: nothing is left to expunge, and CLOSE still deselects
     session.deselect()
     return replies.completed(cmd.name)
 

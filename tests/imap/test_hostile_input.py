@@ -194,3 +194,12 @@ async def test_an_over_long_authenticate_response_ends_the_exchange(listening: L
     c.writer.write(b"x" * 70000 + b"\r\n")
     assert await c.line() == "a BAD malformed authentication response\r\n"
     assert (await c.cmd(f'b LOGIN {USER} "{PASSWORD}"'))[-1].startswith("b OK")
+
+
+async def test_close_of_a_mailbox_another_session_deleted_deselects(listening: Listening) -> None:
+    other = await session(listening, select=None)
+    assert (await other.cmd("c CREATE Victim"))[-1].startswith("c OK")
+    c = await session(listening, select="Victim")
+    assert (await other.cmd("d DELETE Victim"))[-1].startswith("d OK")
+    assert (await c.cmd("a CLOSE"))[-1] == "a OK CLOSE completed\r\n"
+    assert (await c.cmd("b FETCH 1 FLAGS"))[-1] == "b BAD command not valid in this state\r\n"
