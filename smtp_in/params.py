@@ -17,6 +17,8 @@ from mailcore.replies import Reply
 
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
+# ABNF DIGIT is ASCII 0-9 only; str.isdigit() also takes "١" (read as 1) and "²" (which int() refuses).
+_DIGITS = re.compile(r"[0-9]+\Z")
 MAX_ENVID = 100  # RFC 3461 §4.4
 MAX_ORCPT = 500  # RFC 3461 §4.2
 
@@ -92,6 +94,14 @@ def _params(items: list[str], allowed: set[str]) -> dict[str, str | None]:
     return out
 
 
+def decimal(text: str, max_digits: int) -> int | None:
+    """`text` as a number if it is 1 to `max_digits` ASCII digits, else None. For SIZE= and BDAT's size:
+    a Unicode digit must be a syntax error, not a different number or an exception from int()."""
+    if len(text) > max_digits or not _DIGITS.match(text):
+        return None
+    return int(text)
+
+
 def decode_xtext(value: str) -> str:
     """RFC 3461 §4: `+XX` hex escapes; anything else outside printable ASCII is an error."""
     if not _XTEXT.match(value):
@@ -107,10 +117,10 @@ def parse_mail(arg: str, *, esmtp: bool, utf8_allowed: bool) -> MailArgs:
     params = _params(items, {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID", "AUTH"})
     args = MailArgs(sender=None)
     if "SIZE" in params:
-        size = params["SIZE"] or ""
-        if not size.isdigit() or len(size) > 20:
+        size = decimal(params["SIZE"] or "", 20)
+        if size is None:
             raise ParamError(replies.PARAMETER_SYNTAX.with_text("invalid SIZE"))
-        args.size = int(size)
+        args.size = size
     if "BODY" in params:
         body = (params["BODY"] or "").upper()
         if body not in ("7BIT", "8BITMIME"):

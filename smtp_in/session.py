@@ -36,7 +36,7 @@ from smtp_in.auth import MECHANISMS, Authenticator, SASLError, decode_b64, decod
 from smtp_in.checks import BodyCheck, ConnectionLimits
 from smtp_in.dataread import ChunkReader, DataReader, Verdict
 from smtp_in.hooks import ListenerHooks
-from smtp_in.params import ParamError, parse_mail, parse_rcpt
+from smtp_in.params import ParamError, decimal, parse_mail, parse_rcpt
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.spool import Spool
 from smtp_in.transaction import Origin, Recipient, Transaction, deliver
@@ -608,11 +608,11 @@ class SMTPSession(SMTP):
     async def smtp_BDAT(self, arg: str) -> None:
         parts = arg.split(" ")
         last = len(parts) == 2 and parts[1].upper() == "LAST"
-        if not parts[0].isdigit() or len(parts[0]) > 12 or (len(parts) == 2 and not last) or len(parts) > 2:
+        size = decimal(parts[0], 12)
+        if size is None or (len(parts) == 2 and not last) or len(parts) > 2:
             # Without a size we cannot tell data from commands: stop here rather than guess.
             await self._send_raw(replies.SYNTAX_ERROR.lines())
             raise _Close
-        size = int(parts[0])
         refusal: Reply | None = None
         if not self.tx.started:
             refusal = replies.NEED_MAIL

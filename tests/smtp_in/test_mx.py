@@ -263,6 +263,22 @@ async def test_bdat_too_big_consumed(pool: asyncpg.Pool, accounts_ids: object, t
         await server.stop()
 
 
+@pytest.mark.parametrize("size", ["\u00b2", "\u0661", "1\u0660", "+5", "5 MORE"])
+async def test_bdat_unreadable_size_closes(server: Server, size: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A BDAT size that is not ASCII digits (str.isdigit() takes "²" and "١") is a syntax error and the
+    end of the connection (we cannot tell its data from commands): never 451 with a traceback, never a
+    chunk read at the size a Unicode digit happens to have."""
+    client = await RawClient.connect(server.port("mx"))
+    await client.cmd("EHLO x.example")
+    await client.cmd("MAIL FROM:<a@remote.example>")
+    await client.cmd(f"RCPT TO:<{USER}>")
+    await client.send(f"BDAT {size}\r\nxNOOP\r\n".encode())
+    assert parsed((await client.reply())[1]) == code(replies.SYNTAX_ERROR)
+    assert await client.more() == b""
+    assert "Traceback" not in caplog.text
+    assert await inbox(server.pool, USER) == []
+
+
 SMUGGLING = yaml.safe_load((DATA / "smuggling-eod-variants.yaml").read_text())
 
 

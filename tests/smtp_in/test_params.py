@@ -34,6 +34,9 @@ def test_mail_ok(arg: str, sender: str | None, attrs: dict[str, object]) -> None
     ("FROM:<a@b.example> BODY=BINARYMIME", replies.PARAMETER_SYNTAX),
     ("FROM:<a@b.example> XFOO=1", replies.PARAMETER_UNKNOWN),
     ("FROM:<a@b.example> ENVID=bad=", replies.PARAMETER_SYNTAX),
+    # Digits are ASCII (ABNF DIGIT): "²" made int() raise (451 and a traceback), "١٢" was read as 12.
+    ("FROM:<a@b.example> SIZE=\u00b2", replies.PARAMETER_SYNTAX),
+    ("FROM:<a@b.example> SIZE=\u0661\u0662", replies.PARAMETER_SYNTAX),
     ("FROM:<jö@b.example>", replies.SMTPUTF8_REQUIRED),
     ("FROM:<a@[127.0.0.1]>", replies.MAILBOX_NAME_NOT_ALLOWED),
 ])
