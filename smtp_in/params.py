@@ -19,6 +19,8 @@ _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*\Z")
 _XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")
 # ABNF DIGIT is ASCII 0-9 only; str.isdigit() also takes "١" (read as 1) and "²" (which int() refuses).
 _DIGITS = re.compile(r"[0-9]+\Z")
+# RFC 3461 §4.4: an envelope id is printable US-ASCII (graphic and space) once xtext is undone.
+_ENVID = re.compile(r"[\x20-\x7e]+\Z")
 MAX_ENVID = 100  # RFC 3461 §4.4
 MAX_ORCPT = 500  # RFC 3461 §4.2
 
@@ -137,7 +139,8 @@ def parse_mail(arg: str, *, esmtp: bool, utf8_allowed: bool) -> MailArgs:
         args.ret = ret
     if "ENVID" in params:
         envid = decode_xtext(params["ENVID"] or "")
-        if not envid or len(envid) > MAX_ENVID:
+        # Controls would reach the queue (NUL: the commit fails; CR LF: the next hop's MAIL line).
+        if not _ENVID.match(envid) or len(envid) > MAX_ENVID:
             raise ParamError(replies.PARAMETER_SYNTAX.with_text("invalid ENVID"))
         args.envid = envid
     if path:

@@ -37,6 +37,12 @@ def test_mail_ok(arg: str, sender: str | None, attrs: dict[str, object]) -> None
     # Digits are ASCII (ABNF DIGIT): "²" made int() raise (451 and a traceback), "١٢" was read as 12.
     ("FROM:<a@b.example> SIZE=\u00b2", replies.PARAMETER_SYNTAX),
     ("FROM:<a@b.example> SIZE=\u0661\u0662", replies.PARAMETER_SYNTAX),
+    # RFC 3461 §4.4: ENVID is printable ASCII once decoded; NUL failed the commit after DATA (451 for
+    # ever), CR LF was queued and would have ended the next hop's MAIL line.
+    ("FROM:<a@b.example> ENVID=a+00b", replies.PARAMETER_SYNTAX),
+    ("FROM:<a@b.example> ENVID=a+0D+0AX-Injected:+20yes", replies.PARAMETER_SYNTAX),
+    ("FROM:<a@b.example> ENVID=a+09b", replies.PARAMETER_SYNTAX),
+    ("FROM:<a@b.example> ENVID=a+7Fb", replies.PARAMETER_SYNTAX),
     ("FROM:<jö@b.example>", replies.SMTPUTF8_REQUIRED),
     ("FROM:<a@[127.0.0.1]>", replies.MAILBOX_NAME_NOT_ALLOWED),
 ])
