@@ -150,6 +150,18 @@ class SMTPSession(SMTP):
             self._reset_state()
 
     def connection_lost(self, error: Exception | None) -> None:
+        self._leave()
+        self._drop_bdat()
+        super().connection_lost(error)
+
+    def _leave(self) -> None:
+        """Give back the connection slot and leave the listener's sessions; safe to call twice.
+
+        Called by `connection_lost` and when the command loop ends: after a STARTTLS whose handshake
+        never completes (garbage, a close, a timeout), asyncio's SSLProtocol does not pass
+        connection_lost on to us, since to it we were never connected; without the second call each
+        such connection kept its slot for ever and `max_connections_per_ip` of them locked the
+        address out (`max_connections`: everyone)."""
         if self._admitted:
             self.ctx.limits.release(self.peer_ip)
             self._admitted = False
@@ -157,8 +169,6 @@ class SMTPSession(SMTP):
         self.tx.discard()
         if self.ctx.closing and not self.ctx.sessions:
             self.ctx.drained.set()
-        self._drop_bdat()
-        super().connection_lost(error)
 
     def eof_received(self) -> bool | None:
         # Let the command loop see EOF and finish what it is doing (aiosmtpd would cancel it mid-commit).
@@ -319,6 +329,7 @@ class SMTPSession(SMTP):
                     self.transport.write(bytes(self._out))
                 self._out.clear()
                 self.transport.close()
+            self._leave()
 
     async def _dispatch(self, line: bytes) -> None:
         """Parse one command line, enforce the generic limits, run the command. Errors become replies here."""

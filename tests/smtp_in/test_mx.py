@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import aiosmtplib
@@ -380,6 +381,36 @@ async def test_connection_limits(pool: asyncpg.Pool, accounts_ids: object, tmp_p
         d = await RawClient.connect(server.port("mx"))
         assert (await d.cmd("NOOP"))[0] == 250
         await b.close()
+    finally:
+        await server.stop()
+
+
+@pytest.mark.both_loops
+@pytest.mark.parametrize("failure", ["garbage", "close", "silence"])
+async def test_failed_starttls_handshake_frees_the_connection_slot(
+        pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path, server_tls: ssl.SSLContext, failure: str) -> None:
+    """A STARTTLS whose handshake never completes (plaintext garbage, a close, silence until the idle
+    timeout) must give back the client's connection slot: asyncio's SSLProtocol never reports such a
+    connection lost to the session, and each one used to keep its slot for ever, so
+    `max_connections_per_ip` of them locked the address out with 421."""
+    server = await start_server(pool, make_settings(tmp_path, max_connections_per_ip=1, idle_timeout=0.5),
+                                server_tls)
+    try:
+        for _ in range(3):
+            client = await RawClient.connect(server.port("mx"))
+            await client.cmd("EHLO x.example")
+            assert (await client.cmd("STARTTLS"))[0] == 220
+            if failure == "garbage":
+                await client.send(b"NOT A TLS CLIENT HELLO\r\n" * 4)
+            elif failure == "close":
+                await client.close()
+            if failure != "close":
+                await asyncio.wait_for(client.reader.read(), 5)  # the server closes
+                await client.close()
+            await asyncio.sleep(0.1)
+        client = await RawClient.connect(server.port("mx"))  # 220, not 421 too many connections
+        assert (await client.cmd("NOOP"))[0] == 250
+        await client.close()
     finally:
         await server.stop()
 
