@@ -51,21 +51,10 @@ def field_value(value: str, limit: int = MAX_FIELD) -> str:
     return " ".join(cleaned.split())[:limit]
 
 
-def xtext_decode(value: str) -> str:
-    """Undo RFC 3461 §4 xtext (`+HH` escapes), as ORCPT and ENVID arrive in."""
-    out, i = [], 0
-    while i < len(value):
-        if value[i] == "+" and _is_hex(value[i + 1:i + 3]):
-            out.append(chr(int(value[i + 1:i + 3], 16)))
-            i += 3
-        else:
-            out.append(value[i])
-            i += 1
-    return "".join(out)
-
-
-def _is_hex(text: str) -> bool:
-    return len(text) == 2 and all(c in "0123456789ABCDEFabcdef" for c in text)
+def xtext(value: str) -> str:
+    """`value` (ASCII) as RFC 3461 §4 xtext, the form ENVID and ORCPT travel in: "+", "=" and anything
+    outside "!".."~" as +HH. The queue keeps both decoded (smtp_in undoes the xtext they came in)."""
+    return "".join(c if "!" <= c <= "~" and c not in "+=" else f"+{ord(c):02X}" for c in value)
 
 
 def _address_field(address: str) -> str:
@@ -75,10 +64,12 @@ def _address_field(address: str) -> str:
 
 
 def _original_recipient(orcpt: str) -> str:
+    """The Original-Recipient field's value (RFC 3464 §2.3.1) from the queue's ORCPT, kept decoded: decoding
+    it again turned a literal "+2B" of the address into "+"."""
     kind, sep, addr = orcpt.partition(";")
     if not sep:
-        return _address_field(xtext_decode(orcpt))
-    return f"{field_value(kind)};{field_value(xtext_decode(addr))}"
+        return _address_field(orcpt)
+    return f"{field_value(kind)};{field_value(addr)}"
 
 
 def _date(value: dt.datetime) -> str:

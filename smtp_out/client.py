@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from config.settings import QueueSettings
+from mailcore.dsn import xtext
 from smtp_out.routing import Hop
 from smtp_out.session import Session, SessionLost, command, dot_stuffed
 
@@ -134,8 +135,12 @@ def _params(env: Envelope, r: Recipient, dsn: bool) -> list[str]:
     out = []
     if r.notify:
         out.append(f"NOTIFY={r.notify}")
-    if r.orcpt and r.orcpt.isascii() and " " not in r.orcpt:
-        out.append(f"ORCPT={r.orcpt}")
+    if r.orcpt and r.orcpt.isascii():
+        # RFC 3461 §4.2: addr-type ";" xtext. The queue keeps the address decoded; a "+" or "=" in it, or
+        # a space, sent as it is would change it or break the RCPT line's parameters.
+        # An ASCII "utf-8" address is an rfc822 one (RFC 6533 §3), whose xtext this is.
+        kind, _, address = r.orcpt.partition(";")
+        out.append(f"ORCPT={'rfc822' if kind == 'utf-8' else kind};{xtext(address)}")
     return out
 
 
@@ -334,7 +339,7 @@ def _mail_command(env: Envelope, session: Session) -> bytes:
     if dsn and env.ret:
         options.append(f"RET={env.ret}".encode())
     if dsn and env.envid and env.envid.isascii():
-        options.append(f"ENVID={env.envid}".encode())
+        options.append(f"ENVID={xtext(env.envid)}".encode())  # kept decoded (RFC 3461 §4.4: xtext)
     enc = "utf-8" if env.needs_smtputf8 else "ascii"
     return command(b"MAIL", b"FROM:<" + env.sender.encode(enc) + b">", *options)
 

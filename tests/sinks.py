@@ -11,7 +11,9 @@ stall, per connection and per recipient, and count everything they receive.
 (close before the greeting), "stall" (never greet), or a reply such as "421 4.3.2 busy" sent as the
 greeting before closing. `rcpt` maps a recipient (lower-cased) to a reply, "drop" or "stall"; `data`
 is the reply to the end of DATA (default 250), or "drop"/"stall". Scripts may be changed between runs.
-Sinks run in the test's own event loop on an ephemeral port of 127.0.0.1; `tls` enables STARTTLS.
+Sinks run in the test's own event loop on an ephemeral port of 127.0.0.1; `tls` enables STARTTLS;
+`dsn` advertises DSN (RFC 3461) and keeps the DSN parameters of MAIL and RCPT, as sent, in `dsn_params`
+(aiosmtpd itself refuses them).
 """
 
 from __future__ import annotations
@@ -70,10 +72,12 @@ class Sink:
     stall_seconds: float = 3600.0
     hostname: str = "sink.test"
     on_data: Callable[[Received], None] | None = None
+    dsn: bool = False
 
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     rcpt_attempts: list[str] = field(default_factory=list)
+    dsn_params: list[str] = field(default_factory=list)
     port: int = 0
     _server: asyncio.Server | None = None
     _transports: set[Any] = field(default_factory=set)
@@ -128,6 +132,24 @@ class _SinkSMTP(SMTP):
         self.sink._transports.add(transport)
         super().connection_made(transport)
 
+    def _without_dsn(self, arg: str, names: tuple[str, ...]) -> str:
+        """`arg` without its DSN parameters, which go to the sink's `dsn_params` as they came."""
+        if not self.sink.dsn or not arg:
+            return arg
+        kept = []
+        for word in arg.split(" "):
+            if word.split("=", 1)[0].upper() in names:
+                self.sink.dsn_params.append(word)
+            else:
+                kept.append(word)
+        return " ".join(kept)
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await super().smtp_MAIL(self._without_dsn(arg, ("RET", "ENVID")))
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        await super().smtp_RCPT(self._without_dsn(arg, ("NOTIFY", "ORCPT")))
+
 
 class _Handler:
     def __init__(self, sink: Sink) -> None:
@@ -141,6 +163,11 @@ class _Handler:
             await asyncio.sleep(self.sink.stall_seconds)
             return "451 4.4.2 stalled"
         return reply
+
+    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-DSN", responses[-1]] if self.sink.dsn else responses
 
     async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:

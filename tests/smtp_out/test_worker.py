@@ -90,6 +90,29 @@ async def test_permanent_failure_bounces_to_local_sender(pool: asyncpg.Pool, our
     assert await pool.fetchval("SELECT count(*) FROM queue") == 0
 
 
+async def test_dsn_parameters_go_out_as_xtext(pool: asyncpg.Pool, ours: int, sinks, clock: Clock) -> None:
+    # The queue keeps ENVID and ORCPT decoded (smtp_in undoes their xtext); the next hop must get them
+    # encoded again (RFC 3461 §4): sent as they were, "+2B" became "+" there and a space split the line.
+    sink = await sinks(dsn=True)
+    await submit(pool, RemoteRecipient("a+b@far.example", notify="FAILURE,DELAY", orcpt="rfc822;a+b=c@far.example"),
+                 RemoteRecipient("plain@far.example", orcpt="utf-8;plain@far.example"),
+                 envid="QQ+2B 1=x", ret="HDRS")
+    assert await outbound(pool, clock, transports=to_sink(sink)).run_once() == 1
+    assert sink.recipients == ["a+b@far.example", "plain@far.example"]
+    assert sink.dsn_params == ["RET=HDRS", "ENVID=QQ+2B2B+201+3Dx", "NOTIFY=FAILURE,DELAY",
+                               "ORCPT=rfc822;a+2Bb+3Dc@far.example", "ORCPT=rfc822;plain@far.example"]
+
+
+async def test_original_recipient_is_not_decoded_twice(pool: asyncpg.Pool, ours: int, sinks, clock: Clock) -> None:
+    sink = await sinks(rcpt={"x@far.example": "550 5.1.1 no such user"})
+    await submit(pool, RemoteRecipient("x@far.example", orcpt="rfc822;lit+2Bx@far.example"), envid="E+41")
+    await outbound(pool, clock, transports=to_sink(sink)).run_once()
+    (raw,) = await inbox(pool)
+    _, (per_message, rcpt) = _dsn(raw)
+    assert rcpt["Original-Recipient"] == "rfc822;lit+2Bx@far.example"
+    assert per_message["Original-Envelope-Id"] == "E+41"
+
+
 async def test_mixed_outcomes_in_one_transaction(pool: asyncpg.Pool, ours: int, sinks, clock: Clock) -> None:
     sink = await sinks(rcpt={"bad@far.example": "550 5.1.1 unknown", "later@far.example": "452 4.2.2 full"})
     qid = await submit(pool, "ok@far.example", "bad@far.example", "later@far.example")
