@@ -91,6 +91,8 @@ def parse_address(text: str) -> Address:
         inner = local[1:-1].replace('\\"', '"').replace("\\\\", "\\")
         if any(c in inner for c in "@%!:"):
             raise AddressError("routing characters in quoted local part")
+        if _DOT_ATOM.fullmatch(inner):
+            local = inner  # RFC 5322 §3.4.1: "alice"@ and alice@ are the same mailbox; look it up as one
     else:
         local, sep, domain = text.rpartition("@")
         if not sep or not local:

@@ -16,6 +16,10 @@ from smtp_in.params import ParamError, parse_mail, parse_rcpt
     ("FROM:<a@b.example> RET=HDRS ENVID=QQ+2B1", "a@b.example", {"ret": "HDRS", "envid": "QQ+1"}),
     ("FROM:<jö@b.example> SMTPUTF8", "jö@b.example", {"smtputf8": True}),
     ("FROM:<a@b.example> AUTH=<>", "a@b.example", {}),
+    # a quoted local part that needs no quotes is the same mailbox as without them (RFC 5322 §3.4.1)
+    ('FROM:<"alice"@b.example>', "alice@b.example", {}),
+    ('FROM:<"a.b+c"@b.example>', "a.b+c@b.example", {}),
+    ('FROM:<"a,b"@b.example>', '"a,b"@b.example', {}),  # one that needs them keeps them
 ])
 def test_mail_ok(arg: str, sender: str | None, attrs: dict[str, object]) -> None:
     args = parse_mail(arg, esmtp=True, utf8_allowed=True)
