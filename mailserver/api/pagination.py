@@ -13,6 +13,9 @@ from mailserver.api.problems import Problem
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
+# The largest key a listing has: UIDs and message ids are PostgreSQL bigints. A larger one in a cursor or
+# a path would fail in the query (a 500), so it is refused before.
+MAX_KEY = 2**63 - 1
 
 
 def encode(scope: str, key: int) -> str:
@@ -27,7 +30,8 @@ def decode(scope: str, cursor: str | None) -> int | None:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         got_scope, _, key = text.rpartition(":")
-        if got_scope != scope or not key.isdigit():
+        # isascii: str.isdigit also accepts other scripts' digits, which int() reads.
+        if got_scope != scope or not (key.isascii() and key.isdigit()) or int(key) > MAX_KEY:
             raise ValueError
         return int(key)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -51,6 +51,9 @@ class Page(BaseModel):
 
 
 def _filters(unread: bool, since: datetime | None, sender: str | None) -> Filters:
+    # PostgreSQL text cannot hold NUL: sent on to the query it was a 500.
+    if sender and "\0" in sender:
+        raise Problem(422, "'from' must not contain NUL", kind="invalid-request")
     return Filters(unread=unread, since=since, sender=sender or None)
 
 
@@ -73,6 +76,8 @@ async def _mailbox_page(request: Request, principal: Principal, name: str, limit
                         filters: Filters) -> JSONResponse:
     require(principal, "read")
     ctx: ApiContext = request.app.state.ctx
+    if "\0" in name:  # no mailbox name holds NUL (and PostgreSQL text cannot): as any unknown name
+        raise Problem(404, "no such mailbox")
     scope = f"mbox:{name.upper() if name.upper() == 'INBOX' else name}"
     before = pagination.decode(scope, cursor)
     rows = await apiviews.list_mailbox(ctx.pool, principal.account.id, name, limit=limit + 1,
@@ -123,9 +128,17 @@ async def sent(request: Request, principal: Caller, limit: int = _LIMIT,
     return _page(request, [_summary(r, False) for r in rows], next_cursor)
 
 
+def _no_such_id(message_id: int) -> bool:
+    """True for an id no message can have: ids are positive bigints, and a larger number than a bigint
+    failed in the query (a 500) rather than being the 404 of any other missing message."""
+    return not 1 <= message_id <= pagination.MAX_KEY
+
+
 async def _message(request: Request, principal: Principal, message_id: int) -> apiviews.StoredRaw:
     require(principal, "read")
     ctx: ApiContext = request.app.state.ctx
+    if _no_such_id(message_id):
+        raise Problem(404, "no such message")
     found = await apiviews.get_message(ctx.pool, principal.account.id, message_id)
     if found is None:
         raise Problem(404, "no such message")
@@ -190,7 +203,8 @@ async def status(message_id: int, request: Request, principal: Caller) -> Status
     """Per-recipient delivery status: delivered, queued, deferred (with the last error) or bounced."""
     require(principal, "read")
     ctx: ApiContext = request.app.state.ctx
-    rows = await apiviews.message_status(ctx.pool, principal.account.id, message_id)
+    rows = None if _no_such_id(message_id) else await apiviews.message_status(ctx.pool, principal.account.id,
+                                                                              message_id)
     if rows is None:
         raise Problem(404, "no such sent message")
     return Status(id=message_id, recipients=[RecipientStatus(**r.__dict__) for r in rows])

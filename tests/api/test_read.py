@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 
 from tests.api.conftest import ALICE, BOB, Api
@@ -128,3 +129,25 @@ async def test_receive_delivers_locally_with_the_same_checks(api: Api) -> None:
                                                                  "Content-Type": "text/plain"}, content=msg)
     assert r.status_code == 415
     assert await api.pool.fetchval("SELECT count(*) FROM messages") == 1
+
+
+async def test_ids_cursors_and_filters_postgres_cannot_take_are_4xx(api: Api) -> None:
+    """Numbers past a bigint and NUL in text reached the queries and were 500s."""
+    def cursor(text: str) -> str:
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    await _send(api, "one")
+    cases = [(f"/v1/messages/{n}{suffix}", 404) for n in (2**63, 10**20)
+             for suffix in ("", "/raw", "/status", "/attachments/1")]
+    cases += [
+        (f"/v1/inbox?cursor={cursor('mbox:INBOX:' + str(2**63))}", 422),
+        (f"/v1/sent?cursor={cursor('sent:' + str(10**20))}", 422),
+        (f"/v1/inbox?cursor={cursor('mbox:INBOX:١٢')}", 422),  # digits, but not ASCII ones
+        ("/v1/inbox?from=%00", 422),
+        ("/v1/sent?from=a%00b", 422),
+        ("/v1/mailboxes/%00/messages", 404),
+    ]
+    for url, status in cases:
+        r = await api.client.get(url, headers=api.auth(api.bob))
+        assert r.status_code == status, (url, r.status_code, r.text)
+        assert r.headers["content-type"] == PROBLEM, url
