@@ -174,13 +174,19 @@ async def _send(ctx: ApiContext, request: Request, principal: Principal, body: b
 
 
 def _smtp_client_ip(value: str | None) -> str | None:
-    """The X-Client-IP header: an IPv4 or IPv6 address (422 otherwise), or None when absent."""
+    """The X-Client-IP header: an IPv4 or IPv6 address (422 otherwise), or None when absent.
+
+    An IPv6 address with a zone (`fe80::1%eth0`) is refused too: `ipaddress` accepts it, but it names
+    an interface of the gateway's host, not an SMTP client SPF could judge (pyspf failed on it)."""
     if value is None:
         return None
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value.strip())
     except ValueError:
-        raise Problem(422, "X-Client-IP must be an IPv4 or IPv6 address", kind="invalid-request") from None
+        address = None
+    if address is None or getattr(address, "scope_id", None):
+        raise Problem(422, "X-Client-IP must be an IPv4 or IPv6 address", kind="invalid-request")
+    return str(address)
 
 
 @router.post("/receive", status_code=202, response_model=SendResult,

@@ -87,7 +87,7 @@ async def test_without_a_client_address_spf_is_none_and_says_why(api_factory: Ap
     assert "spf=none (client address unknown) smtp.mailfrom=x@spf-pass.example" in header
 
 
-@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.300", "example.test"])
+@pytest.mark.parametrize("value", ["not-an-ip", "192.0.2.300", "example.test", "fe80::1%eth0"])
 async def test_invalid_client_ip_is_422(api: Api, value: str) -> None:
     r = await receive(api, "x@spf-pass.example", message("x@spf-pass.example"), **{"X-Client-IP": value})
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
