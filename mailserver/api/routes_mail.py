@@ -100,6 +100,17 @@ async def _decode(request: Request, body: bytes) -> tuple[str, list[str], bytes]
     raise Problem(415, f"send application/json or {RFC822}")
 
 
+def _check_recipient_count(ctx: ApiContext, via: str, recipients: list[str]) -> None:
+    """422 when a message names more distinct recipients than `smtp.max_recipients`.
+
+    SMTP refuses RCPT past that limit (452 4.5.3); without the same check here, one API request (one
+    token of the `messages` limit) could address any number of remote recipients."""
+    limit = ctx.settings.smtp.max_recipients
+    if len({r.lower() for r in recipients}) > limit:
+        ctx.metrics.messages_rejected.labels(via, "too_many_recipients").inc()
+        raise Problem(422, f"a message may have at most {limit} recipients", kind="too-many-recipients")
+
+
 def _result(accepted: Accepted) -> dict[str, Any]:
     return SendResult(
         id=accepted.message_id, message_id=accepted.rfc_message_id,
@@ -150,6 +161,7 @@ async def send(request: Request, principal: Caller) -> JSONResponse:
 
 async def _send(ctx: ApiContext, request: Request, principal: Principal, body: bytes) -> dict[str, Any]:
     sender, recipients, raw = await _decode(request, body)
+    _check_recipient_count(ctx, "api_send", recipients)
     if len(raw) > ctx.settings.smtp.max_message_size:
         ctx.metrics.messages_rejected.labels("api_send", "too_large").inc()
         raise Problem(413, f"message exceeds {ctx.settings.smtp.max_message_size} bytes", kind="too-large")
@@ -221,6 +233,7 @@ async def receive(request: Request, principal: Caller,
     raw = await request.body()
     if not raw.strip():
         raise Problem(422, "empty message", kind="invalid-message")
+    _check_recipient_count(ctx, "api_receive", to)
     if len(raw) > ctx.settings.smtp.max_message_size:
         ctx.metrics.messages_rejected.labels("api_receive", "too_large").inc()
         raise Problem(413, f"message exceeds {ctx.settings.smtp.max_message_size} bytes", kind="too-large")

@@ -226,3 +226,21 @@ async def test_messages_per_hour_is_429_with_retry_after(api_factory: ApiFactory
     # Bob has his own budget.
     assert (await api.client.post("/v1/send", headers=api.auth(api.bob),
                                   json=_msg(**{"from": BOB, "to": [ALICE]}))).status_code == 202
+
+
+async def test_more_recipients_than_smtp_max_recipients_is_422(api_factory: ApiFactory) -> None:
+    api = await api_factory(max_recipients=3)
+    four = [f"r{i}@far.example" for i in range(4)]
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(to=four[:2], bcc=four[2:]))
+    assert r.status_code == 422 and r.json()["type"].endswith("/too-many-recipients"), r.text
+    raw = f"From: {ALICE}\r\nTo: {', '.join(four)}\r\n\r\nhi\r\n".encode()
+    r = await api.client.post("/v1/send", headers={**api.auth(api.alice), "Content-Type": "message/rfc822"},
+                              content=raw)
+    assert r.status_code == 422 and r.json()["type"].endswith("/too-many-recipients"), r.text
+    query = "&".join(f"to=u{i}%40example.test" for i in range(4))
+    r = await api.client.post(f"/v1/receive?{query}", headers={**api.auth(api.admin), "Content-Type":
+                              "message/rfc822"}, content=b"From: x@far.example\r\n\r\nhi\r\n")
+    assert r.status_code == 422 and r.json()["type"].endswith("/too-many-recipients"), r.text
+    assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(to=four[:3]))
+    assert r.status_code == 202, r.text
