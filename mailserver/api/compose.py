@@ -28,6 +28,15 @@ RESERVED_HEADERS = frozenset({
     "authentication-results", "sender",
 })
 _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §3.6.8 ftext
+# What may not appear in a one-line value: NUL and every character `str.splitlines` breaks at. The email
+# package's header policy refuses a value with any of them (ValueError, which was a 500), not CR and LF
+# alone: VT, FF, FS/GS/RS, NEL, U+2028 and U+2029 count as line breaks too.
+_LINE_BREAK = re.compile("[\0\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def one_line(value: str) -> bool:
+    """True if `value` can be a header field value as it is: no NUL and no line break of any kind."""
+    return _LINE_BREAK.search(value) is None
 
 
 class Attachment(BaseModel):
@@ -37,6 +46,14 @@ class Attachment(BaseModel):
     filename: str = Field(min_length=1, max_length=255)
     content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
     content: str = Field(description="base64 (RFC 4648 §4)")
+
+    @field_validator("filename")
+    @classmethod
+    def _filename_one_line(cls, value: str) -> str:
+        # It becomes a Content-Disposition parameter: a line break would be a 500, a NUL a store failure.
+        if not one_line(value):
+            raise ValueError("must be one line, without NUL")
+        return value
 
     def data(self) -> bytes:
         """The decoded bytes; ValueError if `content` is not base64."""
@@ -69,14 +86,14 @@ class SendRequest(BaseModel):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in RESERVED_HEADERS:
                 raise ValueError(f"header {name} cannot be set here")
-            if any(c in text for c in "\r\n\0"):
-                raise ValueError(f"header {name}: value contains CR, LF or NUL")
+            if not one_line(text):
+                raise ValueError(f"header {name}: value contains a line break or NUL")
         return value
 
     @field_validator("subject", "from_")
     @classmethod
     def _one_line(cls, value: str) -> str:
-        if any(c in value for c in "\r\n\0"):
+        if not one_line(value):
             raise ValueError("must be one line")
         return value
 
@@ -88,7 +105,7 @@ class ComposeError(ValueError):
 def _mailboxes(text: str, what: str) -> list[str]:
     """The addr-specs in an address-list header value, parsed by the modern (RFC 5322) header parser
     rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043)."""
-    if any(c in text for c in "\r\n\0"):
+    if not one_line(text):
         raise ComposeError(f"{what}: must be one line")
     header = email.policy.default.header_factory("To", text)
     if any(type(d).__name__ in ("InvalidHeaderDefect", "ObsoleteHeaderDefect") for d in header.defects) \
@@ -125,6 +142,18 @@ def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
         raise ComposeError("at least one recipient (to, cc or bcc) is needed")
     if req.text is None and req.html is None and not req.attachments:
         raise ComposeError("a message needs text, html or an attachment")
+    try:
+        raw = _build(req)
+    except ComposeError:
+        raise
+    except (ValueError, TypeError) as exc:  # e.g. a header the policy refuses: the request's fault
+        raise ComposeError(f"message cannot be built: {exc}") from None
+    return sender, recipients, raw
+
+
+def _build(req: SendRequest) -> bytes:
+    """The RFC 5322 bytes of a checked request; ValueError or TypeError for what the email package
+    refuses (ComposeError for a bad attachment)."""
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = req.from_
     if req.to:
@@ -149,11 +178,7 @@ def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
             raise ComposeError(str(exc)) from None
         maintype, subtype = att.content_type.split("/", 1)
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=att.filename)
-    try:
-        raw = msg.as_bytes()
-    except (ValueError, TypeError) as exc:  # e.g. an unencodable header the policy refuses
-        raise ComposeError(f"message cannot be built: {exc}") from None
-    return sender, recipients, raw
+    return msg.as_bytes()
 
 
 def envelope_of_raw(raw: bytes) -> tuple[str, list[str], bytes]:
