@@ -32,6 +32,8 @@ _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §3.6.8 ftext
 # package's header policy refuses a value with any of them (ValueError, which was a 500), not CR and LF
 # alone: VT, FF, FS/GS/RS, NEL, U+2028 and U+2029 count as line breaks too.
 _LINE_BREAK = re.compile("[\0\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Line endings other than CRLF (RFC 5322 §2.3), turned into CRLF in a raw message.
+_BARE_EOL = re.compile(rb"\r\n|\r|\n")
 
 
 def one_line(value: str) -> bool:
@@ -102,17 +104,28 @@ class ComposeError(ValueError):
     """The request cannot become a message; the text is for the client."""
 
 
-def _mailboxes(text: str, what: str) -> list[str]:
+def _mailboxes(text: str, what: str, *, empty_group: bool = False) -> list[str]:
     """The addr-specs in an address-list header value, parsed by the modern (RFC 5322) header parser
-    rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043)."""
+    rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043).
+
+    With `empty_group`, a value that is only empty groups (`undisclosed-recipients:;`, RFC 5322 §3.4)
+    gives no addresses instead of an error: a raw message may say that in To and list its recipients
+    in Bcc."""
     if not one_line(text):
         raise ComposeError(f"{what}: must be one line")
-    header = email.policy.default.header_factory("To", text)
+    try:
+        # An encoded word may decode to CR or LF; the parser then refuses to build the address.
+        header = email.policy.default.header_factory("To", text)
+        addresses = header.addresses
+    except ValueError:
+        raise ComposeError(f"{what} {text!r}: not an address") from None
     if any(type(d).__name__ in ("InvalidHeaderDefect", "ObsoleteHeaderDefect") for d in header.defects) \
-            and not header.addresses:
+            and not addresses:
         raise ComposeError(f"{what} {text!r}: not an address")
+    if empty_group and not addresses and header.groups and all(g.display_name for g in header.groups):
+        return []
     out = []
-    for addr in header.addresses:
+    for addr in addresses:
         try:
             out.append(str(parse_address(addr.addr_spec)))
         except AddressError as exc:
@@ -148,7 +161,7 @@ def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
         raise
     except (ValueError, TypeError) as exc:  # e.g. a header the policy refuses: the request's fault
         raise ComposeError(f"message cannot be built: {exc}") from None
-    return sender, recipients, raw
+    return sender, recipients, wire_form(raw)
 
 
 def _build(req: SendRequest) -> bytes:
@@ -181,20 +194,38 @@ def _build(req: SendRequest) -> bytes:
     return msg.as_bytes()
 
 
+def wire_form(raw: bytes) -> bytes:
+    """`raw` with every line ending CRLF; ComposeError if it holds a NUL.
+
+    RFC 5322 §2.3 allows CR and LF only together and no NUL; SMTP's DATA reader refuses both. An HTTP
+    client commonly sends LF line endings, which stored as they are would leave a header block of mixed
+    endings behind our CRLF Received field: they are made CRLF (DKIM canonicalizes line endings to CRLF
+    anyway, RFC 6376 §5.3). A NUL is refused: PostgreSQL cannot store it in the text columns summarizing
+    a message, so it was a misleading 503 (in a header) or a message no RFC 5322 reader expects."""
+    if b"\0" in raw:
+        raise ComposeError("the message contains a NUL byte (RFC 5322 §2.3)")
+    crlf = raw.count(b"\r\n")
+    if raw.count(b"\r") == crlf and raw.count(b"\n") == crlf:
+        return raw
+    return _BARE_EOL.sub(b"\r\n", raw)
+
+
 def envelope_of_raw(raw: bytes) -> tuple[str, list[str], bytes]:
     """(sender, recipients, bytes without Bcc) for a raw message: From must name one mailbox; the
-    recipients are To, Cc and Bcc. Bcc is removed before sending (RFC 5322 §3.6.3)."""
+    recipients are To, Cc and Bcc. Bcc is removed before sending (RFC 5322 §3.6.3). Line endings are
+    made CRLF first (`wire_form`)."""
+    raw = wire_form(raw)
     msg = email.message_from_bytes(raw, policy=email.policy.compat32)
     if not msg.keys():
         raise ComposeError("not an RFC 5322 message")
     froms = msg.get_all("From", [])
     if len(froms) != 1:
         raise ComposeError("From must appear once")
-    sender = _address_of(str(froms[0]), "From")
+    sender = _address_of(" ".join(str(froms[0]).split()), "From")  # unfolded (RFC 5322 §2.2.3)
     recipients: list[str] = []
     for name in ("To", "Cc", "Bcc"):
         for value in msg.get_all(name, []):
-            for clean in _mailboxes(" ".join(str(value).split()), name):
+            for clean in _mailboxes(" ".join(str(value).split()), name, empty_group=True):
                 if clean.lower() not in (r.lower() for r in recipients):
                     recipients.append(clean)
     if not recipients:

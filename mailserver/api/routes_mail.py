@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
 from mailserver.api.auth import Caller, Principal, client_ip, require
-from mailserver.api.compose import ComposeError, SendRequest, compose, envelope_of_raw
+from mailserver.api.compose import ComposeError, SendRequest, compose, envelope_of_raw, wire_form
 from mailserver.api.context import ApiContext
 from mailserver.api.problems import Problem, too_many
 from mailserver.api.submission import Accepted, Envelope, SubmissionRefused
@@ -233,6 +233,10 @@ async def receive(request: Request, principal: Caller,
     raw = await request.body()
     if not raw.strip():
         raise Problem(422, "empty message", kind="invalid-message")
+    try:
+        raw = wire_form(raw)
+    except ComposeError as exc:
+        raise Problem(422, str(exc), kind="invalid-message") from None
     _check_recipient_count(ctx, "api_receive", to)
     if len(raw) > ctx.settings.smtp.max_message_size:
         ctx.metrics.messages_rejected.labels("api_receive", "too_large").inc()

@@ -249,6 +249,49 @@ async def test_line_breaks_of_every_kind_in_one_line_fields_are_422(api: Api) ->
     assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
+async def test_messages_with_nul_or_crlf_in_an_address_are_422(api: Api) -> None:
+    raw_headers = {**api.auth(api.alice), "Content-Type": "message/rfc822"}
+    cases = [
+        ({"json": _msg(text="a\0b")}, "NUL in the text"),
+        ({"json": _msg(text=None, html="<p>a\0b</p>")}, "NUL in the html"),
+        ({"content": f"From: {ALICE}\r\nTo: {BOB}\r\n\r\nh\0i\r\n".encode(), "headers": raw_headers}, "raw NUL"),
+        ({"content": f"From: {ALICE}\r\nTo: {BOB}\r\nSubject: a\0b\r\n\r\nhi\r\n".encode(),
+          "headers": raw_headers}, "raw NUL in a header"),
+        ({"content": f"From: {ALICE}\r\nTo: =?utf-8?q?x=0D=0ABcc=3A_y?= <{BOB}>\r\n\r\nhi\r\n".encode(),
+          "headers": raw_headers}, "raw encoded word decoding to CR LF"),
+    ]
+    for kw, why in cases:
+        r = await api.client.post("/v1/send", **{"headers": api.auth(api.alice), **kw})
+        assert r.status_code == 422, (why, r.status_code, r.text)
+        assert r.json()["type"].endswith("/invalid-message"), why
+    r = await api.client.post(f"/v1/receive?to={BOB}", headers={**api.auth(api.admin), "Content-Type":
+                              "message/rfc822"}, content=b"From: x@far.example\r\n\r\nh\0i\r\n")
+    assert r.status_code == 422 and r.json()["type"].endswith("/invalid-message")
+    assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_raw_messages_in_valid_but_unusual_forms_are_accepted(api: Api) -> None:
+    raw_headers = {**api.auth(api.alice), "Content-Type": "message/rfc822"}
+    cases = [
+        (f"From: {ALICE}\nTo: {BOB}\nSubject: lf\n\nline one\nline two\n", "LF line endings"),
+        (f"From: Alice\r\n <{ALICE}>\r\nTo: {BOB}\r\nSubject: folded\r\n\r\nhi\r\n", "folded From"),
+        (f"From: {ALICE}\r\nTo: undisclosed-recipients:;\r\nBcc: {BOB}\r\nSubject: group\r\n\r\nhi\r\n",
+         "empty group in To"),
+    ]
+    for text, why in cases:
+        r = await api.client.post("/v1/send", headers=raw_headers, content=text.encode())
+        assert r.status_code == 202, (why, r.status_code, r.text)
+        assert [x["address"] for x in r.json()["recipients"]] == [BOB], why
+        stored = await api.pool.fetchval("SELECT raw FROM messages WHERE id = $1", r.json()["id"])
+        # Every line ends CRLF, so the header block ends where IMAP and the parsers expect it.
+        assert stored.count(b"\n") == stored.count(b"\r\n") == stored.count(b"\r"), why
+    r = await api.client.post(f"/v1/receive?to={BOB}", headers={**api.auth(api.admin), "Content-Type":
+                              "message/rfc822"}, content=b"From: x@far.example\nSubject: in\n\nhi\n")
+    assert r.status_code == 202, r.text
+    stored = await api.pool.fetchval("SELECT raw FROM messages WHERE id = $1", r.json()["id"])
+    assert stored.count(b"\n") == stored.count(b"\r\n") == stored.count(b"\r")
+
+
 async def test_more_recipients_than_smtp_max_recipients_is_422(api_factory: ApiFactory) -> None:
     api = await api_factory(max_recipients=3)
     four = [f"r{i}@far.example" for i in range(4)]
