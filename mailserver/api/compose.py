@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.parser
 import email.policy
 import email.utils
 import re
@@ -215,7 +216,9 @@ def envelope_of_raw(raw: bytes) -> tuple[str, list[str], bytes]:
     recipients are To, Cc and Bcc. Bcc is removed before sending (RFC 5322 §3.6.3). Line endings are
     made CRLF first (`wire_form`)."""
     raw = wire_form(raw)
-    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    # The header block is all the envelope needs; parsing the body too recursed once per nested multipart
+    # (RecursionError past a few hundred levels, a 500) for nothing.
+    msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
     if not msg.keys():
         raise ComposeError("not an RFC 5322 message")
     froms = msg.get_all("From", [])

@@ -308,3 +308,21 @@ async def test_more_recipients_than_smtp_max_recipients_is_422(api_factory: ApiF
     assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
     r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(to=four[:3]))
     assert r.status_code == 202, r.text
+
+
+def _nested_multipart(depth: int) -> bytes:
+    """A message whose body is `depth` multiparts, one inside the other, around one text part."""
+    body = b"Content-Type: text/plain\r\n\r\nleaf"
+    for i in range(depth):
+        boundary = b"b%d" % i
+        body = (b"Content-Type: multipart/mixed; boundary=" + boundary + b"\r\n\r\n--" + boundary + b"\r\n"
+                + body + b"\r\n--" + boundary + b"--")
+    return f"From: {ALICE}\r\nTo: {BOB}\r\nSubject: deep\r\n".encode() + body + b"\r\n"
+
+
+async def test_raw_message_nested_deeper_than_pythons_recursion_is_sent(api: Api) -> None:
+    """Only the header block is parsed for the envelope: the body's depth used to be a RecursionError."""
+    r = await api.client.post("/v1/send", headers={**api.auth(api.alice), "Content-Type": "message/rfc822"},
+                              content=_nested_multipart(2000))
+    assert r.status_code == 202, r.text
+    assert [x["address"] for x in r.json()["recipients"]] == [BOB]
