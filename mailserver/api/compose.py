@@ -269,8 +269,16 @@ def _attachments(msg: EmailMessage, body_parts: set[int]) -> list[EmailMessage]:
 
 
 def parse(raw: bytes) -> tuple[EmailMessage, EmailMessage | None, EmailMessage | None, list[EmailMessage]]:
-    """(message, text part, html part, attachments) of stored bytes."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    """(message, text part, html part, attachments) of stored bytes.
+
+    A message nested deeper than the email package's recursive parser can go (RecursionError; SMTP
+    stores such mail) is shown by its header alone: no text, html or attachments, rather than a 500."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+    except RecursionError:
+        msg = email.parser.BytesParser(policy=email.policy.default).parsebytes(raw, headersonly=True)
+        assert isinstance(msg, EmailMessage)
+        return msg, None, None, []
     assert isinstance(msg, EmailMessage)
     text = msg.get_body(("plain",))
     html = msg.get_body(("html",))
@@ -294,24 +302,39 @@ def attachment_bytes(part: EmailMessage) -> bytes:
     return payload if isinstance(payload, bytes) else b""
 
 
+def _header_fields(msg: EmailMessage) -> list[dict[str, str]]:
+    """Every header field as {name, value}, decoded where the email package can.
+
+    Its parsers raise on some malformed values (`Message-ID: <<<x>>>` is an IndexError inside them),
+    and `msg.items()` and `msg.get()` parse every field they return: such a field is shown unfolded as
+    it came (undecodable bytes replaced), so one bad header neither hides the message nor is a 500."""
+    fields = []
+    for name, raw in msg.raw_items():
+        try:
+            value = str(msg.policy.header_fetch_parse(name, raw))
+        except Exception:  # noqa: BLE001 - any parser failure: the field as it came
+            value = " ".join(str(raw).split()).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        fields.append({"name": name, "value": value})
+    return fields
+
+
 def message_json(message_id: int, raw: bytes, extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON view of one message: headers, text and html, and the attachment list."""
     msg, text, html, atts = parse(raw)
-    headers = []
-    for name, value in msg.items():
-        try:
-            headers.append({"name": name, "value": str(value)})
-        except Exception:  # noqa: BLE001 - a malformed header must not hide the message
-            headers.append({"name": name, "value": ""})
+    headers = _header_fields(msg)
+
+    def first(name: str) -> str | None:
+        return next((h["value"] for h in headers if h["name"].lower() == name), None) or None
+
     return {
         "id": message_id,
         **extra,
-        "subject": str(msg.get("Subject", "")) or None,
-        "from": str(msg.get("From", "")) or None,
-        "to": str(msg.get("To", "")) or None,
-        "cc": str(msg.get("Cc", "")) or None,
-        "date": str(msg.get("Date", "")) or None,
-        "message_id": str(msg.get("Message-ID", "")) or None,
+        "subject": first("subject"),
+        "from": first("from"),
+        "to": first("to"),
+        "cc": first("cc"),
+        "date": first("date"),
+        "message_id": first("message-id"),
         "headers": headers,
         "text": _content(text),
         "html": _content(html),

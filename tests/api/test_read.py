@@ -151,3 +151,22 @@ async def test_ids_cursors_and_filters_postgres_cannot_take_are_4xx(api: Api) ->
         r = await api.client.get(url, headers=api.auth(api.bob))
         assert r.status_code == status, (url, r.status_code, r.text)
         assert r.headers["content-type"] == PROBLEM, url
+
+
+async def test_messages_the_email_package_cannot_fully_parse_are_still_shown(api: Api) -> None:
+    """A header its parser raises on, and a body nested past Python's recursion limit, were 500s."""
+    from tests.api.test_send import _nested_multipart
+
+    odd_id = b"From: x@far.example\r\nSubject: odd\r\nMessage-ID: <<<\xff>>>\r\n\r\nhello\r\n"
+    cases = [(odd_id, "odd", "hello"), (_nested_multipart(2000), "deep", None)]
+    for raw, subject, text in cases:
+        r = await api.client.post(f"/v1/receive?to={BOB}", content=raw, headers={
+            **api.auth(api.admin), "Content-Type": "message/rfc822"})
+        assert r.status_code == 202, r.text
+        r = await api.client.get(f"/v1/messages/{r.json()['id']}", headers=api.auth(api.bob))
+        assert r.status_code == 200, (subject, r.text)
+        view = r.json()
+        assert view["subject"] == subject and (view["text"] and view["text"].strip()) == text
+        assert any(h["name"] == "Subject" for h in view["headers"])
+    r = await api.client.get("/v1/inbox", headers=api.auth(api.bob))
+    assert [m["subject"] for m in r.json()["items"]] == ["deep", "odd"]
