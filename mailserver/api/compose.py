@@ -14,6 +14,7 @@ import email.parser
 import email.policy
 import email.utils
 import re
+from email.headerregistry import Address
 from email.message import EmailMessage
 from typing import Any
 
@@ -106,8 +107,14 @@ class ComposeError(ValueError):
 
 
 def _mailboxes(text: str, what: str, *, empty_group: bool = False) -> list[str]:
-    """The addr-specs in an address-list header value, parsed by the modern (RFC 5322) header parser
-    rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043).
+    """The addr-specs in an address-list header value (see `_addresses`)."""
+    return [a.addr_spec for a in _addresses(text, what, empty_group=empty_group)]
+
+
+def _addresses(text: str, what: str, *, empty_group: bool = False) -> list[Address]:
+    """The mailboxes in an address-list header value, parsed by the modern (RFC 5322) header parser
+    rather than `parseaddr`, which older Pythons let misparse crafted input (CVE-2023-27043); each
+    with its display name and its addr-spec normalized (an IDN domain as A-labels).
 
     With `empty_group`, a value that is only empty groups (`undisclosed-recipients:;`, RFC 5322 §3.4)
     gives no addresses instead of an error: a raw message may say that in To and list its recipients
@@ -128,7 +135,7 @@ def _mailboxes(text: str, what: str, *, empty_group: bool = False) -> list[str]:
     out = []
     for addr in addresses:
         try:
-            out.append(str(parse_address(addr.addr_spec)))
+            out.append(Address(display_name=addr.display_name, addr_spec=str(parse_address(addr.addr_spec))))
         except AddressError as exc:
             raise ComposeError(f"{what} {text!r}: {exc}") from None
     if not out:
@@ -169,11 +176,14 @@ def _build(req: SendRequest) -> bytes:
     """The RFC 5322 bytes of a checked request; ValueError or TypeError for what the email package
     refuses (ComposeError for a bad attachment)."""
     msg = EmailMessage(policy=email.policy.SMTP)
-    msg["From"] = req.from_
+    # Written from the parsed addresses, not the request's text: the email package would put an IDN
+    # domain in an RFC 2047 encoded word, which is not allowed in an addr-spec (RFC 2047 §5), so the
+    # recipient saw `bob@=?utf-8?q?ex=C3=A4mple?=.test`. The domain goes out as A-labels (RFC 5890).
+    msg["From"] = _addresses(req.from_, "from")
     if req.to:
-        msg["To"] = ", ".join(req.to)
+        msg["To"] = [a for item in req.to for a in _addresses(item, "to")]
     if req.cc:
-        msg["Cc"] = ", ".join(req.cc)
+        msg["Cc"] = [a for item in req.cc for a in _addresses(item, "cc")]
     if req.subject:
         msg["Subject"] = req.subject
     for name, value in req.headers.items():

@@ -326,3 +326,15 @@ async def test_raw_message_nested_deeper_than_pythons_recursion_is_sent(api: Api
                               content=_nested_multipart(2000))
     assert r.status_code == 202, r.text
     assert [x["address"] for x in r.json()["recipients"]] == [BOB]
+
+
+async def test_idn_addresses_are_written_as_a_labels_not_encoded_words(api: Api) -> None:
+    """RFC 2047 §5: no encoded word in an addr-spec; the email package put one in for an IDN domain."""
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(
+        to=["Cärol <carol@fär.example>"], cc=[BOB]))
+    assert r.status_code == 202, r.text
+    stored = await api.pool.fetchval("SELECT raw FROM messages WHERE id = $1", r.json()["id"])
+    msg = email.message_from_bytes(stored, policy=email.policy.default)
+    assert str(msg["To"]) == "Cärol <carol@xn--fr-via.example>"
+    header_block = stored.split(b"\r\n\r\n", 1)[0]
+    assert b"carol@xn--fr-via.example" in header_block and b"@=?" not in header_block
