@@ -135,7 +135,9 @@ def _addresses(text: str, what: str, *, empty_group: bool = False) -> list[Addre
     out = []
     for addr in addresses:
         try:
-            out.append(Address(display_name=addr.display_name, addr_spec=str(parse_address(addr.addr_spec))))
+            local, _, domain = str(parse_address(addr.addr_spec)).rpartition("@")
+            # By parts: Address(addr_spec=) parses again and raises a defect (not a ValueError) on UTF-8.
+            out.append(Address(display_name=addr.display_name, username=local, domain=domain))
         except AddressError as exc:
             raise ComposeError(f"{what} {text!r}: {exc}") from None
     if not out:

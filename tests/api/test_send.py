@@ -338,3 +338,6 @@ async def test_idn_addresses_are_written_as_a_labels_not_encoded_words(api: Api)
     assert str(msg["To"]) == "Cärol <carol@xn--fr-via.example>"
     header_block = stored.split(b"\r\n\r\n", 1)[0]
     assert b"carol@xn--fr-via.example" in header_block and b"@=?" not in header_block
+    # A UTF-8 local part (SMTPUTF8) is still an address: here an unknown local one, never a 500.
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(to=["bö@example.test"]))
+    assert r.status_code == 422 and r.json()["recipients"] == ["bö@example.test"], r.text
