@@ -11,7 +11,6 @@ A Basic caller has the `send` and `read` scopes; `admin` exists only on tokens m
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -109,7 +108,7 @@ async def _basic(ctx: ApiContext, request: Request, blob: str) -> Principal:
         raise unauthorized("Basic authentication needs HTTPS; use an API token (Bearer) or TLS")
     try:
         login, sep, password = base64.b64decode(blob, validate=True).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and the ValueError of a non-ASCII str
         login, sep, password = "", "", ""
     if not sep or not login:
         raise await _failed(ctx, ip, None)

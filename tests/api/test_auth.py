@@ -93,3 +93,13 @@ async def test_requests_per_token_are_limited_with_429(api_factory: ApiFactory) 
     r = await api.client.get("/v1/inbox", headers=api.auth(api.alice))
     assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
     assert (await api.client.get("/v1/inbox", headers=api.auth(api.readonly))).status_code == 200  # per token
+
+
+async def test_malformed_basic_credentials_are_401_not_500(api: Api) -> None:
+    """base64.b64decode raises a plain ValueError (not binascii.Error) for a str with non-ASCII
+    characters, which a header with 8-bit bytes decodes to: that was a 500."""
+    for value in (b"Basic \xff", b"Basic \xc3\xa9\xc3\xa9", b"Basic " + base64.b64encode(b"\xff:\xfe"),
+                  b"Basic " + base64.b64encode(ALICE.encode())):
+        r = await api.client.get("/v1/inbox", headers={"Authorization": value})
+        assert r.status_code == 401, (value, r.status_code, r.text)
+        assert r.headers["content-type"] == PROBLEM
