@@ -36,6 +36,7 @@ _FIELD_NAME = re.compile(r"[!-9;-~]{1,76}")  # RFC 5322 §3.6.8 ftext
 _LINE_BREAK = re.compile("[\0\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
 # Line endings other than CRLF (RFC 5322 §2.3), turned into CRLF in a raw message.
 _BARE_EOL = re.compile(rb"\r\n|\r|\n")
+MAX_LINE = 998  # RFC 5322 §2.1.1: octets of a line before its CRLF
 
 
 def one_line(value: str) -> bool:
@@ -214,9 +215,13 @@ def wire_form(raw: bytes) -> bytes:
     client commonly sends LF line endings, which stored as they are would leave a header block of mixed
     endings behind our CRLF Received field: they are made CRLF (DKIM canonicalizes line endings to CRLF
     anyway, RFC 6376 §5.3). A NUL is refused: PostgreSQL cannot store it in the text columns summarizing
-    a message, so it was a misleading 503 (in a header) or a message no RFC 5322 reader expects."""
+    a message, so it was a misleading 503 (in a header) or a message no RFC 5322 reader expects. So is a
+    line over 998 octets (RFC 5322 §2.1.1), as SMTP's DATA reader refuses it: a next hop may refuse it too,
+    and the sender would learn that from a bounce, not from this request."""
     if b"\0" in raw:
         raise ComposeError("the message contains a NUL byte (RFC 5322 §2.3)")
+    if len(raw) > MAX_LINE and max(map(len, raw.splitlines())) > MAX_LINE:
+        raise ComposeError(f"the message has a line longer than {MAX_LINE} octets (RFC 5322 §2.1.1)")
     crlf = raw.count(b"\r\n")
     if raw.count(b"\r") == crlf and raw.count(b"\n") == crlf:
         return raw

@@ -259,14 +259,17 @@ async def test_messages_with_nul_or_crlf_in_an_address_are_422(api: Api) -> None
           "headers": raw_headers}, "raw NUL in a header"),
         ({"content": f"From: {ALICE}\r\nTo: =?utf-8?q?x=0D=0ABcc=3A_y?= <{BOB}>\r\n\r\nhi\r\n".encode(),
           "headers": raw_headers}, "raw encoded word decoding to CR LF"),
+        ({"content": f"From: {ALICE}\r\nTo: {BOB}\r\n\r\n{'x' * 999}\r\n".encode(), "headers": raw_headers},
+         "raw line over 998 octets, as SMTP refuses it"),
     ]
     for kw, why in cases:
         r = await api.client.post("/v1/send", **{"headers": api.auth(api.alice), **kw})
         assert r.status_code == 422, (why, r.status_code, r.text)
         assert r.json()["type"].endswith("/invalid-message"), why
-    r = await api.client.post(f"/v1/receive?to={BOB}", headers={**api.auth(api.admin), "Content-Type":
-                              "message/rfc822"}, content=b"From: x@far.example\r\n\r\nh\0i\r\n")
-    assert r.status_code == 422 and r.json()["type"].endswith("/invalid-message")
+    for content in (b"From: x@far.example\r\n\r\nh\0i\r\n", b"From: x@far.example\n\n" + b"y" * 999 + b"\n"):
+        r = await api.client.post(f"/v1/receive?to={BOB}", headers={**api.auth(api.admin), "Content-Type":
+                                  "message/rfc822"}, content=content)
+        assert r.status_code == 422 and r.json()["type"].endswith("/invalid-message")
     assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
 
 
