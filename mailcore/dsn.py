@@ -44,10 +44,18 @@ class RecipientReport:
     will_retry_until: dt.datetime | None = None
 
 
+def _unsafe(c: str) -> bool:
+    # C0, DEL and C1 controls (C1's NEL and CSI too: a line break to some parsers, an escape sequence to
+    # terminals), and the Unicode line and paragraph separators.
+    o = ord(c)
+    return o < 0x20 or 0x7F <= o <= 0x9F or o in (0x2028, 0x2029)
+
+
 def field_value(value: str, limit: int = MAX_FIELD) -> str:
-    """`value` made safe for one header line: controls (CR, LF, NUL, ...) become spaces, runs of white
-    space one space, and the result is cut to `limit` characters."""
-    cleaned = "".join(" " if (ord(c) < 0x20 or ord(c) == 0x7F) else c for c in value)
+    """`value` made safe for one header line: controls (CR, LF, NUL, C1, U+2028/2029) become spaces, runs
+    of white space one space, and the result is cut to `limit` characters. Lone surrogates (undecodable
+    bytes from a peer, decoded with surrogateescape) become U+FFFD, so the value can be encoded as UTF-8."""
+    cleaned = "".join(" " if _unsafe(c) else "\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
     return " ".join(cleaned.split())[:limit]
 
 

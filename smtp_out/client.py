@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from config.settings import QueueSettings
-from mailcore.dsn import xtext
+from mailcore.dsn import field_value, xtext
 from smtp_out.routing import Hop
 from smtp_out.session import Session, SessionLost, command, dot_stuffed
 
@@ -79,6 +79,7 @@ class ConnectionFailed(Exception):
     `breaker` is False when the failure says nothing about the host's health (our TLS policy)."""
 
     def __init__(self, reason: str, status: str = "4.4.1", breaker: bool = True) -> None:
+        reason = field_value(reason)  # it quotes the peer: kept, logged and reported, so one clean line
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -94,7 +95,9 @@ def status_of(code: int, text: str) -> str:
 
 
 def _reply(code: int, text: str) -> str:
-    return f"{code} {' '.join(text.split())}"
+    """A remote reply as kept, logged and put in a DSN: one line without controls, of bounded length
+    (`mailcore.dsn.field_value`). A negative code is aiosmtplib's own (an unparsable reply)."""
+    return field_value(f"{code} {text}" if code >= 0 else text)
 
 
 def _outcome(code: int) -> str:

@@ -200,3 +200,105 @@ class _Handler:
         if self.sink.on_data is not None:
             self.sink.on_data(msg)
         return "250 2.0.0 queued"
+
+
+# --- a raw, scriptable remote MTA -----------------------------------------------------------------------
+
+Step = bytes | str | Callable[[asyncio.StreamWriter], Any] | None
+
+
+@dataclass
+class RawMTA:
+    """A hostile or broken remote MTA on loopback, written on raw asyncio streams (aiosmtpd would refuse
+    to say most of this). `replies` maps a verb (GREETING, EHLO, HELO, MAIL, RCPT, DATA, "." for the end
+    of the message, QUIT, RSET, STARTTLS) to what is sent back: bytes as they are, "close" (close the
+    connection), "stall" (say nothing), or an async callable given the writer. Verbs not scripted get a
+    plain well-formed reply. `per_connection` overrides `replies` for the n-th connection (0-based).
+
+    It counts `connections`, keeps every command line in `commands` and every message whose "." it
+    answered with a 2xx in `delivered`."""
+
+    replies: dict[str, Step] = field(default_factory=dict)
+    per_connection: dict[int, dict[str, Step]] = field(default_factory=dict)
+    extensions: list[bytes] = field(default_factory=lambda: [b"PIPELINING", b"8BITMIME", b"SMTPUTF8"])
+
+    connections: int = 0
+    commands: list[bytes] = field(default_factory=list)
+    delivered: list[bytes] = field(default_factory=list)
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _writers: set[asyncio.StreamWriter] = field(default_factory=set)
+
+    async def start(self) -> RawMTA:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for w in list(self._writers):
+                w.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def _default(self, verb: str) -> bytes:
+        if verb == "EHLO":
+            lines = [b"raw.test", *self.extensions]
+            return b"".join(b"250-" + e + b"\r\n" for e in lines[:-1]) + b"250 " + lines[-1] + b"\r\n"
+        return {"GREETING": b"220 raw.test ESMTP\r\n", "DATA": b"354 go on\r\n", ".": b"250 2.0.0 queued\r\n",
+                "QUIT": b"221 2.0.0 bye\r\n"}.get(verb, b"250 2.0.0 OK\r\n")
+
+    async def _say(self, n: int, verb: str, writer: asyncio.StreamWriter, default: bytes | None = None
+                   ) -> bytes | None:
+        """Send the scripted reply and return it (b"" from a callable); None when the connection ends."""
+        step = {**self.replies, **self.per_connection.get(n, {})}.get(verb, default or self._default(verb))
+        if step == "close":
+            writer.close()
+            return None
+        if step == "stall":
+            await asyncio.sleep(3600)
+            return None
+        sent = b""
+        if callable(step):
+            await step(writer)
+        elif step:
+            sent = step.encode() if isinstance(step, str) else step
+            writer.write(sent)
+        await writer.drain()
+        return sent
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        n = self.connections
+        self.connections += 1
+        self._writers.add(writer)
+        try:
+            if await self._say(n, "GREETING", writer) is None:
+                return
+            accepted = False  # a recipient of the current transaction was accepted
+            while line := await reader.readline():
+                self.commands.append(line)
+                verb = line.split(b" ", 1)[0].split(b":", 1)[0].strip().upper().decode("ascii", "replace")
+                # Unscripted, DATA is refused when no RCPT was accepted (RFC 2920 §3.1).
+                refuse = None if accepted else b"554 5.5.1 no valid recipients\r\n"
+                sent = await self._say(n, verb, writer, refuse if verb == "DATA" else None)
+                if sent is None or verb == "QUIT":
+                    return
+                if verb in ("MAIL", "RSET", "DATA"):
+                    accepted = False
+                elif verb == "RCPT" and sent[:1] == b"2":
+                    accepted = True
+                if verb == "DATA" and sent.startswith(b"354"):
+                    data = b""
+                    while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                        data += chunk
+                    sent = await self._say(n, ".", writer)
+                    if sent is not None and sent[:1] == b"2":
+                        self.delivered.append(data)
+                    if sent is None:
+                        return
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()

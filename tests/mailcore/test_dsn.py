@@ -102,3 +102,13 @@ def test_field_value_and_xtext() -> None:
     assert len(field_value("x" * 5000)) == 900
     assert xtext("a+b=c d@x.example") == "a+2Bb+3Dc+20d@x.example"
     assert xtext("QQ\x7f~!") == "QQ+7F~!"
+
+
+@pytest.mark.parametrize(("value", "clean"), [
+    ("a\x85b\u2028c\u2029d", "a b c d"),      # NEL and the Unicode separators: line breaks to some readers
+    ("red \x9b31m \x1b[0m", "red 31m [0m"),   # C1 CSI and ESC: escape sequences to a terminal
+    ("caf\udce9", "caf\ufffd"),                # an undecodable byte kept by surrogateescape
+])
+def test_field_value_removes_c1_controls_separators_and_surrogates(value: str, clean: str) -> None:
+    assert field_value(value) == clean
+    field_value(value).encode("utf-8")

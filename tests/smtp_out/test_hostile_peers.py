@@ -1,0 +1,124 @@
+"""Hostile and broken remote MTAs (a raw server on loopback, `tests.sinks.RawMTA`), driven through the real
+worker: every misbehaviour ends as a clear deferral or bounce, with a clean one-line reason, within the
+timeouts, without an exception out of the worker and without losing or duplicating the message."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+
+from mailcore.dsn import MAX_FIELD
+from tests.sinks import RawMTA
+from tests.smtp_out.conftest import Clock, inbox, outbound, submit
+
+# What must never reach a kept reply or a DSN from a peer: C0, DEL, C1, line separators, lone surrogates.
+UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
+@pytest.fixture
+async def mta() -> AsyncIterator[Callable[..., Awaitable[RawMTA]]]:
+    started: list[RawMTA] = []
+
+    async def start(**kwargs: Any) -> RawMTA:
+        started.append(await RawMTA(**kwargs).start())
+        return started[-1]
+
+    yield start
+    for server in started:
+        await server.stop()
+
+
+async def _attempt(pool: asyncpg.Pool, clock: Clock, server: RawMTA, caplog: pytest.LogCaptureFixture,
+                   qid: int) -> asyncpg.Record | None:
+    """One worker pass (bounded well under the test's patience) and the recipient's row afterwards."""
+    caplog.set_level(logging.INFO)
+    ob = outbound(pool, clock, transports={"far.example": f"smtp://127.0.0.1:{server.port}"},
+                  connect_timeout=1, command_timeout=1, data_timeout=1)
+    async with asyncio.timeout(10):
+        assert await ob.run_once() == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    return await pool.fetchrow("SELECT status, status_code, last_error FROM queue_recipients WHERE queue_id=$1",
+                               qid)
+
+
+def _dsn_lines(raw: bytes) -> list[str]:
+    return [line for line in raw.decode("utf-8").split("\r\n")
+            if line.startswith(("Diagnostic-Code:", "Status:", "Remote-MTA:", "    "))]
+
+
+@pytest.mark.parametrize(("replies", "status_code", "reason"), [
+    # Controls and undecodable bytes from the peer: used to fail the worker's own write (PostgreSQL
+    # refuses NUL, asyncpg a lone surrogate), leaving the entry leased and unrecorded.
+    ({"GREETING": b"421 4.3.2 no\x00way \x1b[31mred\r\n"}, "4.3.2", "421 4.3.2 no way [31mred"),
+    ({"GREETING": b"421 caf\xe9 \xff\r\n"}, "4.0.0", "421 caf\ufffd \ufffd"),
+    ({"EHLO": b"451 4.3.0 no\x00 \x1b[2J\r\n"}, "4.3.0", "451 4.3.0 no [2J"),
+    ({"MAIL": b"451 4.3.0 busy\x00\x1b[0m\r\n", "RCPT": b"503 MAIL first\r\n"}, "4.3.0", "451 4.3.0 busy [0m"),
+    ({"RCPT": "450 4.2.0 \x1b[31mfull\x9b1m\u2028x\r\n".encode()}, "4.2.0", "450 4.2.0 [31mfull 1m x"),
+])
+async def test_misbehaving_replies_defer_with_a_clean_reason(pool: asyncpg.Pool, ours: int, clock: Clock, mta,
+                                                             caplog, replies: dict, status_code: str,
+                                                             reason: str) -> None:
+    server = await mta(replies=replies)
+    qid = await submit(pool, "r@far.example")
+    row = await _attempt(pool, clock, server, caplog, qid)
+    assert row is not None and row["status"] == "deferred"
+    assert row["status_code"] == status_code
+    assert row["last_error"].endswith(reason) and not UNSAFE.search(row["last_error"])
+    assert server.delivered == []
+
+
+@pytest.mark.parametrize(("replies", "status_code", "diagnostic"), [
+    # Controls, C1 and undecodable bytes never reach the DSN.
+    ({"RCPT": "550 5.1.1 a\x85b\u2028c\x9b[31m\x00d\x1b\r\n".encode()}, "5.1.1", "550 5.1.1 a b c [31m d"),
+    ({"RCPT": b"550 5.1.1 \xff\xfe\r\n"}, "5.1.1", "550 5.1.1 \ufffd\ufffd"),
+])
+async def test_refusals_bounce_with_a_clean_dsn(pool: asyncpg.Pool, ours: int, clock: Clock, mta, caplog,
+                                                replies: dict, status_code: str, diagnostic: str) -> None:
+    server = await mta(replies=replies)
+    qid = await submit(pool, "r@far.example")
+    assert await _attempt(pool, clock, server, caplog, qid) is None  # bounced: the entry is done
+    (raw,) = await inbox(pool)
+    lines = _dsn_lines(raw)
+    assert f"Status: {status_code}" in lines and f"Diagnostic-Code: smtp;{diagnostic}" in lines
+    assert not any(UNSAFE.search(line) for line in lines)
+    assert server.delivered == []
+
+
+async def test_a_long_multiline_reply_is_kept_short(pool: asyncpg.Pool, ours: int, clock: Clock, mta,
+                                                    caplog) -> None:
+    # 99 continuation lines of 8,000 octets pass the reader's limits; ~800 KB went into last_error.
+    server = await mta(replies={"RCPT": (b"450-" + b"y" * 8000 + b"\r\n") * 99 + b"450 4.2.0 end\r\n"})
+    qid = await submit(pool, "r@far.example")
+    row = await _attempt(pool, clock, server, caplog, qid)
+    assert row is not None and row["status"] == "deferred" and row["status_code"] == "4.0.0"
+    assert len(row["last_error"]) <= MAX_FIELD
+
+
+@pytest.mark.parametrize("after_dot", [b"421 4.4.2 closing\r\n", "close", "stall"])
+async def test_no_answer_to_the_message_defers_and_the_retry_delivers_once(
+        pool: asyncpg.Pool, ours: int, clock: Clock, mta, caplog, after_dot: bytes | str) -> None:
+    server = await mta(per_connection={0: {".": after_dot}})
+    qid = await submit(pool, "r@far.example")
+    row = await _attempt(pool, clock, server, caplog, qid)
+    assert row is not None and row["status"] == "deferred" and row["status_code"].startswith("4.")
+    clock.advance(3600)
+    assert await _attempt(pool, clock, server, caplog, qid) is None
+    assert len(server.delivered) == 1 and server.connections == 2
+
+
+@pytest.mark.parametrize("quit_reply", [b"421 4.3.0 go away\r\n", b"550 what\r\n", "close", "stall"])
+async def test_a_bad_answer_to_quit_after_250_is_not_resent(pool: asyncpg.Pool, ours: int, clock: Clock, mta,
+                                                            caplog, quit_reply: bytes | str) -> None:
+    server = await mta(replies={"QUIT": quit_reply})
+    qid = await submit(pool, "r@far.example")
+    assert await _attempt(pool, clock, server, caplog, qid) is None
+    clock.advance(3600)
+    ob = outbound(pool, clock, transports={"far.example": f"smtp://127.0.0.1:{server.port}"})
+    assert await ob.run_once() == 0
+    assert len(server.delivered) == 1 and server.connections == 1
