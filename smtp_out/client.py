@@ -86,8 +86,16 @@ class ConnectionFailed(Exception):
         self.breaker = breaker
 
 
+# RFC 3463 §3.6 X.5.0, "other or undefined protocol status": a reply this step does not expect (a 2xx or
+# 3xx out of place, a code outside 2xx-5xx). Temporary: the next attempt may meet a saner server.
+PROTOCOL_ERROR = "4.5.0"
+
+
 def status_of(code: int, text: str) -> str:
-    """The RFC 3463 status in a reply, or one derived from its code class."""
+    """The RFC 3463 status in a reply, or one derived from its code class (X.5.0, temporary, for a code
+    outside 2xx, 4xx and 5xx)."""
+    if not (200 <= code < 300 or 400 <= code < 600):
+        return PROTOCOL_ERROR
     m = _ENHANCED.match(text.strip())
     if m and m.group(1) == str(code)[0]:
         return m.group(0)
@@ -100,8 +108,15 @@ def _reply(code: int, text: str) -> str:
     return field_value(f"{code} {text}" if code >= 0 else text)
 
 
-def _outcome(code: int) -> str:
-    return "delivered" if 200 <= code < 300 else ("bounced" if code >= 500 else "deferred")
+def _judged(code: int, text: str, ok: range | tuple[int, ...]) -> tuple[str, str]:
+    """(outcome, RFC 3463 status) of a reply to a step whose success codes are `ok`: 4xx defers, 5xx
+    bounces, and anything else (a success code of another step, such as 250 to DATA, or a code outside
+    2xx-5xx) is a protocol error that defers."""
+    if code in ok:
+        return "delivered", status_of(code, text)
+    if 400 <= code < 600:
+        return ("bounced" if code >= 500 else "deferred"), status_of(code, text)
+    return "deferred", PROTOCOL_ERROR
 
 
 _VERIFIED: dict[str, ssl.SSLContext] = {}  # CA file ("" for the system's) -> context, made once
@@ -387,8 +402,8 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
         if code != 250:
             if piped:  # the RCPT and DATA replies still come (refusals): read them, end any DATA
                 await _skip_replies(session, len(rcpts), timeout)
-            return every(_outcome(code) if code >= 400 else "deferred", _reply(code, text),
-                         status_of(code, text)), code != 421
+            outcome, status = _judged(code, text, ())  # a 2xx other than 250 too: no transaction started
+            return every(outcome, _reply(code, text), status), code != 421
         results: dict[int, RcptResult] = {}
         accepted: list[Recipient] = []
         for r, line in zip(env.recipients, rcpts, strict=True):
@@ -398,8 +413,8 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
             if code in (250, 251):
                 accepted.append(r)
             else:
-                status = _outcome(code) if code >= 400 else "deferred"
-                results[r.id] = RcptResult(r.id, status, _reply(code, text), status_of(code, text), mta)
+                outcome, status = _judged(code, text, ())
+                results[r.id] = RcptResult(r.id, outcome, _reply(code, text), status, mta)
         if not accepted:
             if piped:
                 await _skip_replies(session, 0, timeout)
@@ -414,8 +429,12 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
             session.write(dot_stuffed(env.message))
             await session.drain(settings.data_timeout)
             code, text = await session.reply(settings.data_timeout)
+            outcome, status = _judged(code, text, range(200, 300))
+        else:
+            # Whatever DATA got instead of 354 (a 250 included), the message was not sent: never delivered.
+            outcome, status = _judged(code, text, ())
         for r in accepted:
-            results[r.id] = RcptResult(r.id, _outcome(code), _reply(code, text), status_of(code, text), mta)
+            results[r.id] = RcptResult(r.id, outcome, _reply(code, text), status, mta)
         # A refused DATA leaves the server's transaction open: that session is not used again.
         return [results[r.id] for r in env.recipients], clean
     except SessionLost as exc:

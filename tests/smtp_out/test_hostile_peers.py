@@ -53,10 +53,24 @@ def _dsn_lines(raw: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize(("replies", "status_code", "reason"), [
+    # A reply that is not the step's: the message was never sent, so it is not delivered (250 to DATA
+    # used to be taken for the 250 to the message's end: the entry was dropped as delivered, unsent).
+    ({"DATA": b"250 2.0.0 ok\r\n"}, "4.5.0", "250 2.0.0 ok"),
+    ({"DATA": b"221 bye\r\n"}, "4.5.0", "221 bye"),
+    ({"MAIL": b"354 go ahead\r\n", "DATA": b"250 ok\r\n"}, "4.5.0", "354 go ahead"),  # out of order
+    ({"RCPT": b"252 cannot verify\r\n", "DATA": b"554 no recipients\r\n"}, "4.5.0", "252 cannot verify"),
+    ({".": b"354 more?\r\n"}, "4.5.0", "354 more?"),
+    # Codes outside 2xx-5xx: an RFC 3463 status, not "6.0.0", "1.0.0" or "-.0.0".
+    ({"GREETING": b"600 hi\r\n"}, "4.5.0", "600 hi"),
+    ({"GREETING": b"199 hi\r\n"}, "4.5.0", "199 hi"),
+    ({"GREETING": b"-12 hi\r\n"}, "4.5.0", "hi"),
+    ({"GREETING": b"abc hi\r\n"}, "4.5.0", "Malformed SMTP response line: abc hi"),
+    ({"EHLO": b"250 " + b"x" * 1_000_000 + b"\r\n"}, "4.5.0", "Response too long"),
     # Controls and undecodable bytes from the peer: used to fail the worker's own write (PostgreSQL
     # refuses NUL, asyncpg a lone surrogate), leaving the entry leased and unrecorded.
     ({"GREETING": b"421 4.3.2 no\x00way \x1b[31mred\r\n"}, "4.3.2", "421 4.3.2 no way [31mred"),
     ({"GREETING": b"421 caf\xe9 \xff\r\n"}, "4.0.0", "421 caf\ufffd \ufffd"),
+    ({"GREETING": b"2\x0020 hi\r\n"}, "4.5.0", "Malformed SMTP response line: 2 20 hi"),
     ({"EHLO": b"451 4.3.0 no\x00 \x1b[2J\r\n"}, "4.3.0", "451 4.3.0 no [2J"),
     ({"MAIL": b"451 4.3.0 busy\x00\x1b[0m\r\n", "RCPT": b"503 MAIL first\r\n"}, "4.3.0", "451 4.3.0 busy [0m"),
     ({"RCPT": "450 4.2.0 \x1b[31mfull\x9b1m\u2028x\r\n".encode()}, "4.2.0", "450 4.2.0 [31mfull 1m x"),
