@@ -389,6 +389,9 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
     rcpts = [_rcpt_command(env, r, session) for r in env.recipients]
     piped = session.pipelining
     timeout = settings.command_timeout
+    # Final answers so far, by recipient: kept if the session is lost afterwards (a refusal stays a
+    # refusal). An accepted recipient gets its entry only from the reply to the message's end.
+    results: dict[int, RcptResult] = {}
     try:
         session.write(mail + b"".join(rcpts) + b"DATA\r\n" if piped else mail)
         try:
@@ -400,11 +403,11 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
         if code == 421 and reused:
             raise _Stale()
         if code != 250:
+            outcome, status = _judged(code, text, ())  # a 2xx other than 250 too: no transaction started
+            results = {r.id: RcptResult(r.id, outcome, _reply(code, text), status, mta) for r in env.recipients}
             if piped:  # the RCPT and DATA replies still come (refusals): read them, end any DATA
                 await _skip_replies(session, len(rcpts), timeout)
-            outcome, status = _judged(code, text, ())  # a 2xx other than 250 too: no transaction started
-            return every(outcome, _reply(code, text), status), code != 421
-        results: dict[int, RcptResult] = {}
+            return list(results.values()), code != 421
         accepted: list[Recipient] = []
         for r, line in zip(env.recipients, rcpts, strict=True):
             if not piped:
@@ -438,10 +441,12 @@ async def _transaction(session: Session, env: Envelope, settings: QueueSettings,
         # A refused DATA leaves the server's transaction open: that session is not used again.
         return [results[r.id] for r in env.recipients], clean
     except SessionLost as exc:
-        # Lost mid-transaction: nothing was accepted for sure, so everything not final is retried.
-        # A crash of the peer between its 250 and our reading it is the at-least-once duplicate window.
+        # Lost mid-transaction: what was refused stays refused; nothing was accepted for sure, so every
+        # other recipient is retried. A crash of the peer between its 250 and our reading it is the
+        # at-least-once duplicate window.
         reply = f"451 4.4.2 connection lost during the transaction ({exc.reason})"
-        return every("deferred", reply, "4.4.2"), False
+        return [results.get(r.id) or RcptResult(r.id, "deferred", reply, "4.4.2", mta)
+                for r in env.recipients], False
 
 
 async def _skip_replies(session: Session, rcpts: int, seconds: float) -> None:

@@ -88,6 +88,12 @@ async def test_misbehaving_replies_defer_with_a_clean_reason(pool: asyncpg.Pool,
 
 
 @pytest.mark.parametrize(("replies", "status_code", "diagnostic"), [
+    # A refusal stays a refusal when the server hangs up after it (it used to become a 4.4.2 deferral,
+    # retried until the entry expired).
+    ({"MAIL": b"550 5.7.1 go away\r\n", "RCPT": "close"}, "5.7.1", "550 5.7.1 go away"),
+    ({"RCPT": b"550 5.1.1 unknown\r\n", "DATA": "close"}, "5.1.1", "550 5.1.1 unknown"),
+    ({"RCPT": b"550 5.1.1 unknown\r\n", "DATA": b"554 no valid recipients\r\n", "RSET": "close"}, "5.1.1",
+     "550 5.1.1 unknown"),
     # Controls, C1 and undecodable bytes never reach the DSN.
     ({"RCPT": "550 5.1.1 a\x85b\u2028c\x9b[31m\x00d\x1b\r\n".encode()}, "5.1.1", "550 5.1.1 a b c [31m d"),
     ({"RCPT": b"550 5.1.1 \xff\xfe\r\n"}, "5.1.1", "550 5.1.1 \ufffd\ufffd"),
