@@ -290,7 +290,9 @@ class RawMTA:
                     accepted = True
                 if verb == "DATA" and sent.startswith(b"354"):
                     data = b""
-                    while (chunk := await reader.readline()) not in (b".\r\n", b""):
+                    while (chunk := await reader.readline()) != b".\r\n":
+                        if not chunk:
+                            return  # the client went away in the middle of the message
                         data += chunk
                     sent = await self._say(n, ".", writer)
                     if sent is not None and sent[:1] == b"2":

@@ -14,8 +14,10 @@ import asyncpg
 import pytest
 
 from mailcore.dsn import MAX_FIELD
+from smtp_out import client
+from smtp_out.worker import Outbound
 from tests.sinks import RawMTA
-from tests.smtp_out.conftest import Clock, inbox, outbound, submit
+from tests.smtp_out.conftest import Clock, inbox, outbound, settings, submit
 
 # What must never reach a kept reply or a DSN from a peer: C0, DEL, C1, line separators, lone surrogates.
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
@@ -142,3 +144,28 @@ async def test_a_bad_answer_to_quit_after_250_is_not_resent(pool: asyncpg.Pool, 
     ob = outbound(pool, clock, transports={"far.example": f"smtp://127.0.0.1:{server.port}"})
     assert await ob.run_once() == 0
     assert len(server.delivered) == 1 and server.connections == 1
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_a_reply_too_many_on_a_reused_session_does_not_pass_for_delivery(
+        pool: asyncpg.Pool, ours: int, clock: Clock, mta, pipelining: bool) -> None:
+    # The server answers the first message's end twice. On the reused session every later reply is one
+    # step late, and DATA is answered by RCPT's 250: the second message was dropped as delivered, unsent.
+    server = await mta(replies={".": b"250 2.0.0 queued\r\n250 2.0.0 one too many\r\n"},
+                       extensions=[b"8BITMIME"] + ([b"PIPELINING"] if pipelining else []))
+    sessions = client.SessionCache(idle=30)
+    ob = Outbound(pool, settings(transports={"far.example": f"smtp://127.0.0.1:{server.port}"},
+                                 command_timeout=1, data_timeout=1), clock=clock, sessions=sessions)
+    await submit(pool, "a@far.example")
+    second = await submit(pool, "b@far.example")
+    try:
+        assert await ob.run_once() == 2
+        row = await pool.fetchrow("SELECT status, status_code FROM queue_recipients WHERE queue_id=$1", second)
+        assert (row["status"], row["status_code"]) == ("deferred", "4.5.0")
+        assert len(server.delivered) == 1
+        clock.advance(3600)
+        assert await ob.run_once() == 1  # a new session: delivered now, once
+        assert [m.count(b"Message-ID") for m in server.delivered] == [1, 1]
+        assert await pool.fetchval("SELECT count(*) FROM queue") == 0
+    finally:
+        await sessions.close()
