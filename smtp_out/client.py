@@ -330,7 +330,14 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
 
 async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> None:
     await smtp.connect(timeout=settings.connect_timeout)
-    await smtp.ehlo()
+    try:
+        await smtp.ehlo()
+    except aiosmtplib.SMTPHeloError as exc:
+        # RFC 5321 §4.1.4: a server without extensions refuses EHLO with 500, 501, 502 or 550; HELO then
+        # (no STARTTLS, PIPELINING or 8BITMIME on that session). A 4xx or a lost connection stays a failure.
+        if exc.code not in (500, 501, 502, 550) or not smtp.is_connected:
+            raise
+        await smtp.helo()
     if hop.tls != "implicit":
         if smtp.supports_extension("starttls"):
             try:

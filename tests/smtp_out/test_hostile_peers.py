@@ -169,3 +169,18 @@ async def test_a_reply_too_many_on_a_reused_session_does_not_pass_for_delivery(
         assert await pool.fetchval("SELECT count(*) FROM queue") == 0
     finally:
         await sessions.close()
+
+
+@pytest.mark.parametrize(("ehlo", "status", "helo_sent"), [
+    (b"502 5.5.1 command not implemented\r\n", None, True),   # an old server: HELO, then delivered
+    (b"500 what?\r\n", None, True),
+    (b"421 4.3.2 busy\r\n", "deferred", False),                 # busy is busy: no HELO, try later
+])
+async def test_a_server_refusing_ehlo_gets_helo(pool: asyncpg.Pool, ours: int, clock: Clock, mta, caplog,
+                                                ehlo: bytes, status: str | None, helo_sent: bool) -> None:
+    server = await mta(replies={"EHLO": ehlo})
+    qid = await submit(pool, "r@far.example")
+    row = await _attempt(pool, clock, server, caplog, qid)
+    assert (row["status"] if row else None) == status
+    assert len(server.delivered) == (1 if status is None else 0)
+    assert any(c.startswith(b"HELO ") for c in server.commands) == helo_sent
