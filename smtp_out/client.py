@@ -82,7 +82,9 @@ class ConnectionFailed(Exception):
         reason = field_value(reason)  # it quotes the peer: kept, logged and reported, so one clean line
         super().__init__(reason)
         self.reason = reason
-        self.status = status
+        # It defers (the next address, host or attempt may do better), so its status is a temporary one
+        # (RFC 3463 class 4): a '554 5.7.1' greeting gave deferrals and delay DSNs with Status: 5.7.1.
+        self.status = "4" + status[1:] if status.startswith("5") else status
         self.breaker = breaker
 
 

@@ -68,6 +68,9 @@ def _dsn_lines(raw: bytes) -> list[str]:
     ({"GREETING": b"-12 hi\r\n"}, "4.5.0", "hi"),
     ({"GREETING": b"abc hi\r\n"}, "4.5.0", "Malformed SMTP response line: abc hi"),
     ({"EHLO": b"250 " + b"x" * 1_000_000 + b"\r\n"}, "4.5.0", "Response too long"),
+    # A refused greeting defers (another host, another time): a temporary status, not "451 5.7.1 ...".
+    ({"GREETING": b"554 5.7.1 you are blocked\r\n"}, "4.7.1", "554 5.7.1 you are blocked"),
+    ({"GREETING": b"554 no\r\n"}, "4.0.0", "554 no"),
     # Controls and undecodable bytes from the peer: used to fail the worker's own write (PostgreSQL
     # refuses NUL, asyncpg a lone surrogate), leaving the entry leased and unrecorded.
     ({"GREETING": b"421 4.3.2 no\x00way \x1b[31mred\r\n"}, "4.3.2", "421 4.3.2 no way [31mred"),
