@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -23,6 +24,7 @@ from typing import Any
 from config.settings import DEV_PROFILE, Settings
 
 ENV_PREFIX = "MAILSERVER_"
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 
 class ConfigError(Exception):
@@ -51,21 +53,39 @@ def read_toml(path: str | Path) -> dict[str, Any]:
     """Read one TOML file, turning I/O and syntax errors into ConfigError."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
     except FileNotFoundError:
         raise ConfigError("", f"config file {path}: not found") from None
     except OSError as exc:
         raise ConfigError("", f"config file {path}: cannot be read ({exc.strerror})") from None
+    # TOML is UTF-8 (TOML 1.0 "Spec"). A leading byte-order mark, as some Windows editors write, is
+    # dropped rather than reported as "Invalid statement" at line 1.
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError("", f"config file {path}: not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"config file {path}: invalid TOML: {exc}") from None
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
+    top = {f.name for f in dataclasses.fields(Settings)}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name[len(ENV_PREFIX):]:
+        if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        rest = name[len(ENV_PREFIX):]
+        if "__" not in rest and rest.lower() not in top:
+            # Not an override (MAILSERVER_CONFIG, a test's own variable) unless it starts like one:
+            # MAILSERVER_SMTP_MX_PORT, with single underscores, would otherwise be ignored in silence.
+            if any(rest.lower().startswith(f"{section}_") for section in top):
+                raise ConfigError(name, "unknown setting: sections and keys are joined by '__' "
+                                  "(e.g. MAILSERVER_SMTP__MX__PORT)")
+            continue
+        parts = [p.lower() for p in rest.split("__")]
         if any(not p for p in parts):
             raise ConfigError(name, "malformed environment override name")
         node = layer
@@ -119,7 +139,12 @@ def _build(base: Any, data: Mapping[str, Any], prefix: str) -> Any:
             if problem:
                 raise ConfigError(key, problem)
         values[name] = value
-    return dataclasses.replace(base, **values)
+    result = dataclasses.replace(base, **values)
+    cross_check = getattr(result, "cross_check", None)
+    problem = cross_check() if cross_check is not None else None
+    if problem:
+        raise ConfigError(f"{prefix}{problem[0]}", problem[1])
+    return result
 
 
 def _coerce(tp: Any, raw: Any, key: str) -> Any:
@@ -144,10 +169,18 @@ def _coerce(tp: Any, raw: Any, key: str) -> Any:
     if tp is int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise ConfigError(key, "must be an integer")
+        # TOML 1.0: integers are 64-bit signed; tomllib reads any size, and a bigger one fails far
+        # from here (a database parameter, a socket option) with a traceback.
+        if not INT_MIN <= raw <= INT_MAX:
+            raise ConfigError(key, f"must be between {INT_MIN} and {INT_MAX}")
         return raw
     if tp is float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ConfigError(key, "must be a number")
+        if not math.isfinite(raw):  # nan passes no comparison, inf every upper-bound-free check
+            raise ConfigError(key, "must be a finite number")
+        if not INT_MIN <= raw <= INT_MAX:
+            raise ConfigError(key, f"must be between {INT_MIN} and {INT_MAX}")
         return float(raw)
     if tp is str:
         if not isinstance(raw, str):

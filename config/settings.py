@@ -5,7 +5,8 @@ it is declared (the `doc` metadata), and `docs/configuration.md` is checked agai
 It must not read files or the environment (that is `config.loader`) and must import nothing of ours.
 
 Each field may carry a `check` in its metadata: a function that returns an error text or None. The loader
-runs it and reports the error under the field's key path (`smtp.mx.port: must be 1-65535`).
+runs it and reports the error under the field's key path (`smtp.mx.port: must be 1-65535`). A section whose
+fields must agree with each other has a `cross_check()` method returning (field, problem) or None.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 
 def _port(value: int) -> str | None:
     return None if 0 <= value <= 65535 else "must be 0-65535"
+
+
+def _port_nonzero(value: int) -> str | None:
+    return None if 1 <= value <= 65535 else "must be 1-65535"
 
 
 def _positive(value: float) -> str | None:
@@ -36,8 +41,61 @@ def _one_of(*choices: str) -> Callable[[str], str | None]:
 
 
 def _hostname(value: str) -> str | None:
-    if not value or len(value) > 253 or any(c.isspace() or c in "\r\n\0/@" for c in value):
+    if not value or len(value) > 253 or any(c.isspace() or not c.isprintable() or c in "/@" for c in value):
         return "must be a host name"
+    return None
+
+
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def _server_hostname(value: str) -> str | None:
+    """Our own name goes into greetings, EHLO, Received and Message-ID, which are ASCII (RFC 5321 §2.3.5:
+    letters, digits and hyphens, labels of at most 63 octets)."""
+    if _hostname(value):
+        return "must be a host name"
+    if not value.isascii():
+        return "must be an ASCII host name (write an internationalised name as xn--...)"
+    labels = value[:-1].split(".") if value.endswith(".") else value.split(".")
+    if any(not 1 <= len(label) <= 63 or not set(label) <= _LDH or label[0] == "-" or label[-1] == "-"
+           for label in labels):
+        return "must be a host name: labels of 1-63 letters, digits and inner hyphens"
+    return None
+
+
+def _ip_address(value: str) -> str | None:
+    import ipaddress
+
+    if value == "":  # every interface, as 0.0.0.0
+        return None
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return "must be an IP address (0.0.0.0 or :: for every interface)"
+    return None
+
+
+def _ip_addresses(value: list[str]) -> str | None:
+    bad = [a for a in value if not a or _ip_address(a)]
+    return f"not an IP address: {bad[0]!r}" if bad else None
+
+
+def _url_schemes(*schemes: str) -> Callable[[str], str | None]:
+    """Empty, or a URL with one of these schemes (what the client library behind it accepts)."""
+    def check(value: str) -> str | None:
+        if value and value.split("://", 1)[0].lower() not in schemes or value and "://" not in value:
+            return "must be a URL starting " + " or ".join(f"{s}://" for s in schemes)
+        return None
+
+    return check
+
+
+def _mailbox(value: str) -> str | None:
+    if not value:
+        return None
+    local, at, domain = value.rpartition("@")
+    if not at or not local or any(c.isspace() or not c.isprintable() for c in local) or _hostname(domain):
+        return "must be an address user@domain"
     return None
 
 
@@ -66,11 +124,11 @@ class ServerSettings:
     """Who this server is and where it keeps its files."""
 
     hostname: str = setting("localhost", "Our host name: used in greetings, Received headers, Message-IDs "
-                            "and as the authserv-id in Authentication-Results.", _hostname)
+                            "and as the authserv-id in Authentication-Results.", _server_hostname)
     data_dir: str = setting("/var/lib/mailserver", "Directory for the embedded database, generated TLS "
                             "certificates and spool files.")
     postmaster: str = setting("", "Local account (user@domain) that receives mail to postmaster and "
-                              "postmaster@ every domain. Empty: the first account created.")
+                              "postmaster@ every domain. Empty: the first account created.", _mailbox)
     log_level: str = setting("info", "Log level.", _one_of("debug", "info", "warning", "error"))
     shutdown_grace: float = setting(10.0, "Seconds allowed for in-flight work to finish on SIGTERM.",
                                     _non_negative)
@@ -114,10 +172,17 @@ class DatabaseSettings:
     """The PostgreSQL mail store."""
 
     dsn: str = setting("", "PostgreSQL address (postgresql://user@host:port/db). Empty: start a private "
-                       "embedded PostgreSQL in <data_dir>/postgres and stop it on shutdown.")
+                       "embedded PostgreSQL in <data_dir>/postgres and stop it on shutdown.",
+                       _url_schemes("postgresql", "postgres"))
     pool_min: int = setting(2, "Minimum connections kept in the pool.", _non_negative)
     pool_max: int = setting(20, "Maximum connections in the pool.", _positive)
     command_timeout: float = setting(30.0, "Seconds before a database statement is abandoned.", _positive)
+
+    def cross_check(self) -> tuple[str, str] | None:
+        """(field, problem) when fields disagree; the loader reports it under the field's key path."""
+        if self.pool_min > self.pool_max:
+            return "pool_min", f"must not exceed pool_max ({self.pool_max})"
+        return None
 
 
 @dataclass(frozen=True)
@@ -135,7 +200,7 @@ class ListenerSettings:
     """One TCP listener."""
 
     enabled: bool = setting(True, "Whether this listener is started.")
-    address: str = setting("0.0.0.0", "Address to bind.")
+    address: str = setting("0.0.0.0", "Address to bind.", _ip_address)
     port: int = setting(0, "TCP port (0 picks a free one, for tests).", _port)
 
 
@@ -247,8 +312,8 @@ class DNSSettings:
     """The one resolver used for MX, SPF, DKIM, DMARC and reverse lookups."""
 
     nameservers: list[str] = setting(doc="Name server addresses. Empty: those of /etc/resolv.conf.",
-                                     factory=list)
-    port: int = setting(53, "Port of the name servers.", _port)
+                                     check=_ip_addresses, factory=list)
+    port: int = setting(53, "Port of the name servers.", _port_nonzero)
     timeout: float = setting(5.0, "Seconds before a lookup gives up (a temperror).", _positive)
     cache_size: int = setting(10000, "Answers kept in the resolver's cache (0 disables it).",
                               _non_negative)
@@ -335,7 +400,7 @@ class QueueSettings:
                                      "valid for the MX name; otherwise the mail waits (temporary failure).",
                                      check=_domains, factory=list)
     tls_ca_file: str = setting("", "PEM bundle of CAs trusted when TLS is verified. Empty: the system's.")
-    mx_port: int = setting(25, "Port used for MX hosts (change only for tests).", _port)
+    mx_port: int = setting(25, "Port used for MX hosts (change only for tests).", _port_nonzero)
     connect_timeout: float = setting(300.0, "Seconds for TCP connect plus the 220 greeting "
                                      "(RFC 5321 §4.5.3.2.1: 5 minutes).", _positive)
     command_timeout: float = setting(300.0, "Seconds for each reply to EHLO, STARTTLS, MAIL, RCPT and "
@@ -357,7 +422,8 @@ class QueueSettings:
 class RedisSettings:
     """Optional Redis for shared rate limits and caches."""
 
-    url: str = setting("", "redis://host:port/db. Empty: in-process limits and caches.")
+    url: str = setting("", "redis://host:port/db. Empty: in-process limits and caches.",
+                       _url_schemes("redis", "rediss", "unix"))
     timeout: float = setting(0.25, "Seconds before a Redis call is given up (then the local fallback).",
                              _positive)
     key_prefix: str = setting("mailserver:", "Prefix of every key we write, so one Redis can serve "

@@ -60,11 +60,60 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ("[smtp\n", {}, "invalid TOML"),
     ("", {"MAILSERVER_IMAP__IMAPS__PORT": "-1"}, "imap.imaps.port: must be 0-65535"),
     ("", {"MAILSERVER_SERVER__HOSTNAME": "bad host"}, "server.hostname: must be a host name"),
+    # Values that passed the loader and then failed the server with a traceback, or silently misbehaved.
+    ("[smtp]\nidle_timeout = inf\n", {}, "smtp.idle_timeout: must be a finite number"),
+    ("[server]\nshutdown_grace = nan\n", {}, "server.shutdown_grace: must be a finite number"),
+    ("", {"MAILSERVER_DATABASE__COMMAND_TIMEOUT": "inf"}, "database.command_timeout: must be a finite"),
+    ("[queue]\nworkers = 99999999999999999999999\n", {}, "queue.workers: must be between"),
+    ("", {"MAILSERVER_DATABASE__POOL_MIN": "99999999999999999999"}, "database.pool_min: must be between"),
+    ("[database]\npool_min = 10\npool_max = 2\n", {}, "database.pool_min: must not exceed pool_max"),
+    ("[database]\ndsn = \"notadsn\"\n", {}, "database.dsn: must be a URL starting postgresql://"),
+    ("[database]\ndsn = \"http://db.example/x\"\n", {}, "database.dsn: must be a URL starting"),
+    ("[redis]\nurl = \"localhost:6379\"\n", {}, "redis.url: must be a URL starting redis://"),
+    ("[smtp.mx]\naddress = \"mail.example\"\n", {}, "smtp.mx.address: must be an IP address"),
+    ("", {"MAILSERVER_HTTP__LISTENER__ADDRESS": "localhost"}, "http.listener.address: must be an IP"),
+    ("[dns]\nnameservers = [\"ns.example\"]\n", {}, "dns.nameservers: not an IP address"),
+    ("[dns]\nport = 0\n", {}, "dns.port: must be 1-65535"),
+    ("[queue]\nmx_port = 0\n", {}, "queue.mx_port: must be 1-65535"),
+    ("[server]\npostmaster = \"postmaster\"\n", {}, "server.postmaster: must be an address"),
+    ("[server]\nhostname = \"mäil.example\"\n", {}, "server.hostname: must be an ASCII host name"),
+    ("[server]\nhostname = \"mail_1.example\"\n", {}, "server.hostname: must be a host name"),
+    ("[server]\nhostname = \"a\\u0001b.example\"\n", {}, "server.hostname: must be a host name"),
+    (f"[server]\nhostname = \"{'a' * 64}.example\"\n", {}, "server.hostname: must be a host name"),
+    ("", {"MAILSERVER_SMTP_MX_PORT": "2525"}, "MAILSERVER_SMTP_MX_PORT: unknown setting"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(_write(tmp_path, text), environ=env)
     assert message in str(info.value)
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf[server]\nhostname = \"mx.example\"\n")
+    assert load_settings(path).server.hostname == "mx.example"
+
+
+def test_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[server]\nhostname = \"caf\xe9\"\n")
+    with pytest.raises(ConfigError, match="not UTF-8 \\(byte 0xe9 on line 2\\)"):
+        load_settings(path)
+
+
+def test_top_level_setting_from_environment() -> None:
+    """MAILSERVER_DEV is the documented override of `dev`; other MAILSERVER_ names are not overrides."""
+    s = load_settings(environ={"MAILSERVER_DEV": "true", "MAILSERVER_CONFIG": "/x", "MAILSERVER_TEST_DSN": "y"})
+    assert s.dev is True
+
+
+def test_good_addresses_and_urls_load() -> None:
+    s = load_settings(environ={"MAILSERVER_SMTP__MX__ADDRESS": "::", "MAILSERVER_DNS__NAMESERVERS": '["::1"]',
+                               "MAILSERVER_DATABASE__DSN": "postgres://u:p@db.example:5433/mail",
+                               "MAILSERVER_REDIS__URL": "unix:///run/redis.sock",
+                               "MAILSERVER_SERVER__POSTMASTER": "root@example.test",
+                               "MAILSERVER_SERVER__HOSTNAME": "xn--mil-ula.example."})
+    assert s.smtp.mx.address == "::" and s.dns.nameservers == ["::1"]
 
 
 def test_missing_file() -> None:
