@@ -20,7 +20,10 @@ environment variables `MAILSERVER_<SECTION>__<KEY>` (nested keys joined by `__`,
 
 An unknown key, a wrong type or an out-of-range value stops the server with one line naming the key
 (`smtp.mx.port: must be 0-65535`) and exit status 2. `mailserver config check FILE` validates a file
-without starting anything. `mailserver.example.toml` is a commented example (a test loads it).
+without starting anything, including that `server.data_dir` (if present) is a directory and that the TLS
+certificate, key and `queue.tls_ca_file` load (`--no-files` skips these, to check a file on another
+machine); `serve` also checks that every enabled listener's address and port can be bound.
+`mailserver.example.toml` is a commented example (a test loads it).
 
 | key | default | `--dev` | meaning |
 |---|---|---|---|

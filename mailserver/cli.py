@@ -13,7 +13,10 @@ import argparse
 import asyncio
 import datetime as dt
 import getpass
+import math
 import os
+import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -24,7 +27,7 @@ from mailcore.address import AddressError, parse_address
 from mailcore.auth.dkim import ALGORITHMS, generate_key, public_record
 from mailcore.autoconfig import endpoints_from_settings
 from mailcore.passwords import hash_password
-from mailcore.tls import TLSConfigError
+from mailcore.tls import TLSConfigError, certificate_paths, server_context
 from mailserver import dnsrecords
 from mailserver.workers import WorkerFailed
 from storage import accounts, dkim_keys, queue, tokens
@@ -33,10 +36,33 @@ from storage.db import Database, StorageUnavailable
 from storage.migrations import applied_versions, apply_migrations, available
 
 DEFAULT_CONFIG = "/etc/mailserver/mailserver.toml"
+BIGINT_MAX = 2**63 - 1  # PostgreSQL bigint: ids and quotas
 
 
 class UsageError(Exception):
     """A command used wrongly; exit 2."""
+
+
+def _row_id(text: str) -> int:
+    """A queue entry or token id: argparse reports anything else as a usage error (a number past
+    bigint was a traceback from the database driver)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid id {text!r}: must be a whole number") from None
+    if not 1 <= value <= BIGINT_MAX:
+        raise argparse.ArgumentTypeError(f"invalid id {text!r}: must be 1-{BIGINT_MAX}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"invalid number of seconds {text!r}: must be greater than 0")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,11 +79,13 @@ def _parser() -> argparse.ArgumentParser:
 
     health = sub.add_parser("health", parents=[common], help="check the database is reachable and migrated "
                             "(exit 0 healthy, 1 not)")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the database")
+    health.add_argument("--timeout", type=_seconds, default=5.0, help="seconds to wait for the database")
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="action", required=True)
     check = cfg.add_parser("check", parents=[common], help="validate a configuration file and exit")
     check.add_argument("file", nargs="?", help="file to check (default: --config)")
+    check.add_argument("--no-files", action="store_true", help="skip what only the server's machine can "
+                       "answer (data_dir, TLS certificate and key, CA bundle), to check a file elsewhere")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
     db.add_parser("migrate", parents=[common], help="apply pending migrations")
@@ -92,21 +120,21 @@ def _parser() -> argparse.ArgumentParser:
 
     que = sub.add_parser("queue", help="the outbound queue").add_subparsers(dest="action", required=True)
     que.add_parser("list", parents=[common], help="list queued and held entries")
-    que.add_parser("show", parents=[common], help="show one entry and its recipients").add_argument("id", type=int)
+    que.add_parser("show", parents=[common], help="show one entry and its recipients").add_argument("id", type=_row_id)
     qretry = que.add_parser("retry", parents=[common], help="make an entry (or --all) due now")
-    qretry.add_argument("id", type=int, nargs="?")
+    qretry.add_argument("id", type=_row_id, nargs="?")
     qretry.add_argument("--all", action="store_true", help="every queued entry")
     que.add_parser("delete", parents=[common], help="remove an entry without delivering or bouncing it"
-                   ).add_argument("id", type=int)
-    que.add_parser("hold", parents=[common], help="stop attempts for an entry").add_argument("id", type=int)
-    que.add_parser("release", parents=[common], help="release a held entry, due now").add_argument("id", type=int)
+                   ).add_argument("id", type=_row_id)
+    que.add_parser("hold", parents=[common], help="stop attempts for an entry").add_argument("id", type=_row_id)
+    que.add_parser("release", parents=[common], help="release a held entry, due now").add_argument("id", type=_row_id)
     tok = sub.add_parser("token", help="HTTP API tokens").add_subparsers(dest="action", required=True)
     tcreate = tok.add_parser("create", parents=[common], help="create a token (printed once) for an account")
     tcreate.add_argument("address")
     tcreate.add_argument("--scope", required=True, help="comma-separated: send, read, admin")
     tcreate.add_argument("--name", default="", help="a label to recognise the token by")
     tok.add_parser("list", parents=[common], help="list tokens").add_argument("address", nargs="?")
-    tok.add_parser("revoke", parents=[common], help="revoke a token by id").add_argument("id", type=int)
+    tok.add_parser("revoke", parents=[common], help="revoke a token by id").add_argument("id", type=_row_id)
 
     dk = sub.add_parser("dkim", help="DKIM signing keys").add_subparsers(dest="action", required=True)
     gen = dk.add_parser("generate", parents=[common], help="make and store a signing key; print its DNS record")
@@ -136,9 +164,12 @@ def parse_size(text: str) -> int | None:
         return None
     mult = {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}.get(t[-1:], 1)
     digits = t[:-1] if t[-1:] in "kmgt" else t
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         raise UsageError(f"invalid size {text!r}: use bytes with an optional K, M, G or T suffix")
-    return int(digits) * mult
+    size = int(digits) * mult
+    if size > BIGINT_MAX:
+        raise UsageError(f"invalid size {text!r}: at most {BIGINT_MAX} bytes")
+    return size
 
 
 def read_password(confirm: bool = True) -> str:
@@ -149,7 +180,11 @@ def read_password(confirm: bool = True) -> str:
             raise UsageError("passwords do not match")
         password = first
     else:
-        password = sys.stdin.readline().rstrip("\r\n")
+        line = sys.stdin.buffer.readline()
+        try:
+            password = line.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            raise UsageError("password on standard input is not valid UTF-8") from None
     if len(password) < 8:
         raise UsageError("password must be at least 8 characters")
     return password
@@ -340,6 +375,70 @@ async def _dns(args: argparse.Namespace, db: Database, settings: Settings) -> No
     print("\n".join(lines))
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse an argument that is not UTF-8: Python hands such bytes over as lone surrogates, which
+    failed later, in the database driver, with a traceback."""
+    for name, value in vars(args).items():
+        if name in ("config", "file"):  # a path: any bytes the file system allows
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    shown = item.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+                    raise UsageError(f"{name} '{shown}': not valid UTF-8") from None
+
+
+def _listeners(settings: Settings) -> list[tuple[str, Any]]:
+    return [("smtp.mx", settings.smtp.mx), ("smtp.submission", settings.smtp.submission),
+            ("smtp.submissions", settings.smtp.submissions), ("imap.imap", settings.imap.imap),
+            ("imap.imaps", settings.imap.imaps), ("http.listener", settings.http.listener)]
+
+
+def check_files(settings: Settings) -> None:
+    """What `config check` and `serve` verify beyond the file itself: the data directory, the TLS
+    certificate and key, the CA bundle. Each problem is a ConfigError naming its key."""
+    data_dir = Path(settings.server.data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError("server.data_dir", f"{data_dir} is not a directory")
+    if settings.tls.cert_file:  # with self_signed and no cert_file, serve makes one: nothing to check
+        paths = certificate_paths(settings.tls, data_dir, settings.server.hostname)
+        if paths is not None:
+            server_context(*paths)
+    if settings.queue.tls_ca_file:
+        try:
+            ssl.create_default_context(cafile=settings.queue.tls_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError("queue.tls_ca_file", f"cannot load {settings.queue.tls_ca_file}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+def check_listeners(settings: Settings) -> None:
+    """Bind every enabled listener once, as `serve` will, so that a port in use or not ours to take is
+    reported under its key rather than as a traceback from the middle of start-up."""
+    held: list[socket.socket] = []
+    try:
+        for key, listener in _listeners(settings):
+            if not listener.enabled:
+                continue
+            host = listener.address or "0.0.0.0"
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if settings.server.processes > 1 and hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.bind((host, listener.port))
+                sock.listen(1)  # two listeners on one port: only a listening socket makes the second fail
+            except OSError as exc:
+                raise ConfigError(f"{key}.port", f"cannot listen on {host} port {listener.port}: "
+                                  f"{exc.strerror or exc}") from None
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def _check_address(text: str) -> None:
     try:
         parse_address(text)
@@ -351,8 +450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mailserver` console script."""
     args = _parser().parse_args(argv)
     try:
+        _check_arguments(args)
         if args.command == "config":
             settings = load(args, args.file)
+            if not args.no_files:
+                check_files(settings)
             print(f"configuration OK: {args.file or args.config or 'defaults'}")
             return 0
         settings = load(args)
@@ -360,9 +462,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mailserver.app import loop_factory, run
             from mailserver.logs import setup_logging
 
+            check_files(settings)
+            check_listeners(settings)
             setup_logging(settings.server.log_level)
-            with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
-                runner.run(run(settings))
+            try:
+                with asyncio.Runner(loop_factory=loop_factory(settings.server.event_loop)) as runner:
+                    runner.run(run(settings))
+            except OSError as exc:  # start-up lost a race for a port, or a directory went away
+                print(f"mailserver: cannot start: {exc}", file=sys.stderr)
+                return 1
             return 0
         if args.command == "health":
             return asyncio.run(_health(settings, args.timeout))
