@@ -90,6 +90,32 @@ def _url_schemes(*schemes: str) -> Callable[[str], str | None]:
     return check
 
 
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _dsn(value: str) -> str | None:
+    """Empty, or postgresql://[user[:password]@]host[:port][,host[:port]...]/db[?params]: what the
+    driver would otherwise refuse with a traceback (a bad port, an unclosed [IPv6, an unknown sslmode)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    problem = _url_schemes("postgresql", "postgres")(value)
+    if problem or not value:
+        return problem
+    try:
+        url = urlsplit(value)
+        query = parse_qs(url.query)
+    except ValueError as exc:
+        return f"not a valid URL: {exc}"
+    for host in url.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in port and not (port.rpartition(":")[2].isdigit() and 1 <= int(port.rpartition(":")[2]) <= 65535):
+            return f"port must be 1-65535 in {host!r}"
+    for mode in query.get("sslmode", []):
+        if mode not in _SSLMODES:
+            return "sslmode must be one of " + ", ".join(_SSLMODES)
+    return None
+
+
 def _mailbox(value: str) -> str | None:
     if not value:
         return None
@@ -173,7 +199,7 @@ class DatabaseSettings:
 
     dsn: str = setting("", "PostgreSQL address (postgresql://user@host:port/db). Empty: start a private "
                        "embedded PostgreSQL in <data_dir>/postgres and stop it on shutdown.",
-                       _url_schemes("postgresql", "postgres"))
+                       _dsn)
     pool_min: int = setting(2, "Minimum connections kept in the pool.", _non_negative)
     pool_max: int = setting(20, "Maximum connections in the pool.", _positive)
     command_timeout: float = setting(30.0, "Seconds before a database statement is abandoned.", _positive)

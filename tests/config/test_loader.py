@@ -69,6 +69,10 @@ def test_file_then_environment(tmp_path: Path) -> None:
     ("[database]\npool_min = 10\npool_max = 2\n", {}, "database.pool_min: must not exceed pool_max"),
     ("[database]\ndsn = \"notadsn\"\n", {}, "database.dsn: must be a URL starting postgresql://"),
     ("[database]\ndsn = \"http://db.example/x\"\n", {}, "database.dsn: must be a URL starting"),
+    ("", {"MAILSERVER_DATABASE__DSN": "postgresql://u:pw@[::1:5432/mail"}, "database.dsn: not a valid URL"),
+    ("", {"MAILSERVER_DATABASE__DSN": "postgresql://db.example:abc/mail"}, "database.dsn: port must be 1-65535"),
+    ("", {"MAILSERVER_DATABASE__DSN": "postgresql://a.example,b.example:0/mail"}, "database.dsn: port must be"),
+    ("", {"MAILSERVER_DATABASE__DSN": "postgresql://db.example/mail?sslmode=on"}, "database.dsn: sslmode must"),
     ("[redis]\nurl = \"localhost:6379\"\n", {}, "redis.url: must be a URL starting redis://"),
     ("[smtp.mx]\naddress = \"mail.example\"\n", {}, "smtp.mx.address: must be an IP address"),
     ("", {"MAILSERVER_HTTP__LISTENER__ADDRESS": "localhost"}, "http.listener.address: must be an IP"),
@@ -109,7 +113,7 @@ def test_top_level_setting_from_environment() -> None:
 
 def test_good_addresses_and_urls_load() -> None:
     s = load_settings(environ={"MAILSERVER_SMTP__MX__ADDRESS": "::", "MAILSERVER_DNS__NAMESERVERS": '["::1"]',
-                               "MAILSERVER_DATABASE__DSN": "postgres://u:p@db.example:5433/mail",
+                               "MAILSERVER_DATABASE__DSN": "postgres://u:p@[::1]:5433,db.example/mail?sslmode=require",
                                "MAILSERVER_REDIS__URL": "unix:///run/redis.sock",
                                "MAILSERVER_SERVER__POSTMASTER": "root@example.test",
                                "MAILSERVER_SERVER__HOSTNAME": "xn--mil-ula.example."})
