@@ -341,6 +341,7 @@ async def _dkim(args: argparse.Namespace, db: Database) -> None:
     if args.action == "generate":
         algorithm = ALGORITHMS[args.algorithm]
         selector = args.selector or f"{args.algorithm}{dt.date.today():%Y%m%d}"
+        _check_selector(selector, domain)
         await dkim_keys.list_keys(db.pool, domain)  # refuse an unknown domain before the slow part
         pem, value = await asyncio.to_thread(generate_key, args.algorithm)
         await dkim_keys.add_key(db.pool, domain, selector, pem, algorithm)
@@ -437,6 +438,21 @@ def check_listeners(settings: Settings) -> None:
     finally:
         for sock in held:
             sock.close()
+
+
+_SELECTOR_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def _check_selector(selector: str, domain: str) -> None:
+    """A selector is published as DNS labels (RFC 6376 §3.1, §3.6.2.1): refuse one that cannot be (a
+    label over 63 octets, an empty label, a name over 253), which the store accepted. Exit 1, like an invalid address."""
+    labels = selector.split(".")
+    if any(not 1 <= len(label) <= 63 or not set(label) <= _SELECTOR_CHARS for label in labels):
+        raise StoreError(f"invalid selector {selector!r}: dot-separated DNS labels of 1-63 letters, "
+                         "digits, '-' or '_'")
+    if len(dnsrecords.dkim_name(domain, selector)) > 253:
+        raise StoreError(f"invalid selector {selector!r}: {dnsrecords.dkim_name(domain, selector)} is "
+                         "longer than a DNS name may be (253)")
 
 
 def _check_address(text: str) -> None:

@@ -131,3 +131,12 @@ def test_refusals(db_dsn: str, args: tuple[str, ...], code: int, message: str) -
     r = run(db_dsn, *args)
     assert r.returncode == code and message in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("selector", ["a" * 64, "a..b", ("x" * 60 + ".") * 4 + "x"])
+def test_selectors_that_cannot_be_published_are_refused(db_dsn: str, selector: str) -> None:
+    """A 64-octet label or an empty one was stored (exit 0), and its DNS record could never be published."""
+    assert run(db_dsn, "domain", "add", "example.test").returncode == 0
+    r = run(db_dsn, "dkim", "generate", "example.test", "--selector", selector)
+    assert r.returncode == 1 and "invalid selector" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "no DKIM key for example.test" in run(db_dsn, "dkim", "show", "example.test").stderr
