@@ -271,6 +271,9 @@ async def _admin(args: argparse.Namespace, db: Database, settings: Settings) -> 
     elif cmd == "queue":
         await _queue(args, db)
     elif cmd == "token" and action == "create":
+        if not args.name.isprintable():
+            # `token list` prints one tab-separated line per token: a tab or newline would break it
+            raise UsageError("token --name: printable characters only (no tabs, newlines or controls)")
         token, secret = await tokens.create_token(pool, args.address, tokens.parse_scopes(args.scope), args.name)
         print(f"token {token.id} for {token.address} ({','.join(token.scopes)}); shown once, keep it safe:",
               file=sys.stderr)

@@ -49,3 +49,13 @@ def test_token_refusals(db_dsn: str) -> None:
     r = run(db_dsn, "token", "revoke", "1")
     assert r.returncode == 1 and "already revoked" in r.stderr
     assert run(db_dsn, "token", "create", "joe@example.test").returncode == 2  # --scope is required
+
+
+def test_token_name_that_would_break_the_listing_is_refused(db_dsn: str) -> None:
+    """A name with a newline or tab was stored, and `token list` then printed a broken line."""
+    assert run(db_dsn, "domain", "add", "example.test").returncode == 0
+    assert run(db_dsn, "user", "add", "joe@example.test", stdin="secret-password\n").returncode == 0
+    for name in ("ci\n1\tfake@example.test", "a\tb", "bell\a"):
+        r = run(db_dsn, "token", "create", "joe@example.test", "--scope", "send", "--name", name)
+        assert r.returncode == 2 and "token --name" in r.stderr, r.stderr
+    assert run(db_dsn, "token", "list").stdout == ""
