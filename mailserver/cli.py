@@ -482,6 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from mailserver.logs import setup_logging
 
             check_files(settings)
+            try:  # serve makes it anyway (certificates, spool, embedded database): fail here, named
+                Path(settings.server.data_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError("server.data_dir", f"cannot create {settings.server.data_dir}: "
+                                  f"{exc.strerror or exc}") from None
             check_listeners(settings)
             setup_logging(settings.server.log_level)
             try:

@@ -163,6 +163,7 @@ LOOPBACK_LISTENERS = {f"MAILSERVER_{key}__{field}": value for key in (
     (("serve", "config check"), {"MAILSERVER_SERVER__DATA_DIR": "{file}"}, "server.data_dir: {file} is not a directory"),
     (("serve", "config check"), {"MAILSERVER_QUEUE__TLS_CA_FILE": "{missing}"},
      "queue.tls_ca_file: cannot load {missing}: No such file or directory"),
+    (("serve",), {"MAILSERVER_SERVER__DATA_DIR": "{file}/sub"}, "server.data_dir: cannot create {file}/sub"),
     (("config check",), {"MAILSERVER_TLS__CERT_FILE": "{missing}"}, "tls.cert_file: {missing} does not exist"),
     (("config check",), {"MAILSERVER_TLS__CERT_FILE": "{file}"}, "tls.cert_file: cannot load {file}"),
     (("serve",), {"MAILSERVER_IMAP__IMAPS__PORT": "{busy}"}, "imap.imaps.port: cannot listen on 127.0.0.1 port {busy}"),
