@@ -21,7 +21,10 @@ _MONTHS = {m: i for i, m in enumerate(
 _DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})\Z")
 _DATE_TIME = re.compile(r" ?(\d{1,2})-([A-Za-z]{3})-(\d{4}) (\d{2}):(\d{2}):(\d{2}) ([+-])(\d{2})(\d{2})\Z")
 
-MAX_NUMBER64 = 2**63 - 1  # RFC 9051 §9 number64, the widest number any command takes
+MAX_NUMBER64 = 2**63 - 1
+# Dovecot's mail_max_keyword_length is 50; Thunderbird's tags ($label1, or a tag's name) are far shorter
+# than this, which leaves room for any client's naming.
+MAX_KEYWORD = 200  # RFC 9051 §9 number64, the widest number any command takes
 
 SYSTEM_FLAGS = {f.upper(): f for f in
                 ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")}
@@ -184,13 +187,18 @@ class Reader:
         return self._chars(_LIST_SET, "a mailbox pattern")
 
     def flag(self) -> str:
-        """RFC 3501 §9 flag; system flags get their canonical case (they are case-insensitive)."""
+        """RFC 3501 §9 flag; system flags get their canonical case (they are case-insensitive). A keyword
+        longer than MAX_KEYWORD is refused: every SELECT lists each keyword of the mailbox in FLAGS and
+        PERMANENTFLAGS, so one of 60,000 characters was sent to every client at every SELECT."""
         if self.accept(b"\\"):
             if self.accept(b"*"):
                 return "\\*"
             name = "\\" + self.atom("a flag")
             return SYSTEM_FLAGS.get(name.upper(), name)
-        return self.atom("a flag")
+        keyword = self.atom("a flag")
+        if len(keyword) > MAX_KEYWORD:
+            raise ParseError(f"keyword longer than {MAX_KEYWORD} characters")
+        return keyword
 
     def flag_list(self) -> tuple[str, ...]:
         self.expect(b"(")

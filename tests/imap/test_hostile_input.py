@@ -177,6 +177,19 @@ async def test_unknown_system_flags_are_bad(listening: Listening, command: bytes
     assert ok[0] == "* 1 FETCH (FLAGS ($Junk \\Seen \\Recent))\r\n", ok
 
 
+@pytest.mark.parametrize("command", [b"STORE 1 +FLAGS (k%s)", b"APPEND INBOX (k%s) {3+}\r\nabc",
+                                     b"SEARCH KEYWORD k%s"])
+async def test_keywords_over_200_characters_are_bad(listening: Listening, command: bytes) -> None:
+    # each keyword of a mailbox is listed in FLAGS at every SELECT: a 60,000-character one went to every client
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    out = await send(c, "a", b"a " + command % (b"x" * 200))
+    assert out[-1].startswith("a BAD keyword longer than 200 characters"), out
+    assert "MESSAGES 1 " in await messages_in(c, "INBOX")
+    ok = await send(c, "b", b"b " + command % (b"x" * 199))  # 200 in all: allowed
+    assert ok[-1].startswith("b OK"), ok
+
+
 async def test_an_over_long_line_ends_idle_like_any_line_but_done(listening: Listening) -> None:
     c = await session(listening)
     c.writer.write(b"i IDLE\r\n")
