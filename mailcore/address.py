@@ -63,6 +63,10 @@ def normalize_domain(domain: str) -> str:
     labels = domain.split(".")
     if len(labels) < 2 and domain != "localhost":
         raise AddressError("domain must be fully qualified")
+    if labels[-1].isascii() and labels[-1].isdigit():
+        # RFC 3696 §2: no top-level domain is all-numeric, so `1.2.3.4` is an IP address written without
+        # the brackets of an address literal, which we do not accept either
+        raise AddressError("domain must not end in a numeric label (an IP address?)")
     out = []
     for label in labels:
         if not _LABEL.fullmatch(label):

@@ -53,6 +53,7 @@ def test_domain_user_alias_round_trip(db_dsn: str) -> None:
     (("user", "quota", "dup@example.test", "lots"), "", 2, "invalid size"),
     (("domain", "add", "example.test"), "", 1, "already exists"),
     (("domain", "add", "bad domain"), "", 1, "invalid domain"),
+    (("domain", "add", "1.2.3.4"), "", 1, "numeric label"),
     (("alias", "add", "x@example.test", "not-an-address"), "", 1, "invalid address"),
     (("frobnicate",), "", 2, "invalid choice"),
 ])

@@ -49,6 +49,7 @@ def test_mail_ok(arg: str, sender: str | None, attrs: dict[str, object]) -> None
     ("FROM:<a@b.example> ENVID=a+7Fb", replies.PARAMETER_SYNTAX),
     ("FROM:<jö@b.example>", replies.SMTPUTF8_REQUIRED),
     ("FROM:<a@[127.0.0.1]>", replies.MAILBOX_NAME_NOT_ALLOWED),
+    ("FROM:<a@127.0.0.1>", replies.MAILBOX_NAME_NOT_ALLOWED),  # no TLD is all-numeric (RFC 3696 §2)
 ])
 def test_mail_refused(arg: str, reply: replies.Reply) -> None:
     with pytest.raises(ParamError) as err:
