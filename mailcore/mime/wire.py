@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from mailcore.mime.headers import text_of
+from mailcore.mime.headers import text_of, text_of_escaped
 
 _MAX_QUOTED = 1000  # longer values go as literals, which no client mis-parses
 _PLAIN = re.compile(r'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')  # ASCII but NUL, CR, LF, '"' and '\\'
@@ -41,7 +41,7 @@ def string(value: str | bytes) -> str:
     elif value.isascii():
         text = value.replace("\x00", "")
     else:
-        text = to_text(value.encode("utf-8", "surrogateescape"))
+        text = text_of_escaped(value).replace("\x00", "")
     if (
         len(text) <= _MAX_QUOTED
         and text.isascii()

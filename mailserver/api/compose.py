@@ -146,47 +146,51 @@ def _addresses(text: str, what: str, *, empty_group: bool = False) -> list[Addre
     return out
 
 
-def _address_of(text: str, what: str) -> str:
-    found = _mailboxes(text, what)
+def _one_address(text: str, what: str) -> Address:
+    found = _addresses(text, what)
     if len(found) != 1:
         raise ComposeError(f"{what} {text!r}: exactly one address expected")
     return found[0]
 
 
+def _address_of(text: str, what: str) -> str:
+    return _one_address(text, what).addr_spec
+
+
 def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
-    """(envelope sender, envelope recipients, RFC 5322 bytes) for a JSON send request."""
-    sender = _address_of(req.from_, "from")
+    """(envelope sender, envelope recipients, RFC 5322 bytes) for a JSON send request. Each address is
+    parsed once: the envelope takes its addr-spec, the header the whole mailbox."""
+    sender = _one_address(req.from_, "from")
+    fields = {name: [_one_address(item, name) for item in getattr(req, name)] for name in ("to", "cc", "bcc")}
     recipients: list[str] = []
-    for field_name in ("to", "cc", "bcc"):
-        for item in getattr(req, field_name):
-            addr = _address_of(item, field_name)
-            if addr.lower() not in (r.lower() for r in recipients):
-                recipients.append(addr)
+    for addr in (a.addr_spec for found in fields.values() for a in found):
+        if addr.lower() not in (r.lower() for r in recipients):
+            recipients.append(addr)
     if not recipients:
         raise ComposeError("at least one recipient (to, cc or bcc) is needed")
     if req.text is None and req.html is None and not req.attachments:
         raise ComposeError("a message needs text, html or an attachment")
     try:
-        raw = _build(req)
+        raw = _build(req, sender, fields["to"], fields["cc"])
     except ComposeError:
         raise
     except (ValueError, TypeError) as exc:  # e.g. a header the policy refuses: the request's fault
         raise ComposeError(f"message cannot be built: {exc}") from None
-    return sender, recipients, wire_form(raw)
+    return sender.addr_spec, recipients, wire_form(raw)
 
 
-def _build(req: SendRequest) -> bytes:
+def _build(req: SendRequest, sender: Address, to: list[Address], cc: list[Address]) -> bytes:
     """The RFC 5322 bytes of a checked request; ValueError or TypeError for what the email package
     refuses (ComposeError for a bad attachment)."""
     msg = EmailMessage(policy=email.policy.SMTP)
     # Written from the parsed addresses, not the request's text: the email package would put an IDN
     # domain in an RFC 2047 encoded word, which is not allowed in an addr-spec (RFC 2047 §5), so the
     # recipient saw `bob@=?utf-8?q?ex=C3=A4mple?=.test`. The domain goes out as A-labels (RFC 5890).
-    msg["From"] = _addresses(req.from_, "from")
-    if req.to:
-        msg["To"] = [a for item in req.to for a in _addresses(item, "to")]
-    if req.cc:
-        msg["Cc"] = [a for item in req.cc for a in _addresses(item, "cc")]
+    msg["From"] = sender
+    if to:
+        msg["To"] = to
+    if cc:
+        msg["Cc"] = cc
     if req.subject:
         msg["Subject"] = req.subject
     for name, value in req.headers.items():
