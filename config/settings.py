@@ -107,8 +107,9 @@ def _dsn(value: str) -> str | None:
     except ValueError as exc:
         return f"not a valid URL: {exc}"
     for host in url.netloc.rpartition("@")[2].split(","):
-        port = host.rpartition("]")[2] if host.startswith("[") else host
-        if ":" in port and not (port.rpartition(":")[2].isdigit() and 1 <= int(port.rpartition(":")[2]) <= 65535):
+        after_host = host.rpartition("]")[2] if host.startswith("[") else host
+        sep, port = after_host.rpartition(":")[1:]
+        if sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
             return f"port must be 1-65535 in {host!r}"
     for mode in query.get("sslmode", []):
         if mode not in _SSLMODES:

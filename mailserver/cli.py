@@ -453,9 +453,9 @@ def _check_selector(selector: str, domain: str) -> None:
     if any(not 1 <= len(label) <= 63 or not set(label) <= _SELECTOR_CHARS for label in labels):
         raise StoreError(f"invalid selector {selector!r}: dot-separated DNS labels of 1-63 letters, "
                          "digits, '-' or '_'")
-    if len(dnsrecords.dkim_name(domain, selector)) > 253:
-        raise StoreError(f"invalid selector {selector!r}: {dnsrecords.dkim_name(domain, selector)} is "
-                         "longer than a DNS name may be (253)")
+    name = dnsrecords.dkim_name(domain, selector)
+    if len(name) > 253:
+        raise StoreError(f"invalid selector {selector!r}: {name} is longer than a DNS name may be (253)")
 
 
 def _check_address(text: str) -> None:
