@@ -168,6 +168,11 @@ class ServerSettings:
         check=_networks, factory=list)
     proxy_protocol_timeout: float = setting(10.0, "Seconds a trusted balancer has to send the PROXY header "
                                             "before the connection is closed.", _positive)
+    tls_handshake_timeout: float = setting(30.0, "Seconds a client of an implicit-TLS listener (smtp.submissions, "
+                                           "imap.imaps) has to finish the TLS handshake before the connection is "
+                                           "closed. Handshakes in progress count against their protocol's "
+                                           "max_connections and max_connections_per_ip, apart from sessions.",
+                                           _positive)
     password_cache: int = setting(
         1024, "Successful logins (SMTP AUTH, IMAP LOGIN/AUTHENTICATE, HTTP Basic) remembered per process, "
         "as a keyed hash of the stored hash and the password (never the password), so that a client logging "
@@ -268,8 +273,14 @@ class IMAPSettings:
     imap: ListenerSettings = setting(doc="IMAP with STARTTLS.", factory=_listener(143))
     imaps: ListenerSettings = setting(doc="IMAP with implicit TLS.", factory=_listener(993))
     allow_plaintext_auth: bool = setting(False, "Allow LOGIN without TLS from loopback clients (dev only).")
+    max_connections: int = setting(1000, "Concurrent IMAP connections over both listeners; beyond, the "
+                                   "greeting is BYE [UNAVAILABLE].", _positive)
+    max_connections_per_ip: int = setting(200, "Concurrent IMAP connections from one client address, logged in "
+                                          "or not (max_connections_per_user caps each account's).", _positive)
     max_connections_per_user: int = setting(20, "Concurrent sessions per account and client address.",
                                             _positive)
+    login_timeout: float = setting(180.0, "Seconds a client that has not logged in may stay silent before "
+                                   "BYE (RFC 9051 §5.4's 30 minutes are for sessions after login).", _positive)
     idle_timeout: float = setting(1800.0, "Inactivity timeout in seconds (RFC 9051 §5.4: at least 30 "
                                   "minutes).", _positive)
     max_line_length: int = setting(65536, "Longest command line accepted, in bytes.", _positive)

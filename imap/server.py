@@ -1,8 +1,11 @@
 """The IMAP listeners: the only module of `imap` that touches sockets.
 
-Owns accepting connections on the STARTTLS port (143) and the implicit-TLS port (993), the
-per-connection read loop (the RFC 9051 §5.4 inactivity timeout, waiting on the client and on mailbox
-changes while a session IDLEs), STARTTLS on the stream, and the process's one `MailboxNotifier`.
+Owns accepting connections on the STARTTLS port (143) and the implicit-TLS port (993) within the
+connection caps (`imap.max_connections`, `imap.max_connections_per_ip`: beyond them the greeting is
+BYE [UNAVAILABLE], RFC 9051 §7.1.5; the TLS handshakes on 993 have caps of their own, see
+`mailcore.proxygate`), the per-connection read loop (the inactivity timeouts: `imap.login_timeout` before
+login, the RFC 9051 §5.4 one after; waiting on the client and on mailbox changes while a session IDLEs),
+STARTTLS on the stream, and the process's one `MailboxNotifier`.
 `IMAPService` follows the `mailserver.app.Service` shape: `start()` binds (port 0 picks a free port,
 `ports` tells which), `stop(grace)` stops accepting and ends sessions.
 Must not: parse commands or run SQL (the session and the store do).
@@ -19,7 +22,9 @@ import asyncpg
 
 from config.settings import ListenerSettings, Settings
 from imap import encoder
+from imap.dispatch import State
 from imap.session import ServerContext, Session
+from mailcore.connections import ConnectionSlots
 from mailcore.limits import AuthGuard
 from mailcore.metrics import Metrics
 from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
@@ -79,6 +84,9 @@ class IMAPService:
         self._connections: set[asyncio.Task[None]] = set()
         self._busy: set[asyncio.Task[None]] = set()  # connections running a command (drained on stop)
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
+        imap = settings.imap
+        self.slots = ConnectionSlots(imap.max_connections, imap.max_connections_per_ip)
+        self.handshakes = ConnectionSlots(imap.max_connections, imap.max_connections_per_ip)
 
     async def start(self) -> None:
         await self.notifier.start()
@@ -113,7 +121,8 @@ class IMAPService:
 
         return ProxyGate(session, self.trusted, tls=self.tls if implicit else None,
                          refusal=encoder.bye("PROXY header not accepted from this address"),
-                         timeout=self.settings.server.proxy_protocol_timeout, listener=label)
+                         timeout=self.settings.server.proxy_protocol_timeout, listener=label,
+                         handshakes=self.handshakes, handshake_timeout=self.settings.server.tls_handshake_timeout)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; sessions in the middle of a command get `grace` seconds to finish it; then
@@ -132,11 +141,18 @@ class IMAPService:
                       client: ClientAddress | None = None) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         transport = StreamTransport(reader, writer, self.tls, implicit, client)
+        if not self.slots.acquire(transport.peer_ip):
+            log.warning("imap connection refused: too many connections", extra={"peer": transport.peer_ip})
+            with contextlib.suppress(Exception):
+                writer.write(encoder.bye("too many connections, try again later", encoder.UNAVAILABLE))
+                writer.close()
+            return
+        self._connections.add(task)
         session = Session(self.ctx, transport)
         try:
-            await serve(session, reader, self.settings.imap.idle_timeout, busy=self._busy)
+            await serve(session, reader, self.settings.imap.idle_timeout, busy=self._busy,
+                        login_timeout=self.settings.imap.login_timeout)
         except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:  # stop(): the listener's own task, so ending quietly is ours to do
@@ -145,6 +161,7 @@ class IMAPService:
         except Exception:
             log.exception("imap connection failed", extra={"peer": transport.peer_ip})
         finally:
+            self.slots.release(transport.peer_ip)
             self._connections.discard(task)
             self._busy.discard(task)
             with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -153,20 +170,24 @@ class IMAPService:
 
 
 async def serve(session: Session, reader: asyncio.StreamReader, inactivity: float,
-                busy: set[asyncio.Task[None]] | None = None) -> None:
+                busy: set[asyncio.Task[None]] | None = None, login_timeout: float | None = None) -> None:
     """Run one session: read, feed, and during IDLE also wake on mailbox changes. While a command runs,
-    the task is in `busy` (so a graceful stop lets it finish)."""
+    the task is in `busy` (so a graceful stop lets it finish). Silence ends the session after
+    `inactivity` seconds, or `login_timeout` before login (a connection nobody uses costs a slot)."""
     task = asyncio.current_task()
     await session.greet()
     read: asyncio.Task[bytes] | None = None
     try:
         while not session.closed:
+            quiet = inactivity
+            if login_timeout is not None and session.state is State.NOT_AUTHENTICATED:
+                quiet = login_timeout
             wakeup = session.idle_wakeup
             if wakeup is None and read is None:
                 # the common case, a client sending commands: a plain read under a deadline (no task
                 # and no wait set per command: they cost more than a small command's own work)
                 try:
-                    async with asyncio.timeout(inactivity):
+                    async with asyncio.timeout(quiet):
                         data = await reader.read(READ_SIZE)
                 except TimeoutError:
                     session.send(encoder.bye("autologout; idle for too long"))  # RFC 9051 §5.4
@@ -178,7 +199,7 @@ async def serve(session: Session, reader: asyncio.StreamReader, inactivity: floa
                 if wakeup is not None:
                     woke = asyncio.create_task(wakeup.wait())
                     waits.add(woke)  # type: ignore[arg-type]
-                done, _ = await asyncio.wait(waits, timeout=inactivity, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(waits, timeout=quiet, return_when=asyncio.FIRST_COMPLETED)
                 if wakeup is not None:
                     woke.cancel()
                 if not done:

@@ -12,7 +12,11 @@ before the protocol above it sees a byte, which address is the client's:
 
 Then the gate steps aside (`transport.set_protocol`), so it costs nothing after the first bytes.
 The TLS of implicit-TLS listeners is layered here (an `asyncio.sslproto.SSLProtocol` over the raw
-socket) because the header comes before the TLS handshake. Must not: know SMTP or IMAP.
+socket) because the header comes before the TLS handshake. The handshake has its own timeout and, with
+`handshakes`, holds a slot of its own until it ends (`mailcore.connections`): the protocol above starts,
+and counts the connection itself, only once TLS is up, so a client that opens sockets and never finishes
+a handshake would otherwise hold each for the whole timeout, counted nowhere. Beyond the caps the socket
+is closed at once (there is no TLS yet to say why in). Must not: know SMTP or IMAP.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from dataclasses import dataclass
 from typing import cast
 
 from mailcore import proxyproto
+from mailcore.connections import ConnectionSlots
 
 log = logging.getLogger("mailcore.proxy")
 
 DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_HANDSHAKE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -101,13 +107,17 @@ class ProxyGate(asyncio.Protocol):
     """See the module docstring. One per accepted connection."""
 
     def __init__(self, make_inner: InnerFactory, trusted: TrustedPeers, *, tls: ssl.SSLContext | None = None,
-                 refusal: bytes = b"", timeout: float = DEFAULT_HEADER_TIMEOUT, listener: str = "") -> None:
+                 refusal: bytes = b"", timeout: float = DEFAULT_HEADER_TIMEOUT, listener: str = "",
+                 handshakes: ConnectionSlots | None = None,
+                 handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> None:
         self.make_inner = make_inner
         self.trusted = trusted
         self.tls = tls
         self.refusal = refusal
         self.timeout = timeout
         self.listener = listener
+        self.handshakes = handshakes
+        self.handshake_timeout = handshake_timeout
         self.transport: asyncio.Transport | None = None
         self.inner: asyncio.BaseProtocol | None = None
         self._buf = bytearray()
@@ -183,15 +193,28 @@ class ProxyGate(asyncio.Protocol):
 
     def _start_inner(self, client: ClientAddress) -> None:
         assert self.transport is not None
-        app = self.make_inner(client)
         if self.tls is not None:
+            if self.handshakes is not None and not self.handshakes.acquire(client.ip):
+                log.warning("too many TLS handshakes; connection closed", extra={
+                    "listener": self.listener, "peer": client.ip})
+                self.transport.abort()
+                return
             loop = asyncio.get_running_loop()
             waiter = loop.create_future()
-            waiter.add_done_callback(lambda f: f.cancelled() or f.exception())  # handshake errors: logged by asyncio
-            self.inner = sslproto.SSLProtocol(loop, app, self.tls, waiter, server_side=True)  # type: ignore[arg-type]
+            waiter.add_done_callback(lambda f: self._handshake_over(client, f))
+            self.inner = sslproto.SSLProtocol(loop, self.make_inner(client), self.tls, waiter,  # type: ignore[arg-type]
+                                              server_side=True, ssl_handshake_timeout=self.handshake_timeout)
         else:
-            self.inner = app
+            self.inner = self.make_inner(client)
         self.inner.connection_made(self.transport)
+
+    def _handshake_over(self, client: ClientAddress, waiter: asyncio.Future[None]) -> None:
+        """The TLS handshake ended, well or not (SSLProtocol always wakes its waiter: on success, on an
+        error, a timeout or a close): give its slot back. Handshake errors are logged by asyncio."""
+        if self.handshakes is not None:
+            self.handshakes.release(client.ip)
+        if not waiter.cancelled():
+            waiter.exception()
 
     def _step_aside(self, data: bytes) -> None:
         """Hand the socket to the protocol above and give it the bytes read past the header."""

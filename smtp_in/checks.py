@@ -1,7 +1,7 @@
 """Policy checks staged like SMTP itself: connection, sender, recipient, body. Each returns a verdict;
 the session turns verdicts into replies.
 
-- connection: `ConnectionLimits` (overall and per client address; 421 4.7.0 beyond).
+- connection: `mailcore.connections.ConnectionSlots` (overall and per client address; 421 4.7.0 beyond).
 - sender: `check_sender` (submission: the authenticated account must own MAIL FROM, else 553 5.7.1);
   on the MX, SPF (`smtp_in.senderauth`) starts here and its `SenderResults` reach the body checks.
 - recipient: `route_recipient` (our domain and a known user, or relay for authenticated clients), from
@@ -16,7 +16,6 @@ This module talks to the store only through `storage.accounts` (and its cache); 
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,32 +30,6 @@ from mailcore.replies import Reply
 from storage import accounts
 from storage.accounts import Account
 from storage.routecache import RouteCache
-
-# --- connection ----------------------------------------------------------------------------------------
-
-class ConnectionLimits:
-    """Counts open connections over every listener that shares it, overall and per client address."""
-
-    def __init__(self, max_total: int, max_per_ip: int) -> None:
-        self.max_total = max_total
-        self.max_per_ip = max_per_ip
-        self.total = 0
-        self.per_ip: Counter[str] = Counter()
-
-    def acquire(self, ip: str) -> Reply | None:
-        """Admit a connection (None) or say why not; an admitted one must be `release`d once."""
-        if self.total >= self.max_total or self.per_ip[ip] >= self.max_per_ip:
-            return replies.TOO_MANY_CONNECTIONS
-        self.total += 1
-        self.per_ip[ip] += 1
-        return None
-
-    def release(self, ip: str) -> None:
-        self.total -= 1
-        self.per_ip[ip] -= 1
-        if self.per_ip[ip] <= 0:
-            del self.per_ip[ip]
-
 
 # --- sender --------------------------------------------------------------------------------------------
 

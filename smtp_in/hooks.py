@@ -4,7 +4,7 @@
 (both passed in) and called by the session at a few points:
 
 - `connected`: the connection-rate bucket of the client address (`smtp-connections`; 421 4.7.0 when
-  empty). The concurrent-connection cap is `smtp_in.checks.ConnectionLimits`, apart from this.
+  empty). The concurrent-connection cap is `mailcore.connections.ConnectionSlots`, apart from this.
 - `mail`: on submission, the account's `messages` bucket, shared with the HTTP API (451 4.7.1).
 - `replied`: every reply the session sends; a refusal of a message or recipient is counted in
   `messages_rejected` by reason (the table below), so reasons come from named replies, not peer text.

@@ -19,11 +19,12 @@ import asyncpg
 
 from config.settings import ListenerSettings, Settings
 from mailcore import replies
+from mailcore.connections import ConnectionSlots
 from mailcore.limits import AuthGuard, Limits, build_limits
 from mailcore.metrics import Metrics
 from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
 from smtp_in.auth import Authenticator
-from smtp_in.checks import BodyCheck, ConnectionLimits
+from smtp_in.checks import BodyCheck
 from smtp_in.hooks import ListenerHooks
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.session import ListenerContext, SMTPSession
@@ -38,7 +39,8 @@ class SMTPService:
     """One SMTP listener. Construct, `await start()`, read `port`, `await stop(grace)`."""
 
     def __init__(self, name: str, settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None, *,
-                 limits: ConnectionLimits | None = None, shared: Limits | None = None,
+                 limits: ConnectionSlots | None = None, handshakes: ConnectionSlots | None = None,
+                 shared: Limits | None = None,
                  metrics: Metrics | None = None, body_checks: list[BodyCheck] | None = None,
                  sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None) -> None:
         if name not in KINDS:
@@ -61,13 +63,15 @@ class SMTPService:
             name=name, submission=name != "mx", implicit_tls=implicit, hostname=settings.server.hostname,
             postmaster=settings.server.postmaster, settings=smtp, pool=pool,
             starttls_context=None if implicit else tls,
-            limits=limits or ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip),
+            limits=limits or ConnectionSlots(smtp.max_connections, smtp.max_connections_per_ip),
             authenticator=Authenticator(pool, AuthGuard(shared, metrics), smtp.auth_failure_delay),
             spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth, routes=routes,
             hooks=ListenerHooks(name, shared, metrics),
         )
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
         self.proxy_timeout = settings.server.proxy_protocol_timeout
+        self.handshake_timeout = settings.server.tls_handshake_timeout
+        self.handshakes = handshakes or ConnectionSlots(smtp.max_connections, smtp.max_connections_per_ip)
         sessions = self.context.sessions
         self.context.hooks.watch(lambda: len(sessions))
         self._server: asyncio.Server | None = None
@@ -102,7 +106,8 @@ class SMTPService:
         """Every connection passes the PROXY gate first (which also does implicit TLS, after the header)."""
         refusal = "".join(line + "\r\n" for line in replies.PROXY_REFUSED.lines()).encode()
         return ProxyGate(self._session, self.trusted, tls=self._tls_for_socket, refusal=refusal,
-                         timeout=self.proxy_timeout, listener=self.name)
+                         timeout=self.proxy_timeout, listener=self.name, handshakes=self.handshakes,
+                         handshake_timeout=self.handshake_timeout)
 
     def _session(self, client: ClientAddress) -> SMTPSession:
         return SMTPSession(self.context, client)
@@ -140,7 +145,7 @@ def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLCont
     cache `routes` (without it, every RCPT asks the store). `sender_auth` and `body_checks` apply to the
     MX only."""
     smtp = settings.smtp
-    connections = ConnectionLimits(smtp.max_connections, smtp.max_connections_per_ip)
+    connections = ConnectionSlots(smtp.max_connections, smtp.max_connections_per_ip)
     metrics = metrics if metrics is not None else Metrics()
     shared = limits if limits is not None else build_limits(settings, metrics)
     services = []

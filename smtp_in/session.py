@@ -28,12 +28,13 @@ from aiosmtpd.smtp import SMTP
 
 from config.settings import SMTPSettings
 from mailcore import replies
+from mailcore.connections import ConnectionSlots
 from mailcore.proxygate import ClientAddress
 from mailcore.received import clean, new_queue_id
 from mailcore.replies import Reply
 from smtp_in import checks
 from smtp_in.auth import MECHANISMS, Authenticator, SASLError, decode_b64, decode_plain, decode_text
-from smtp_in.checks import BodyCheck, ConnectionLimits
+from smtp_in.checks import BodyCheck
 from smtp_in.dataread import ChunkReader, DataReader, Verdict
 from smtp_in.hooks import ListenerHooks
 from smtp_in.params import ParamError, decimal, parse_mail, parse_rcpt
@@ -83,7 +84,7 @@ class ListenerContext:
     settings: SMTPSettings
     pool: asyncpg.Pool
     starttls_context: ssl.SSLContext | None
-    limits: ConnectionLimits
+    limits: ConnectionSlots
     authenticator: Authenticator
     spool_dir: Path | None = None
     body_checks: list[BodyCheck] = field(default_factory=list)
@@ -143,8 +144,8 @@ class SMTPSession(SMTP):
                 self.client = ClientAddress(str(peer[0]), int(peer[1])) if peer else ClientAddress("", 0)
             self.peer_ip = self.client.ip
             self.ctx.sessions.add(self)
-            self._refusal = self.ctx.limits.acquire(self.peer_ip)
-            self._admitted = self._refusal is None
+            self._admitted = self.ctx.limits.acquire(self.peer_ip)
+            self._refusal = None if self._admitted else replies.TOO_MANY_CONNECTIONS
         else:  # TLS is up after STARTTLS: RFC 3207 §4.2, forget everything said before
             self._inbuf.clear()
             self._reset_state()

@@ -171,11 +171,91 @@ async def test_connections_per_account_and_address_are_limited(world: World, db_
         await srv.service.stop(1)  # type: ignore[attr-defined]
 
 
+async def test_connections_per_address_and_in_all_are_limited(world: World, db_dsn: str,
+                                                              tmp_path: object) -> None:
+    """Every connection counts, logged in or not (there was no cap at all before login): beyond
+    imap.max_connections_per_ip, or max_connections over both listeners, the greeting is
+    BYE [UNAVAILABLE] (RFC 9051 §7.1.5) and the connection closes; a slot given back admits again."""
+    for limits in ({"max_connections_per_ip": 2}, {"max_connections": 2}):
+        srv = await start_listening(world, db_dsn, tmp_path, **limits)
+        try:
+            first = await Line.open(srv.imap_port)
+            assert (await first.line()).startswith("* OK")
+            second = await Line.open(srv.imaps_port, client_tls(srv.ca_file))  # the caps span listeners
+            assert (await second.line()).startswith("* OK")
+            third = await Line.open(srv.imap_port)
+            assert (await third.line()).startswith("* BYE [UNAVAILABLE]")
+            assert await third.line() == ""
+            assert (await first.cmd("a LOGOUT"))[-1].startswith("a OK")
+            await asyncio.sleep(0.2)
+            fourth = await Line.open(srv.imap_port)
+            assert (await fourth.line()).startswith("* OK")
+            for c in (second, fourth):
+                c.writer.close()
+        finally:
+            await srv.service.stop(1)  # type: ignore[attr-defined]
+
+
+async def test_login_timeout_is_shorter_than_the_session_one(world: World, db_dsn: str, tmp_path: object) -> None:
+    """A connection that never logs in is ended after imap.login_timeout; once logged in, the
+    (RFC 9051 §5.4: 30 minutes at least) inactivity timeout applies instead."""
+    srv = await start_listening(world, db_dsn, tmp_path, login_timeout=0.5, idle_timeout=30.0)
+    try:
+        silent = await Line.open(srv.imap_port)
+        await silent.line()
+        user = await Line.open(srv.imap_port)
+        await user.line()
+        assert (await user.cmd(f'a LOGIN {USER} "{PASSWORD}"'))[-1].startswith("a OK")
+        assert (await silent.line(within=5)).startswith("* BYE")
+        await asyncio.sleep(1.0)
+        assert (await user.cmd("b NOOP"))[-1].startswith("b OK")
+        user.writer.close()
+    finally:
+        await srv.service.stop(1)  # type: ignore[attr-defined]
+
+
+async def test_implicit_tls_handshakes_are_capped_and_timed_out(world: World, db_dsn: str,
+                                                                tmp_path: object) -> None:
+    """On 993 the session starts (and counts itself) only once TLS is up: sockets that never finish
+    the handshake were counted nowhere and each lasted asyncio's 60 s. Handshakes in progress now
+    count against the IMAP caps apart from sessions, and end after server.tls_handshake_timeout."""
+    import dataclasses
+
+    from config.settings import ListenerSettings
+    from imap.server import IMAPService
+    from tests.imap.conftest import make_settings, tls_pair
+
+    ctx, ca_file = tls_pair(tmp_path)
+    loop = ListenerSettings(enabled=True, address="127.0.0.1", port=0)
+    settings = make_settings(imap=loop, imaps=loop, max_connections_per_ip=2)
+    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, tls_handshake_timeout=1.0))
+    service = IMAPService(settings, world.pool, db_dsn, ctx)  # type: ignore[arg-type]
+    await service.start()
+    port = service.ports["imaps"]
+    try:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 0.5) == b""  # over the cap: closed at once
+        writer.close()
+        for reader, _ in silent:  # closed once the handshake timeout has passed
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        for _, writer in silent:
+            writer.close()
+        await asyncio.sleep(0.1)
+        c = await Line.open(port, client_tls(ca_file))
+        assert (await c.line()).startswith("* OK")  # the handshake slots were given back
+        c.writer.close()
+    finally:
+        await service.stop(1)
+
+
 async def test_inactivity_timeout_says_bye(world: World, db_dsn: str, tmp_path: object) -> None:
     srv = await start_listening(world, db_dsn, tmp_path, idle_timeout=0.3)
     try:
         c = await Line.open(srv.imap_port)
         await c.line()
+        assert (await c.cmd(f'a LOGIN {USER} "{PASSWORD}"'))[-1].startswith("a OK")
         assert (await c.line(within=3)).startswith("* BYE")
         assert await c.line(within=3) == ""
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from dataclasses import replace
 from pathlib import Path
 
 import aiosmtplib
@@ -409,6 +410,49 @@ async def test_failed_starttls_handshake_frees_the_connection_slot(
                 await client.close()
             await asyncio.sleep(0.1)
         client = await RawClient.connect(server.port("mx"))  # 220, not 421 too many connections
+        assert (await client.cmd("NOOP"))[0] == 250
+        await client.close()
+    finally:
+        await server.stop()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, within: float) -> bool:
+    """Whether the server closes the socket (EOF or reset) within `within` seconds."""
+    try:
+        return await asyncio.wait_for(reader.read(), within) == b""
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.both_loops
+async def test_implicit_tls_handshakes_are_capped_and_timed_out(
+        pool: asyncpg.Pool, accounts_ids: object, tmp_path: Path, server_tls: ssl.SSLContext,
+        client_tls: ssl.SSLContext) -> None:
+    """On 465 the session (and its connection slot) starts only once TLS is up; clients that connect and
+    never finish the handshake were counted nowhere and each held its socket for asyncio's 60 s. Now
+    handshakes in progress count against the SMTP caps apart from sessions, and end after
+    server.tls_handshake_timeout."""
+    settings = make_settings(tmp_path, max_connections_per_ip=2)
+    settings = replace(settings, server=replace(settings.server, tls_handshake_timeout=1.0))
+    server = await start_server(pool, settings, server_tls)
+    port = server.port("submissions")
+    try:
+        silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        await asyncio.sleep(0.1)
+        third = await asyncio.open_connection("127.0.0.1", port)
+        assert await _closed_by_server(third[0], 0.5)  # over the cap: closed at once
+        third[1].close()
+        for reader, _ in silent:  # never said a word: closed after the handshake timeout
+            assert await _closed_by_server(reader, 5.0)
+        for _, writer in silent:
+            writer.close()
+        await asyncio.sleep(0.1)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_tls, server_hostname="localhost"), 5)
+        client = RawClient(reader, writer)
+        assert (await client.reply())[0] == 220  # the slots were given back
         assert (await client.cmd("NOOP"))[0] == 250
         await client.close()
     finally:
