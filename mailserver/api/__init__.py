@@ -13,11 +13,11 @@ from fastapi import FastAPI
 
 from mailserver.api import problems, routes_mail, routes_public, routes_read
 from mailserver.api.context import ApiContext
-from mailserver.api.middleware import BodyLimit, Timing
+from mailserver.api.middleware import AnsweredErrors, BodyLimit, Timing
 
 
 def create_app(ctx: ApiContext) -> Any:
-    """The API application for `ctx`, with the size cap and request timing around it."""
+    """The API application for `ctx`, with the size cap, request timing and single error logging around it."""
     app = FastAPI(title="mailserver API", version="1", description="Send and read mail over HTTP. "
                   "Authenticate with an API token (`Authorization: Bearer mst_...`) or HTTP Basic over TLS. "
                   "Errors are RFC 9457 problem details.")
@@ -27,7 +27,7 @@ def create_app(ctx: ApiContext) -> Any:
     app.include_router(routes_read.router)
     app.include_router(routes_public.router)
     _document_send_body(app)
-    return Timing(BodyLimit(app, ctx.settings.http.max_request_size), ctx.metrics)
+    return Timing(BodyLimit(AnsweredErrors(app), ctx.settings.http.max_request_size), ctx.metrics)
 
 
 def _document_send_body(app: FastAPI) -> None:

@@ -1,4 +1,4 @@
-"""ASGI middleware: the request-size cap (413) and the latency histogram.
+"""ASGI middleware: the request-size cap (413), the latency histogram, and one log line per failure.
 
 The size cap reads the body before the application does and refuses it with a problem document once it
 passes `http.max_request_size` (at once when Content-Length says so), so no handler ever buffers more.
@@ -111,3 +111,31 @@ class Timing:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.http_request_duration.labels(scope["method"], template, f"{status // 100}xx").observe(
                 time.perf_counter() - started)
+
+
+class AnsweredErrors:
+    """End a request quietly when the application has already answered its exception.
+
+    Starlette hands an unexpected exception to `problems`' handler, which logs it and sends the 500,
+    and then raises it again "for the server": uvicorn logged the same traceback a second time, as
+    "Exception in ASGI application". Once the response has started the exception is swallowed here (a
+    response cut short by it is still cut: uvicorn closes a connection whose response did not
+    complete); one raised before any response goes on to uvicorn, the only one left to report it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception:
+            if not started:
+                raise

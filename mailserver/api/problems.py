@@ -1,8 +1,10 @@
 """Errors as RFC 9457 problem details (`application/problem+json`), produced in exactly one place.
 
 Routes raise `Problem` (or let FastAPI raise its own HTTP and validation errors); the handlers here turn
-every one of them into a problem document. An unexpected exception becomes a generic 500: the cause goes
-to the log with the request id, never to the client (no class names, no messages).
+every one of them into a problem document. Losing the database (`storage.db.UNAVAILABLE_ERRORS`) is 503
+with Retry-After, as SMTP says 451 and IMAP NO [UNAVAILABLE]: the client retries, the log gets one warning.
+Any other exception becomes a generic 500: the cause goes to the log (once: see
+`mailserver.api.middleware.AnsweredErrors`), never to the client (no class names, no messages).
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from storage.db import UNAVAILABLE_ERRORS
+
 log = logging.getLogger("mailserver.api")
 
 PROBLEM_JSON = "application/problem+json"
 # Problem types specific to this API; the rest use "about:blank" with the HTTP status title (RFC 9457 §4.2.1).
 TYPE_BASE = "https://mailserver.invalid/problems/"
 WWW_AUTHENTICATE = 'Bearer realm="mailserver", Basic realm="mailserver", charset="UTF-8"'
+# Retry-After on a 503 (a temporary failure: the database away, or sender authentication's DNS), in seconds.
+RETRY_AFTER = 60
 
 
 class Problem(Exception):
@@ -85,6 +91,15 @@ def install(app: FastAPI) -> None:
                   for e in exc.errors()]
         return problem_response(422, "the request is not valid", kind="invalid-request",
                                 instance=request.url.path, errors=errors)
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("api request failed: database unavailable", extra={
+            "path": request.url.path, "method": request.method, "error": f"{type(exc).__name__}: {exc}"})
+        return problem_response(503, "temporarily unavailable; try again later", kind="temporarily-unavailable",
+                                headers={"Retry-After": str(RETRY_AFTER)}, instance=request.url.path)
+
+    for error in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

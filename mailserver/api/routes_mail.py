@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from mailserver.api.auth import Caller, Principal, client_ip, require
 from mailserver.api.compose import ComposeError, SendRequest, compose, envelope_of_raw, wire_form
 from mailserver.api.context import ApiContext
-from mailserver.api.problems import Problem, too_many
+from mailserver.api.problems import RETRY_AFTER, Problem, too_many
 from mailserver.api.submission import Accepted, Envelope, SubmissionRefused
 from storage import idempotency
 from storage.idempotency import ClaimState
@@ -40,8 +40,6 @@ REFUSALS = {
     "dmarc": (422, "dmarc-rejected"),
     "temporary": (503, "temporarily-unavailable"),
 }
-# Retry-After on a 503 (a temporary failure: the store, or sender authentication's DNS), in seconds.
-RETRY_AFTER = 60
 
 
 class RecipientResult(BaseModel):
