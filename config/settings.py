@@ -435,7 +435,10 @@ class QueueSettings:
         "smtps://[user:password@]host[:port] (port 465, implicit TLS, verified). AUTH only over TLS.",
         check=_transports, factory=dict)
     require_tls: list[str] = setting(doc="Domains whose MX hosts must offer STARTTLS with a certificate "
-                                     "valid for the MX name; otherwise the mail waits (temporary failure).",
+                                     "valid for the MX name; otherwise the mail waits (temporary failure). "
+                                     "Other domains get opportunistic TLS: STARTTLS when offered, any "
+                                     "certificate, and plaintext when the server refuses STARTTLS or the "
+                                     "handshake fails (at once, on a new connection).",
                                      check=_domains, factory=list)
     tls_ca_file: str = setting("", "PEM bundle of CAs trusted when TLS is verified. Empty: the system's.")
     mx_port: int = setting(25, "Port used for MX hosts (change only for tests).", _port_nonzero)

@@ -7,6 +7,11 @@ and DATA, pipelined when the server offers PIPELINING, with the RFC 5321 §4.5.3
 Every reply becomes a per-recipient `RcptResult`. Failures before the transaction starts raise
 `ConnectionFailed`, which tells the caller to try the next address or host.
 
+Opportunistic TLS is a bonus, never a reason not to deliver (RFC 3207 §4; RFC 7435's opportunistic
+security): a STARTTLS the server refuses (454) goes on in plaintext on the same session, and a handshake
+that fails (which leaves nothing of the session) is followed at once by a plaintext session to the same
+address, as Postfix does at security level "may". TLS a hop requires is never given up.
+
 It touches neither the database nor the breaker; replies are kept as text for the DSN and the log.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import re
 import socket
 import ssl
@@ -25,6 +31,8 @@ from config.settings import QueueSettings
 from mailcore.dsn import field_value, xtext
 from smtp_out.routing import Hop
 from smtp_out.session import Session, SessionLost, command, dot_stuffed
+
+log = logging.getLogger(__name__)
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -275,7 +283,12 @@ async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings
             return await _deliver_on(cached[0], cached[1], key, env, settings, cache)
         except _Stale:
             pass  # closed already; a new session below
-    session = await _session(hop, address, settings, local_hostname)
+    try:
+        session = await _session(hop, address, settings, local_hostname)
+    except _HandshakeFailed as exc:
+        log.info("opportunistic STARTTLS failed; retrying without TLS", extra={
+            "host": hop.name, "address": address, "error": field_value(str(exc))})
+        session = await _session(hop, address, settings, local_hostname, plaintext=True)
     return await _deliver_on(session, 0, key, env, settings, cache)
 
 
@@ -293,8 +306,14 @@ async def _deliver_on(session: Session, uses: int, key: _SessionKey, env: Envelo
     return results
 
 
-async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str) -> Session:
-    """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks."""
+class _HandshakeFailed(Exception):
+    """An opportunistic STARTTLS handshake failed; the connection is gone (see the module text)."""
+
+
+async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str,
+                   plaintext: bool = False) -> Session:
+    """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks (`plaintext`: no
+    STARTTLS, after an opportunistic handshake failed)."""
     tls = await tls_context(hop.tls in ("required", "implicit"), settings.tls_ca_file)
     try:
         # We connect the socket to the chosen address ourselves, so that TLS (implicit or STARTTLS) is
@@ -310,7 +329,9 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
                            start_tls=False, tls_context=tls)
     try:
         try:
-            await _open(smtp, hop, settings)
+            await _open(smtp, hop, settings, plaintext)
+        except _HandshakeFailed:
+            raise
         except aiosmtplib.SMTPAuthenticationError as exc:
             raise ConnectionFailed(f"authentication refused: {_reply(exc.code, exc.message)}", "4.7.8",
                                    breaker=False) from exc
@@ -330,7 +351,7 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
     return Session(smtp.transport, dict(smtp.esmtp_extensions))
 
 
-async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> None:
+async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings, plaintext: bool) -> None:
     await smtp.connect(timeout=settings.connect_timeout)
     try:
         await smtp.ehlo()
@@ -340,15 +361,18 @@ async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings) -> Non
         if exc.code not in (500, 501, 502, 550) or not smtp.is_connected:
             raise
         await smtp.helo()
-    if hop.tls != "implicit":
+    if hop.tls != "implicit" and not plaintext:
         if smtp.supports_extension("starttls"):
             try:
                 await smtp.starttls(server_hostname=hop.name, timeout=settings.command_timeout)
             except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
                 if hop.tls == "required":
                     raise ConnectionFailed(f"STARTTLS failed: {exc}", "4.7.5", breaker=False) from exc
-                raise
-            await smtp.ehlo()
+                if not isinstance(exc, aiosmtplib.SMTPResponseException) or not smtp.is_connected:
+                    raise _HandshakeFailed(f"{type(exc).__name__}: {exc}") from exc
+                # refused (RFC 3207 §4: 454 TLS not available): the session goes on as it was
+            else:
+                await smtp.ehlo()
         elif hop.tls == "required":
             # RFC 3207 §4: a client that requires TLS must not go on without it.
             raise ConnectionFailed("TLS required but STARTTLS not offered", "4.7.4", breaker=False)

@@ -3,6 +3,7 @@ helper that submits mail the way submission does (through `storage.delivery.Deli
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ from mailcore.passwords import hash_password_sync
 from smtp_out.worker import Outbound
 from storage import accounts
 from storage.delivery import Delivery, RemoteRecipient
-from tests.sinks import Sink
+from tests.sinks import RawMTA, Sink
 
 SENDER = "sender@ours.example"
 HOSTNAME = "mx.ours.example"
@@ -42,19 +43,34 @@ def clock() -> Clock:
     return Clock()
 
 
+@contextlib.asynccontextmanager
+async def started(kind: Callable[..., Any]) -> AsyncIterator[Callable[..., Any]]:
+    """A starter of loopback servers of `kind` (`await start(**kwargs)`), every one stopped at the end."""
+    servers: list[Any] = []
+
+    async def start(**kwargs: Any) -> Any:
+        servers.append(await kind(**kwargs).start())
+        return servers[-1]
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            await server.stop()
+
+
 @pytest.fixture
 async def sinks() -> AsyncIterator[Callable[..., Any]]:
     """Start sinks (`await sinks(rcpt=...)`); all are stopped after the test."""
-    started: list[Sink] = []
+    async with started(Sink) as start:
+        yield start
 
-    async def start(**kwargs: Any) -> Sink:
-        sink = await Sink(**kwargs).start()
-        started.append(sink)
-        return sink
 
-    yield start
-    for sink in started:
-        await sink.stop()
+@pytest.fixture
+async def mta() -> AsyncIterator[Callable[..., Any]]:
+    """Start scripted raw MTAs (`await mta(replies=...)`, `tests.sinks.RawMTA`); all are stopped after."""
+    async with started(RawMTA) as start:
+        yield start
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,19 +19,6 @@ from tests.smtp_out.conftest import Clock, inbox, outbound, settings, submit
 
 # What must never reach a kept reply or a DSN from a peer: C0, DEL, C1, line separators, lone surrogates.
 UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-@pytest.fixture
-async def mta() -> AsyncIterator[Callable[..., Awaitable[RawMTA]]]:
-    started: list[RawMTA] = []
-
-    async def start(**kwargs: Any) -> RawMTA:
-        started.append(await RawMTA(**kwargs).start())
-        return started[-1]
-
-    yield start
-    for server in started:
-        await server.stop()
 
 
 async def _attempt(pool: asyncpg.Pool, clock: Clock, server: RawMTA, caplog: pytest.LogCaptureFixture,

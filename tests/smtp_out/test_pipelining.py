@@ -16,6 +16,7 @@ from config.settings import QueueSettings
 from smtp_out import client
 from smtp_out.routing import Hop
 from tests.sinks import Sink, _Handler, _SinkSMTP
+from tests.smtp_out.conftest import started
 
 MESSAGE = b"From: a@ours.example\r\nSubject: hi\r\n\r\n.a line with a leading dot\r\nbye\r\n"
 
@@ -55,16 +56,8 @@ class PipeliningSink(Sink):
 @pytest.fixture(params=["pipelining", "one command at a time"])
 async def start(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Awaitable[Sink]]]:
     """Start a sink of the flavour under test (`await start(rcpt=...)`); stopped after the test."""
-    flavour = PipeliningSink if request.param == "pipelining" else Sink
-    started: list[Sink] = []
-
-    async def run(**script: Any) -> Sink:
-        started.append(await flavour(**script).start())
-        return started[-1]
-
-    yield run
-    for sink in started:
-        await sink.stop()
+    async with started(PipeliningSink if request.param == "pipelining" else Sink) as run:
+        yield run
 
 
 @pytest.fixture

@@ -76,3 +76,50 @@ async def test_tls_contexts_are_made_once_and_the_opportunistic_one_loads_no_cas
     assert strict.cert_store_stats()["x509_ca"] == 1  # our test CA, loaded (in a thread)
     assert await tls_context(True, _ca_file(ca, tmp_path)) is strict
     assert await tls_context(False) is loose
+
+
+_TLS_OFFERED = [b"PIPELINING", b"STARTTLS", b"8BITMIME"]
+# What a broken server does with STARTTLS: refuse it, or say yes and then fail the handshake.
+_BROKEN_STARTTLS = {
+    "refused": b"454 4.7.0 TLS not available due to temporary reason\r\n",
+    "garbage": b"220 2.0.0 ready\r\nTHIS IS NOT A SERVER HELLO\r\n",
+    "hangup": b"220 2.0.0 ready\r\n",  # and then closes: scripted below
+}
+
+
+@pytest.mark.parametrize("failure", list(_BROKEN_STARTTLS))
+async def test_opportunistic_tls_failure_falls_back_to_plaintext(pool: asyncpg.Pool, ours: int, mta,
+                                                                 clock: Clock, failure: str) -> None:
+    """Opportunistic TLS is a bonus, not a condition (RFC 3207 §4, RFC 7435): a server whose STARTTLS
+    is refused or whose handshake fails still gets the message, in plaintext, in the same run (it used
+    to be deferred, again and again, until the message expired and bounced). A refusal goes on in the
+    same session; a failed handshake leaves none, so a new one without STARTTLS follows at once."""
+    reply = _BROKEN_STARTTLS[failure]
+    if failure == "hangup":
+        async def reply(writer) -> None:  # type: ignore[no-redef]
+            writer.write(_BROKEN_STARTTLS["hangup"])
+            await writer.drain()
+            writer.close()
+    server = await mta(replies={"STARTTLS": reply}, extensions=_TLS_OFFERED)
+    qid = await submit(pool, "r@far.example")
+    ob = outbound(pool, clock, transports={"far.example": f"smtp://127.0.0.1:{server.port}"},
+                  connect_timeout=2, command_timeout=2)
+    assert await ob.run_once() == 1
+    assert len(server.delivered) == 1
+    assert await pool.fetchval("SELECT count(*) FROM queue_recipients WHERE queue_id=$1", qid) == 0
+    assert [c for c in server.commands if c.upper().startswith(b"STARTTLS")] == [b"STARTTLS\r\n"]  # tried once
+    assert server.connections == (1 if failure == "refused" else 2)
+
+
+@pytest.mark.parametrize("failure", list(_BROKEN_STARTTLS)[:2])
+async def test_required_tls_failure_never_falls_back(pool: asyncpg.Pool, ours: int, mta, clock: Clock,
+                                                     failure: str) -> None:
+    """The fallback is for opportunistic TLS only: a hop that requires TLS defers (4.7.x) instead."""
+    server = await mta(replies={"STARTTLS": _BROKEN_STARTTLS[failure]}, extensions=_TLS_OFFERED)
+    qid = await submit(pool, "r@far.example")
+    ob = outbound(pool, clock, transports={"far.example": f"smtp+starttls://localhost:{server.port}"},
+                  connect_timeout=2, command_timeout=2)
+    await ob.run_once()
+    assert server.delivered == [] and server.connections == 1
+    row = await pool.fetchrow("SELECT status, status_code FROM queue_recipients WHERE queue_id=$1", qid)
+    assert row["status"] == "deferred" and row["status_code"] == "4.7.5"
