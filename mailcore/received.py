@@ -49,6 +49,7 @@ class TraceInfo:
     tls_cipher: str | None = None
     authenticated_as: str | None = None
     recipient: str | None = None  # the "for" clause: only when there is exactly one recipient
+    peer_name: str | None = None  # the client's forward-confirmed reverse DNS name, if any
 
 
 def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) -> str:
@@ -62,7 +63,7 @@ def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) ->
 def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
     """A complete `Received:` field (folded, CRLF-terminated) for the top of the message."""
     head = _from_by(info.helo, info.peer_ip, info.our_hostname, info.tls_version, info.tls_cipher,
-                    info.authenticated_as)
+                    info.authenticated_as, info.peer_name)
     with_id = f"with {clean(info.protocol, 16)} id {clean(info.queue_id, 64)}"
     if info.recipient:
         with_id += f" for <{clean(info.recipient).replace('<', '').replace('>', '')}>"
@@ -71,10 +72,12 @@ def received_header(info: TraceInfo, when: datetime | None = None) -> bytes:
 
 @functools.lru_cache(maxsize=1024)
 def _from_by(helo: str, peer_ip: str, our_hostname: str, tls_version: str | None, tls_cipher: str | None,
-             authenticated_as: str | None) -> str:
+             authenticated_as: str | None, peer_name: str | None = None) -> str:
     """The lines of a Received field that are the same for every message of a connection (from, by,
-    authenticated as), each followed by the fold: made once per connection, not per message."""
-    lines = [f"Received: from {clean(helo) or 'unknown'} ([{clean(peer_ip, 64)}])"]
+    authenticated as), each followed by the fold: made once per connection, not per message. The
+    TCP-info is `(name [address])` with a confirmed name, else `([address])` (RFC 5321 §4.4)."""
+    name = clean(peer_name) + " " if peer_name else ""
+    lines = [f"Received: from {clean(helo) or 'unknown'} ({name}[{clean(peer_ip, 64)}])"]
     by = f"by {clean(our_hostname)}"
     if tls_version:
         tls = clean(tls_version, 32)

@@ -105,7 +105,8 @@ async def smtp_in_services(runtime: Runtime) -> list[Service]:
     sender_auth = await runtime.sender_authentication()
     routes = RouteCache(runtime.db.dsn)
     return [routes, *build_smtp_services(settings, runtime.db.pool, runtime.tls, sender_auth=sender_auth,
-                                         limits=runtime.limits, metrics=runtime.metrics, routes=routes)]
+                                         limits=runtime.limits, metrics=runtime.metrics, routes=routes,
+                                         resolver=runtime.resolver)]
 
 
 async def queue_services(runtime: Runtime) -> list[Service]:

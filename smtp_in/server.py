@@ -20,6 +20,7 @@ import asyncpg
 from config.settings import ListenerSettings, Settings
 from mailcore import replies
 from mailcore.connections import ConnectionSlots
+from mailcore.dns import DNSLookup
 from mailcore.limits import AuthGuard, Limits, build_limits
 from mailcore.metrics import Metrics
 from mailcore.proxygate import ClientAddress, ProxyGate, TrustedPeers
@@ -42,7 +43,8 @@ class SMTPService:
                  limits: ConnectionSlots | None = None, handshakes: ConnectionSlots | None = None,
                  shared: Limits | None = None,
                  metrics: Metrics | None = None, body_checks: list[BodyCheck] | None = None,
-                 sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None) -> None:
+                 sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None,
+                 resolver: DNSLookup | None = None) -> None:
         if name not in KINDS:
             raise ValueError(f"unknown SMTP listener {name!r}")
         self.name = f"smtp-{name}"
@@ -65,7 +67,7 @@ class SMTPService:
             starttls_context=None if implicit else tls,
             limits=limits or ConnectionSlots(smtp.max_connections, smtp.max_connections_per_ip),
             authenticator=Authenticator(pool, AuthGuard(shared, metrics), smtp.auth_failure_delay),
-            spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth, routes=routes,
+            spool_dir=spool_dir, body_checks=checks, sender_auth=sender_auth, routes=routes, resolver=resolver,
             hooks=ListenerHooks(name, shared, metrics),
         )
         self.trusted = TrustedPeers(settings.server.proxy_protocol_from)
@@ -139,11 +141,12 @@ class SMTPService:
 def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLContext | None,
                         body_checks: list[BodyCheck] | None = None,
                         sender_auth: SenderAuthentication | None = None, *, limits: Limits | None = None,
-                        metrics: Metrics | None = None, routes: RouteCache | None = None) -> list[SMTPService]:
+                        metrics: Metrics | None = None, routes: RouteCache | None = None,
+                        resolver: DNSLookup | None = None) -> list[SMTPService]:
     """The enabled SMTP listeners, sharing one connection counter, the process's `limits` and
     `metrics` (without them, in-process limits from `settings` and a private registry) and its routing
     cache `routes` (without it, every RCPT asks the store). `sender_auth` and `body_checks` apply to the
-    MX only."""
+    MX only; `resolver` names clients in Received fields (without it, their addresses only)."""
     smtp = settings.smtp
     connections = ConnectionSlots(smtp.max_connections, smtp.max_connections_per_ip)
     metrics = metrics if metrics is not None else Metrics()
@@ -157,5 +160,6 @@ def build_smtp_services(settings: Settings, pool: asyncpg.Pool, tls: ssl.SSLCont
             continue
         services.append(SMTPService(kind, settings, pool, tls, limits=connections, shared=shared, metrics=metrics,
                                     body_checks=body_checks if kind == "mx" else None,
-                                    sender_auth=sender_auth if kind == "mx" else None, routes=routes))
+                                    sender_auth=sender_auth if kind == "mx" else None, routes=routes,
+                                    resolver=resolver))
     return services

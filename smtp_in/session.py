@@ -29,10 +29,11 @@ from aiosmtpd.smtp import SMTP
 from config.settings import SMTPSettings
 from mailcore import replies
 from mailcore.connections import ConnectionSlots
+from mailcore.dns import DNSLookup
 from mailcore.proxygate import ClientAddress
 from mailcore.received import clean, new_queue_id
 from mailcore.replies import Reply
-from smtp_in import checks
+from smtp_in import checks, clientname
 from smtp_in.auth import MECHANISMS, Authenticator, SASLError, decode_b64, decode_plain, decode_text
 from smtp_in.checks import BodyCheck
 from smtp_in.dataread import ChunkReader, DataReader, Verdict
@@ -90,6 +91,7 @@ class ListenerContext:
     body_checks: list[BodyCheck] = field(default_factory=list)
     sender_auth: SenderAuthentication | None = None  # MX only; also among body_checks
     routes: RouteCache | None = None  # the process's routing cache; None: every RCPT asks the store
+    resolver: DNSLookup | None = None  # for the client's name in Received (smtp_in.clientname); None: none
     hooks: ListenerHooks = field(default_factory=lambda: ListenerHooks("smtp"))  # shared limits, metrics
     sessions: set[SMTPSession] = field(default_factory=set)
     closing: bool = False
@@ -132,6 +134,7 @@ class SMTPSession(SMTP):
         self._refusal: Reply | None = None
         self._busy = False
         self._bdat: tuple[Spool, ChunkReader] | None = None
+        self._name: asyncio.Task[str | None] | None = None  # the client's confirmed name, being looked up
 
     # --- transport events ----------------------------------------------------------------------------
 
@@ -146,6 +149,8 @@ class SMTPSession(SMTP):
             self.ctx.sessions.add(self)
             self._admitted = self.ctx.limits.acquire(self.peer_ip)
             self._refusal = None if self._admitted else replies.TOO_MANY_CONNECTIONS
+            if self._admitted:
+                self._name = clientname.lookup(self.ctx.resolver, self.peer_ip)
         else:  # TLS is up after STARTTLS: RFC 3207 §4.2, forget everything said before
             self._inbuf.clear()
             self._reset_state()
@@ -166,6 +171,8 @@ class SMTPSession(SMTP):
         if self._admitted:
             self.ctx.limits.release(self.peer_ip)
             self._admitted = False
+        if self._name is not None and not self._busy:  # a message being stored may still want it
+            self._name.cancel()
         self.ctx.sessions.discard(self)
         self.tx.discard()
         if self.ctx.closing and not self.ctx.sessions:
@@ -684,6 +691,18 @@ class SMTPSession(SMTP):
         log.info("smtp message refused", extra={"listener": self.ctx.name, "peer": self.peer_ip,
                                                 "reason": verdict.value, "size": size})
 
+    async def _client_name(self) -> str | None:
+        """The client's confirmed name when its look-up (bounded by clientname.TIMEOUT) has an answer."""
+        task = self._name
+        if task is None or task.cancelled():
+            return None
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():  # the connection ended meanwhile: no name, the message goes on
+                return None
+            raise
+
     async def _finish(self, spool: Spool) -> None:
         """Store the received message; 250 only once the transaction has committed."""
         tx, self.tx = self.tx, Transaction()
@@ -695,7 +714,7 @@ class SMTPSession(SMTP):
             tls_version=ssl_obj.version() if ssl_obj else None,
             tls_cipher=ssl_obj.cipher()[0] if ssl_obj and ssl_obj.cipher() else None,
             account_id=self.account.id if self.account else None,
-            login=self.account.address if self.account else None,
+            login=self.account.address if self.account else None, peer_name=await self._client_name(),
         )
         started = time.perf_counter()
         try:

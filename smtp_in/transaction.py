@@ -78,6 +78,7 @@ class Origin:
     tls_cipher: str | None
     account_id: int | None
     login: str | None
+    peer_name: str | None = None  # forward-confirmed reverse DNS (smtp_in.clientname), for Received
 
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -100,7 +101,7 @@ async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Sp
         helo=origin.helo, peer_ip=origin.peer_ip, our_hostname=origin.hostname,
         protocol=_protocol(origin, tx), queue_id=queue_id, tls_version=origin.tls_version,
         tls_cipher=origin.tls_cipher, authenticated_as=origin.login,
-        recipient=rcpts[0] if len(rcpts) == 1 else None,
+        recipient=rcpts[0] if len(rcpts) == 1 else None, peer_name=origin.peer_name,
     )
     prefix = received_header(info)
     if origin.submission:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -22,12 +23,14 @@ def test_received_shape() -> None:
     assert received_header(info, WHEN) == (
         b"Received: from client.example ([192.0.2.1])\r\n\tby mx.example (TLSv1.3 with cipher TLS_AES_256)\r\n"
         b"\twith ESMTPS id abc for <u@mx.example>;\r\n\tTue, 02 Jan 2024 03:04:05 +0000\r\n")
+    named = dataclasses.replace(info, peer_name="host.example")  # forward-confirmed reverse DNS
+    assert received_header(named, WHEN).startswith(b"Received: from client.example (host.example [192.0.2.1])\r\n")
 
 
 @pytest.mark.parametrize("evil", ["x\r\nBcc: victim@example", "x\nX: y", "x\0y", "x\rX: y", "a) (b\\", "\x1b[31m"])
 def test_no_injection(evil: str) -> None:
     info = TraceInfo(helo=evil, peer_ip="192.0.2.1", our_hostname="mx.example", protocol="ESMTP",
-                     queue_id="q", authenticated_as=evil, recipient=evil)
+                     queue_id="q", authenticated_as=evil, recipient=evil, peer_name=evil)
     header = received_header(info, WHEN)
     lines = header.split(b"\r\n")
     assert lines[-1] == b""

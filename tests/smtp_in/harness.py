@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 
 from config.settings import ListenerSettings, Settings
+from mailcore.dns import DNSLookup
 from mailcore.passwords import hash_password_sync
 from smtp_in.senderauth import SenderAuthentication
 from smtp_in.server import SMTPService, build_smtp_services
@@ -67,8 +68,10 @@ class Server:
 
 
 async def start_server(pool: asyncpg.Pool, settings: Settings, tls: ssl.SSLContext | None,
-                       sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None) -> Server:
-    services = {s.kind: s for s in build_smtp_services(settings, pool, tls, sender_auth=sender_auth, routes=routes)}
+                       sender_auth: SenderAuthentication | None = None, routes: RouteCache | None = None,
+                       resolver: DNSLookup | None = None) -> Server:
+    services = {s.kind: s for s in build_smtp_services(settings, pool, tls, sender_auth=sender_auth, routes=routes,
+                                                       resolver=resolver)}
     for service in services.values():
         await service.start()
     return Server(services, pool, settings)
