@@ -73,15 +73,21 @@ class TrustedPeers:
         return bool(self.networks)
 
     def __contains__(self, ip: object) -> bool:
-        if not isinstance(ip, str):
-            return False
-        try:
-            addr = ipaddress.ip_address(ip.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        return any(addr in net for net in self.networks)
+        addr = parse_ip(ip) if isinstance(ip, str) else None
+        return addr is not None and any(addr in net for net in self.networks)
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """A client address as the socket or a PROXY header gave it, or None if it is not one: without an
+    IPv6 zone (`fe80::1%eth0`), and an IPv4-mapped IPv6 address (a dual-stack listener's view of an IPv4
+    client, `::ffff:192.0.2.1`) as the IPv4 address it is."""
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
 
 
 InnerFactory = Callable[[ClientAddress], asyncio.BaseProtocol]

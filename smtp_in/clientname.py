@@ -18,6 +18,7 @@ import ipaddress
 import re
 
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.proxygate import parse_ip
 
 TIMEOUT = 5.0  # seconds for the whole look-up (PTR, then A/AAAA of each name)
 MAX_NAMES = 10  # PTR names tried, as RFC 7208 §5.5 bounds its ptr mechanism
@@ -35,12 +36,9 @@ def host_name(name: str) -> bool:
 async def confirmed_name(resolver: DNSLookup, ip: str) -> str | None:
     """The first PTR name of `ip` whose own addresses include `ip` (lower case), or None: no PTR, none
     confirmed, a DNS failure, or more than `TIMEOUT` seconds."""
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
+    address = parse_ip(ip)
+    if address is None:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     try:
         async with asyncio.timeout(TIMEOUT):
             names = await resolver.ptr(str(address))

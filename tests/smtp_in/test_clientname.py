@@ -39,17 +39,24 @@ RECEIVED = b"Received: from client.remote.example ("
 async def test_received_names_the_client_only_when_confirmed(pool: asyncpg.Pool, accounts_ids: object,
                                                              tmp_path: Path, zone: dict, tcp_info: bytes) -> None:
     with DNSTestServer(zone) as dns:
-        resolver = Resolver(DNSSettings(nameservers=[dns.host], port=dns.port, timeout=0.5))
-        server = await start_server(pool, make_settings(tmp_path), None, resolver=resolver)
-        try:
-            client = await mx_client(server)
+        stored = await _one_message(pool, tmp_path, dns)
+    assert RECEIVED + tcp_info + b")\r\n" in stored
+
+
+async def _one_message(pool: asyncpg.Pool, tmp_path: Path, dns: DNSTestServer) -> bytes:
+    """Send one message to the MX, whose resolver asks `dns` (0.5 s timeout); the message as stored."""
+    resolver = Resolver(DNSSettings(nameservers=[dns.host], port=dns.port, timeout=0.5))
+    server = await start_server(pool, make_settings(tmp_path), None, resolver=resolver)
+    try:
+        client = await mx_client(server)
+        async with asyncio.timeout(10):
             errors, _ = await client.sendmail("a@remote.example", [USER], MSG)
-            await client.quit()
-        finally:
-            await server.stop()
+        await client.quit()
+    finally:
+        await server.stop()
     assert errors == {}
     (stored,) = await inbox(pool, USER)
-    assert RECEIVED + tcp_info + b")\r\n" in stored
+    return stored
 
 
 @pytest.mark.parametrize("trouble", ["servfail", "drop"])
@@ -58,17 +65,7 @@ async def test_dns_trouble_costs_the_name_never_the_message(pool: asyncpg.Pool, 
     """A failing or silent resolver: the message is accepted, without a name, once the resolver
     gives up (its timeout, 0.5 s here)."""
     with DNSTestServer({}, **{trouble: {REVERSE}}) as dns:
-        resolver = Resolver(DNSSettings(nameservers=[dns.host], port=dns.port, timeout=0.5))
-        server = await start_server(pool, make_settings(tmp_path), None, resolver=resolver)
-        try:
-            client = await mx_client(server)
-            async with asyncio.timeout(10):
-                errors, _ = await client.sendmail("a@remote.example", [USER], MSG)
-            await client.quit()
-        finally:
-            await server.stop()
-    assert errors == {}
-    (stored,) = await inbox(pool, USER)
+        stored = await _one_message(pool, tmp_path, dns)
     assert RECEIVED + b"[127.0.0.1])\r\n" in stored
 
 
