@@ -325,6 +325,15 @@ class HTTPSettings:
                                      "response.", _positive)
     metrics: bool = setting(True, "Serve Prometheus metrics at /metrics (unauthenticated: restrict "
                             "it at the network if the numbers are private).")
+    max_connections: int = setting(1000, "Concurrent HTTP connections; beyond, 503 and close.", _positive)
+    max_connections_per_ip: int = setting(100, "Concurrent HTTP connections from one client address; beyond, "
+                                          "503 and close.", _positive)
+    header_timeout: float = setting(60.0, "Seconds a client has to send a whole request head (request line "
+                                    "and header fields), from the connection or from its first byte; beyond, "
+                                    "408 and close (a silent or slowly trickling client holds no connection).",
+                                    _positive)
+    body_timeout: float = setting(60.0, "Seconds allowed between two reads of a request body; beyond, the "
+                                  "connection is closed.", _positive)
 
 
 @dataclass(frozen=True)

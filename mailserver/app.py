@@ -168,7 +168,7 @@ async def http_service(runtime: Runtime) -> list[Service]:
     from mailcore.proxygate import TrustedPeers
     from mailserver.api import create_app
     from mailserver.api.context import ApiContext
-    from mailserver.api.server import HttpService
+    from mailserver.api.server import HTTPLimits, HttpService
     from mailserver.api.submission import SmtpInSubmitter
 
     settings = runtime.settings
@@ -184,7 +184,8 @@ async def http_service(runtime: Runtime) -> list[Service]:
     ctx = ApiContext.build(settings, runtime.db.pool, runtime.metrics, runtime.limits, submitter)
     return [HttpService(create_app(ctx), settings.http.listener, runtime.tls if settings.http.tls else None,
                         trusted=TrustedPeers(settings.server.proxy_protocol_from),
-                        proxy_timeout=settings.server.proxy_protocol_timeout)]
+                        proxy_timeout=settings.server.proxy_protocol_timeout,
+                        limits=HTTPLimits.of(settings.http, settings.server.tls_handshake_timeout))]
 
 
 async def seed_demo(db: Database) -> None:

@@ -13,6 +13,13 @@ hand `create_server` uvicorn's protocol with `ssl=`) and otherwise keeps uvicorn
 main loop and graceful shutdown are unchanged. The real client reaches the app as the ASGI scope's
 `client` and, with whether it was proxied, as `scope[CLIENT_SCOPE_KEY]` (a `ClientAddress`).
 uvicorn's `proxy_headers` (X-Forwarded-For) stay off: only the PROXY header is believed.
+
+uvicorn bounds neither the connections nor the time a client takes before its request is in: a client
+that connects and says nothing, or sends a header field every few seconds, held its connection (and a
+file descriptor the mail listeners share) for ever. `HTTPLimits` adds what a web server has: caps on
+connections (overall and per client address, TLS handshakes counted apart, as on SMTP and IMAP), a
+deadline for each request head (nginx's client_header_timeout) and one between reads of a body
+(client_body_timeout). Idle keep-alive connections between requests remain uvicorn's (5 s).
 """
 
 from __future__ import annotations
@@ -24,12 +31,21 @@ import socket
 import ssl
 import weakref
 from collections.abc import Generator
+from dataclasses import dataclass
 from typing import Any
 
+import h11
 import uvicorn
 
-from config.settings import ListenerSettings
-from mailcore.proxygate import DEFAULT_HEADER_TIMEOUT, ClientAddress, ProxyGate, TrustedPeers
+from config.settings import HTTPSettings, ListenerSettings
+from mailcore.connections import ConnectionSlots
+from mailcore.proxygate import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    ClientAddress,
+    ProxyGate,
+    TrustedPeers,
+)
 
 log = logging.getLogger("mailserver.http")
 
@@ -38,13 +54,39 @@ log = logging.getLogger("mailserver.http")
 CLIENT_SCOPE_KEY = "mailserver.client"
 
 
-def _with_client(protocol_class: type[asyncio.Protocol]) -> Any:
-    """uvicorn's HTTP protocol class, made to report the gate's client instead of the socket's peer."""
+_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_SLOW = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@dataclass
+class HTTPLimits:
+    """The connection caps and client deadlines of one HTTP listener (see the module text)."""
+
+    connections: ConnectionSlots
+    handshakes: ConnectionSlots
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+
+    @classmethod
+    def of(cls, settings: HTTPSettings, handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> HTTPLimits:
+        return cls(ConnectionSlots(settings.max_connections, settings.max_connections_per_ip),
+                   ConnectionSlots(settings.max_connections, settings.max_connections_per_ip),
+                   settings.header_timeout, settings.body_timeout, handshake_timeout)
+
+
+def _with_client(protocol_class: type[asyncio.Protocol], limits: HTTPLimits) -> Any:
+    """uvicorn's h11 protocol class, made to report the gate's client instead of the socket's peer, and
+    to keep `limits`."""
 
     class WithClient(protocol_class):  # type: ignore[valid-type,misc]
         def __init__(self, client: ClientAddress, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.client_address = client
+            self._admitted = False
+            self._head_since: float | None = None  # when the request head now awaited began
+            self._last_read = 0.0
+            self._watch: asyncio.TimerHandle | None = None
             app = self.app
 
             async def with_client(scope: Any, receive: Any, send: Any) -> None:
@@ -57,6 +99,68 @@ def _with_client(protocol_class: type[asyncio.Protocol]) -> Any:
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self.client = (self.client_address.ip, self.client_address.port)  # uvicorn's own logs
+            self._admitted = limits.connections.acquire(self.client_address.ip)
+            if not self._admitted:
+                log.warning("http connection refused: too many connections", extra={"peer": self.client_address.ip})
+                transport.write(_BUSY)  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._head_since = self._last_read = self.loop.time()
+            self._arm(limits.header_timeout)
+
+        def data_received(self, data: bytes) -> None:
+            self._last_read = self.loop.time()
+            super().data_received(data)
+            state = self.conn.their_state
+            if state is h11.IDLE:  # a request head on its way: its deadline runs from its first byte
+                if self._head_since is None:
+                    self._head_since = self._last_read
+                    self._arm(limits.header_timeout)
+            else:
+                self._head_since = None
+                if state is h11.SEND_BODY:
+                    self._arm(limits.body_timeout)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._watch is not None:
+                self._watch.cancel()
+                self._watch = None
+            if self._admitted:
+                self._admitted = False
+                limits.connections.release(self.client_address.ip)
+            super().connection_lost(exc)
+
+        def _arm(self, seconds: float) -> None:
+            """Make sure `_check` runs within `seconds` (a later check already set is brought forward)."""
+            when = self.loop.time() + seconds
+            if self._watch is not None:
+                if self._watch.when() <= when:
+                    return
+                self._watch.cancel()
+            self._watch = self.loop.call_at(when, self._check)
+
+        def _check(self) -> None:
+            """The deadline of a head or a body read may have passed: if it has, end the connection;
+            else look again when it would (one timer per connection, moved only when it fires)."""
+            self._watch = None
+            if self.transport is None or self.transport.is_closing():
+                return
+            state, now = self.conn.their_state, self.loop.time()
+            if state is h11.IDLE and self._head_since is not None:
+                left = self._head_since + limits.header_timeout - now
+                if left <= 0:
+                    self.transport.write(_SLOW)
+                    self.transport.close()
+                    return
+            elif state is h11.SEND_BODY and not self.flow.read_paused:  # paused: the app is not reading
+                left = self._last_read + limits.body_timeout - now
+                if left <= 0:
+                    log.info("http request body timed out", extra={"peer": self.client_address.ip})
+                    self.transport.close()
+                    return
+            else:
+                return  # the request is in (ours to answer) or the connection idles between requests
+            self._watch = self.loop.call_later(left, self._check)
 
     return WithClient
 
@@ -66,11 +170,12 @@ class _Server(uvicorn.Server):
     PROXY gate (see the module docstring)."""
 
     def __init__(self, config: uvicorn.Config, trusted: TrustedPeers, tls: ssl.SSLContext | None,
-                 proxy_timeout: float) -> None:
+                 proxy_timeout: float, limits: HTTPLimits) -> None:
         super().__init__(config)
         self.trusted = trusted
         self.tls = tls
         self.proxy_timeout = proxy_timeout
+        self.limits = limits
         self._gates: weakref.WeakSet[ProxyGate] = weakref.WeakSet()
 
     @contextlib.contextmanager
@@ -83,14 +188,15 @@ class _Server(uvicorn.Server):
         if self.lifespan.should_exit:
             raise RuntimeError("HTTP application startup failed")
         config = self.config
-        protocol_class = _with_client(config.http_protocol_class)
+        protocol_class = _with_client(config.http_protocol_class, self.limits)
 
         def make_inner(client: ClientAddress) -> asyncio.BaseProtocol:
             return protocol_class(client, config=config, server_state=self.server_state,  # type: ignore[no-any-return]
                                   app_state=self.lifespan.state)
 
         def gate() -> ProxyGate:
-            g = ProxyGate(make_inner, self.trusted, tls=self.tls, timeout=self.proxy_timeout, listener="http")
+            g = ProxyGate(make_inner, self.trusted, tls=self.tls, timeout=self.proxy_timeout, listener="http",
+                          handshakes=self.limits.handshakes, handshake_timeout=self.limits.handshake_timeout)
             self._gates.add(g)
             return g
 
@@ -128,8 +234,9 @@ class HttpService:
 
     def __init__(self, app: Any, listener: ListenerSettings, tls: ssl.SSLContext | None,
                  on_stop: Any = None, *, trusted: TrustedPeers | None = None,
-                 proxy_timeout: float = DEFAULT_HEADER_TIMEOUT) -> None:
+                 proxy_timeout: float = DEFAULT_HEADER_TIMEOUT, limits: HTTPLimits | None = None) -> None:
         self.app = app
+        self.limits = limits or HTTPLimits.of(HTTPSettings())
         self.listener = listener
         self.tls = tls
         self.trusted = trusted if trusted is not None else TrustedPeers()
@@ -148,7 +255,7 @@ class HttpService:
         # TLS is not uvicorn's: the gate layers it after the PROXY header (uvicorn's scope still says https).
         config = uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False, server_header=False,
                                 proxy_headers=False, http="h11")
-        self._server = _Server(config, self.trusted, tls, self.proxy_timeout)
+        self._server = _Server(config, self.trusted, tls, self.proxy_timeout, self.limits)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._sock]), name="http")
         while not self._server.started:
             if self._task.done():
