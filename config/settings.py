@@ -279,8 +279,9 @@ class IMAPSettings:
                                           "or not (max_connections_per_user caps each account's).", _positive)
     max_connections_per_user: int = setting(20, "Concurrent sessions per account and client address.",
                                             _positive)
-    login_timeout: float = setting(180.0, "Seconds a client that has not logged in may stay silent before "
-                                   "BYE (RFC 9051 §5.4's 30 minutes are for sessions after login).", _positive)
+    login_timeout: float = setting(180.0, "Seconds a client has from connecting to logging in; then BYE "
+                                   "(RFC 9051 §5.4's 30 minutes of inactivity are for sessions after login).",
+                                   _positive)
     idle_timeout: float = setting(1800.0, "Inactivity timeout in seconds (RFC 9051 §5.4: at least 30 "
                                   "minutes).", _positive)
     max_line_length: int = setting(65536, "Longest command line accepted, in bytes.", _positive)

@@ -173,15 +173,17 @@ async def serve(session: Session, reader: asyncio.StreamReader, inactivity: floa
                 busy: set[asyncio.Task[None]] | None = None, login_timeout: float | None = None) -> None:
     """Run one session: read, feed, and during IDLE also wake on mailbox changes. While a command runs,
     the task is in `busy` (so a graceful stop lets it finish). Silence ends the session after
-    `inactivity` seconds, or `login_timeout` before login (a connection nobody uses costs a slot)."""
+    `inactivity` seconds; before login, `login_timeout` after the connection opened, however much the
+    client says meanwhile (a connection nobody logs in on costs a slot; a byte now and then kept it)."""
     task = asyncio.current_task()
     await session.greet()
     read: asyncio.Task[bytes] | None = None
+    login_by = None if login_timeout is None else asyncio.get_running_loop().time() + login_timeout
     try:
         while not session.closed:
             quiet = inactivity
-            if login_timeout is not None and session.state is State.NOT_AUTHENTICATED:
-                quiet = login_timeout
+            if login_by is not None and session.state is State.NOT_AUTHENTICATED:
+                quiet = max(0.0, login_by - asyncio.get_running_loop().time())
             wakeup = session.idle_wakeup
             if wakeup is None and read is None:
                 # the common case, a client sending commands: a plain read under a deadline (no task

@@ -197,17 +197,27 @@ async def test_connections_per_address_and_in_all_are_limited(world: World, db_d
 
 
 async def test_login_timeout_is_shorter_than_the_session_one(world: World, db_dsn: str, tmp_path: object) -> None:
-    """A connection that never logs in is ended after imap.login_timeout; once logged in, the
-    (RFC 9051 §5.4: 30 minutes at least) inactivity timeout applies instead."""
-    srv = await start_listening(world, db_dsn, tmp_path, login_timeout=0.5, idle_timeout=30.0)
+    """A connection that never logs in is ended imap.login_timeout after it opened, silent or chatty
+    (NOOPs, or a byte now and then, do not buy time); once logged in, the (RFC 9051 §5.4: 30 minutes
+    at least) inactivity timeout applies instead."""
+    srv = await start_listening(world, db_dsn, tmp_path, login_timeout=1.0, idle_timeout=30.0)
     try:
         silent = await Line.open(srv.imap_port)
         await silent.line()
+        chatty = await Line.open(srv.imap_port)
+        await chatty.line()
         user = await Line.open(srv.imap_port)
         await user.line()
         assert (await user.cmd(f'a LOGIN {USER} "{PASSWORD}"'))[-1].startswith("a OK")
+        for n in range(4):  # 1.2 s of NOOPs, each well within the timeout of the one before
+            await asyncio.sleep(0.3)
+            reply = await chatty.cmd(f"n{n} NOOP")
+            if reply[-1].startswith("* BYE") or not reply[-1]:
+                break
+        else:
+            raise AssertionError("a client that never logged in outlived login_timeout")
         assert (await silent.line(within=5)).startswith("* BYE")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
         assert (await user.cmd("b NOOP"))[-1].startswith("b OK")
         user.writer.close()
     finally:
