@@ -176,7 +176,8 @@ class ProxyGate(asyncio.Protocol):
         else:  # LOCAL (the balancer's health check) or an unknown family: the balancer itself, untrusted
             client = ClientAddress(self._peer.ip, self._peer.port, proxied=True)
         self._start_inner(client)
-        self._step_aside(rest)
+        if self.inner is not None:  # None: over the TLS handshake caps, closed
+            self._step_aside(rest)
 
     def eof_received(self) -> bool | None:
         handler = getattr(self.inner, "eof_received", None)

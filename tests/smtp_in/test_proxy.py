@@ -147,3 +147,30 @@ async def test_relay_is_refused_for_a_proxied_internal_client(proxied: Server) -
     assert (await c.cmd("RCPT TO:<relaytest@far.example>"))[0] >= 550
     assert (await c.cmd(f"RCPT TO:<relaytest%far.example@{LOCAL}>"))[0] >= 500
     await c.close()
+
+
+async def test_handshake_caps_apply_to_the_client_behind_the_balancer(
+        pool: asyncpg.Pool, server_tls: ssl.SSLContext, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """On 465 behind a balancer the TLS handshake caps count the client the PROXY header names; one
+    over them is closed quietly (it was an AssertionError inside data_received, logged as a fatal
+    protocol error by asyncio)."""
+    settings = make_settings(tmp_path, max_connections_per_ip=1)
+    settings = replace(settings, server=replace(settings.server, proxy_protocol_from=["127.0.0.1/32"]))
+    srv = await start_server(pool, settings, server_tls)
+    try:
+        header = build_v1(("203.0.113.7", 40000), ("198.51.100.1", 465))
+        first = await connect(srv.port("submissions"))
+        await first.send(header)  # and no handshake: holds the client's one handshake slot
+        await asyncio.sleep(0.1)
+        second = await connect(srv.port("submissions"))
+        await second.send(header)
+        assert await asyncio.wait_for(second.reader.read(), 5) == b""  # closed
+        other = await connect(srv.port("submissions"))  # another client behind the same balancer
+        await other.send(build_v1(("203.0.113.8", 40000), ("198.51.100.1", 465)))
+        await asyncio.sleep(0.2)
+        assert not other.reader.at_eof()
+        for c in (first, second, other):
+            await c.close()
+    finally:
+        await srv.stop()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
