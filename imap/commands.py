@@ -108,6 +108,13 @@ class MailboxCommand(Command):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class GetQuota(Command):
+    """GETQUOTA (RFC 9208 §4.2): a quota root's name, as sent (not a mailbox name)."""
+
+    root: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Rename(Command):
     old: str
     new: str

@@ -25,6 +25,7 @@ from imap.commands import (
     Enable,
     Expunge,
     Fetch,
+    GetQuota,
     Id,
     List,
     Login,
@@ -207,6 +208,11 @@ def _create(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
 def _one_mailbox(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
     r.sp()
     return MailboxCommand(tag=tag, name=name, mailbox=_mailbox(r, opts))
+
+
+def _getquota(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
+    r.sp()
+    return GetQuota(tag=tag, name=name, root=r.astring().decode("utf-8", "replace"))
 
 
 def _rename(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
@@ -474,6 +480,7 @@ _HANDLERS: dict[str, Handler] = {
     "SUBSCRIBE": _one_mailbox,
     "UNSUBSCRIBE": _one_mailbox,
     "GETQUOTAROOT": _one_mailbox,
+    "GETQUOTA": _getquota,
     "RENAME": _rename,
     "LIST": _list,
     "LSUB": _list,

@@ -46,7 +46,7 @@ from storage.snapshots import SnapshotCache
 log = logging.getLogger(__name__)
 
 BASE_CAPABILITIES = ("IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE", "UIDPLUS",
-                     "MOVE", "SPECIAL-USE", "CHILDREN", "UNSELECT")
+                     "MOVE", "SPECIAL-USE", "CHILDREN", "UNSELECT", "QUOTA", "QUOTA=RES-STORAGE")
 MAX_BAD_BEFORE_AUTH = 5  # BAD replies (and failed logins) before an unauthenticated client is dropped
 PREAUTH_LITERAL = 8 * 1024  # literals before login: enough for a user name and password
 PREAUTH_COMMAND = 4 * PREAUTH_LITERAL  # a whole command with its literals, before login

@@ -371,6 +371,12 @@ async def first_account_address(conn: Conn) -> str | None:
     return await conn.fetchval("SELECT address FROM accounts ORDER BY id LIMIT 1")
 
 
+async def storage_use(conn: Conn, account_id: int) -> tuple[int, int | None]:
+    """(bytes used, quota in bytes or None for unlimited) of one account, as IMAP QUOTA reports them."""
+    row = await conn.fetchrow("SELECT used_bytes, quota_bytes FROM accounts WHERE id = $1", account_id)
+    return (0, None) if row is None else (row["used_bytes"], row["quota_bytes"])
+
+
 async def accounts_over_quota(conn: Conn, account_ids: list[int], incoming: int = 0) -> list[int]:
     """Those of `account_ids` whose quota is already used up, or would be by `incoming` more bytes."""
     if not account_ids:

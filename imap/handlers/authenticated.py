@@ -1,6 +1,6 @@
 """Commands of the AUTHENTICATED state (RFC 3501 §6.3), also valid when a mailbox is selected:
 SELECT, EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST, LSUB, NAMESPACE, STATUS,
-APPEND, plus ENABLE (RFC 5161) and IDLE (RFC 2177)."""
+APPEND, plus ENABLE (RFC 5161), IDLE (RFC 2177) and GETQUOTAROOT, GETQUOTA (RFC 9208)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,24 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING
 
 from imap import encoder, mailboxes, replies
-from imap.commands import Append, Create, Enable, List, MailboxCommand, Rename, Select, Simple, Status
+from imap.commands import (
+    Append,
+    Create,
+    Enable,
+    GetQuota,
+    List,
+    MailboxCommand,
+    Rename,
+    Select,
+    Simple,
+    Status,
+)
 from imap.dispatch import Needs, command
 from imap.encoder import Code
 from imap.replies import Refusal, Reply
 from imap.selected import SelectedMailbox
 from mailcore.mime.precompute import summarize
-from storage import mailstore
+from storage import accounts, mailstore
 from storage.mailstore import Mailbox
 
 if TYPE_CHECKING:
@@ -140,6 +151,42 @@ async def list_(session: Session, cmd: List) -> Reply:
         session.send(encoder.list_response(attrs, mailstore.DELIMITER, box.name, kind=cmd.name))
         if cmd.status_items:
             await _send_status(session, box, cmd.status_items)
+    return replies.completed(cmd.name)
+
+
+# RFC 9208: each account has one quota root, named "", over all its mailboxes; STORAGE counts KiB.
+QUOTA_ROOT = ""
+
+
+async def _send_quota(session: Session) -> bool:
+    """The QUOTA response of the account's root; False (nothing sent) when the account has no quota."""
+    used, limit = await accounts.storage_use(session.ctx.pool, account_id(session))
+    if limit is None:
+        return False
+    kib = [encoder.Atom("STORAGE"), -(-used // 1024), limit // 1024]  # used rounded up, the limit down
+    session.send(encoder.untagged(encoder.Atom("QUOTA"), QUOTA_ROOT, kib))
+    return True
+
+
+@command("GETQUOTAROOT", needs=Needs.AUTHENTICATED)
+async def getquotaroot(session: Session, cmd: MailboxCommand) -> Reply:
+    """RFC 9208 §4.3: the mailbox's roots (ours, or none for an account without a quota), then each
+    root's QUOTA."""
+    box = await find(session, cmd.mailbox)
+    used, limit = await accounts.storage_use(session.ctx.pool, account_id(session))
+    roots: list[encoder.Value] = [] if limit is None else [QUOTA_ROOT]
+    session.send(encoder.untagged(encoder.Atom("QUOTAROOT"), encoder.Atom(encoder.mailbox(box.name)), *roots))
+    if roots:
+        await _send_quota(session)
+    return replies.completed(cmd.name)
+
+
+@command("GETQUOTA", needs=Needs.AUTHENTICATED)
+async def getquota(session: Session, cmd: GetQuota) -> Reply:
+    """RFC 9208 §4.2: the limits of a root; a root that does not exist (any but "", or "" without a
+    quota) is NO."""
+    if cmd.root != QUOTA_ROOT or not await _send_quota(session):
+        raise Refusal(replies.NO_SUCH_QUOTA_ROOT)
     return replies.completed(cmd.name)
 
 

@@ -95,6 +95,7 @@ def test_mailbox_commands() -> None:
     assert p(b"A002 SUBSCRIBE #news.comp.mail.mime").mailbox == "#news.comp.mail.mime"
     assert p(b"A002 UNSUBSCRIBE #news.comp.mail.mime").name == "UNSUBSCRIBE"
     assert p(b"G GETQUOTAROOT INBOX").mailbox == "INBOX"
+    assert p(b'G GETQUOTA ""').root == "" and p(b"G GETQUOTA &AOk-").root == "&AOk-"  # a root, not a mailbox
     assert p(b'A042 STATUS blurdybloop (UIDNEXT MESSAGES)') == Status(
         tag="A042", name="STATUS", mailbox="blurdybloop", items=("UIDNEXT", "MESSAGES"))
 
