@@ -452,6 +452,12 @@ class QueueSettings:
                                      check=_domains, factory=list)
     tls_ca_file: str = setting("", "PEM bundle of CAs trusted when TLS is verified. Empty: the system's.")
     mx_port: int = setting(25, "Port used for MX hosts (change only for tests).", _port_nonzero)
+    mta_sts: bool = setting(True, "Honour recipient domains' MTA-STS policies (RFC 8461): for a domain whose "
+                            "policy is in enforce mode, mail goes only to the MX hosts it names, over TLS verified "
+                            "for the host name, or waits (temporary failure). Domains in require_tls and "
+                            "transports are not affected.")
+    mta_sts_port: int = setting(443, "Port of the HTTPS servers MTA-STS policies are fetched from (change only "
+                                "for tests).", _port_nonzero)
     connect_timeout: float = setting(300.0, "Seconds for TCP connect plus the 220 greeting "
                                      "(RFC 5321 §4.5.3.2.1: 5 minutes).", _positive)
     command_timeout: float = setting(300.0, "Seconds for each reply to EHLO, STARTTLS, MAIL, RCPT and "

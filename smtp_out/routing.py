@@ -3,21 +3,25 @@
 Owns the routing decision (RFC 5321 §5.1): a transport from `[queue.transports]` (the domain's own, else
 '*', the smarthost) wins; otherwise MX records by preference with equal preferences shuffled, the
 implicit MX (the domain itself) when there are none, and a null MX (RFC 7505) as a permanent failure.
-Host addresses are looked up one host at a time, when that host's turn comes.
+Host addresses are looked up one host at a time, when that host's turn comes. A domain's MTA-STS policy
+(`smtp_out.mtasts`, RFC 8461 §4), when in enforce mode, keeps only the MX hosts it names and makes TLS
+to each required and verified; no host left is a temporary failure (the policy may change).
 
-DNS comes through a `DNSLookup` handed in. It opens no connections.
+DNS comes through a `DNSLookup` handed in, policies through a `Policies`. It opens no connections.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from config.settings import QueueSettings
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.mtasts import Policy
 
 TLSMode = Literal["opportunistic", "required", "implicit"]
 
@@ -43,6 +47,12 @@ class Hop:
     def key(self) -> str:
         """The destination as the breaker and the concurrency limit know it."""
         return f"{self.name}:{self.port}"
+
+
+class Policies(Protocol):
+    """Where MTA-STS policies come from (`smtp_out.mtasts.PolicySource`)."""
+
+    async def policy(self, domain: str) -> Policy | None: ...
 
 
 class RouteError(Exception):
@@ -81,8 +91,22 @@ def order_mx(records: list[tuple[int, str]], rng: random.Random | None = None) -
 
 
 async def route(domain: str, settings: QueueSettings, dns: DNSLookup | None,
-                rng: random.Random | None = None) -> list[Hop]:
+                rng: random.Random | None = None, policies: Policies | None = None) -> list[Hop]:
     """The hops to try for `domain`, in order; RouteError when there is none."""
+    hops = await _mx_route(domain, settings, dns, rng)
+    if policies is None or hops[0].via_transport or hops[0].tls != "opportunistic":
+        return hops
+    policy = await policies.policy(domain)
+    if policy is None or not policy.enforced:
+        return hops
+    allowed = [dataclasses.replace(h, tls="required") for h in hops if policy.allows(h.name)]
+    if not allowed:
+        raise RouteError(f"no MX host of {domain} is allowed by its MTA-STS policy", "4.7.5", False)
+    return allowed
+
+
+async def _mx_route(domain: str, settings: QueueSettings, dns: DNSLookup | None,
+                    rng: random.Random | None) -> list[Hop]:
     transport = settings.transports.get(domain) or settings.transports.get("*")
     if transport:
         return [parse_transport(transport)]

@@ -35,6 +35,7 @@ from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.metrics import Metrics
 from smtp_out import bounce, client
 from smtp_out.breaker import CircuitBreaker
+from smtp_out.mtasts import PolicySource
 from smtp_out.retry import Clock, backoff, utc_now
 from smtp_out.routing import Hop, RouteError, addresses, route
 from storage import dkim_keys
@@ -95,6 +96,9 @@ class Outbound:
         self.recorder = store.Recorder(pool, self.owner)  # attempts finishing together share a commit
         self.large_message = large_message
         self._large = asyncio.Semaphore(large_at_once)
+        # recipients' MTA-STS policies (RFC 8461), fetched and kept by this process
+        self.policies = (PolicySource(dns, port=self.qs.mta_sts_port, ca_file=self.qs.tls_ca_file)
+                         if dns is not None and self.qs.mta_sts else None)
 
     # --- driving ---------------------------------------------------------------------------------------
 
@@ -184,7 +188,7 @@ class Outbound:
             return DomainResult([Outcome(r.id, status, reply, code, mta) for r in rcpts])  # type: ignore[arg-type]
 
         try:
-            hops = await route(domain, self.qs, self.dns, self.rng)
+            hops = await route(domain, self.qs, self.dns, self.rng, self.policies)
         except RouteError as exc:
             return every("bounced" if exc.permanent else "deferred", exc.reply, exc.status)
         env = client.Envelope(sender=entry.sender, message=message, envid=entry.envid, ret=entry.ret,

@@ -1,0 +1,134 @@
+"""Recipients' MTA-STS policies (RFC 8461) for the outbound queue: looked up, fetched and kept.
+
+For each destination domain routed by MX: the `_mta-sts` TXT record's id through the shared resolver;
+when it names a policy not held yet (or none is held), the policy file over HTTPS from
+`mta-sts.<domain>` (port `queue.mta_sts_port`), its address from the same resolver and its certificate
+verified (with `queue.tls_ca_file` when set), no redirects, at most 64 KiB, within `FETCH_TIMEOUT`.
+A policy is kept for its max_age, in this process (a restart fetches again). A record that is gone, a
+DNS failure or a failed fetch leave a policy still held in force (RFC 8461 §5.1: that is what defeats
+an attacker who strips the record); without one, the domain has no policy.
+`smtp_out.routing` applies an enforced policy: only matching MX hosts, TLS verified for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import h11
+
+from mailcore import mtasts
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.dsn import field_value
+from smtp_out.client import tls_context
+
+log = logging.getLogger(__name__)
+
+FETCH_TIMEOUT = 20.0  # seconds for the whole HTTPS fetch (RFC 8461 §3.3 suggests no more than a minute)
+PATH = "/.well-known/mta-sts.txt"
+
+
+class FetchError(Exception):
+    """The policy file could not be had (connection, TLS, HTTP status, type, size, syntax)."""
+
+
+@dataclass(frozen=True)
+class _Held:
+    policy_id: str
+    policy: mtasts.Policy
+    until: float
+
+
+class PolicySource:
+    """The MTA-STS policies of destination domains, for one process."""
+
+    def __init__(self, dns: DNSLookup, *, port: int = 443, ca_file: str = "",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.dns = dns
+        self.port = port
+        self.ca_file = ca_file
+        self.clock = clock
+        self._held: dict[str, _Held] = {}
+        self.fetches = 0  # policy files fetched (for logs and tests)
+
+    async def policy(self, domain: str) -> mtasts.Policy | None:
+        """The policy in force for `domain`, or None."""
+        domain = domain.rstrip(".").lower()
+        held = self._held.get(domain)
+        if held is not None and held.until <= self.clock():
+            del self._held[domain]
+            held = None
+        try:
+            policy_id = mtasts.record_id(await self.dns.txt(f"_mta-sts.{domain}"))
+        except (DNSNotFound, DNSTempError):
+            policy_id = None
+        if policy_id is None or (held is not None and held.policy_id == policy_id):
+            return held.policy if held is not None else None
+        try:
+            policy = mtasts.parse_policy(await self._fetch(domain))
+        except (FetchError, ValueError) as exc:
+            log.warning("MTA-STS policy unavailable", extra={"domain": domain, "error": field_value(str(exc)),
+                                                             "held": held is not None})
+            return held.policy if held is not None else None
+        self._held[domain] = _Held(policy_id, policy, self.clock() + policy.max_age)
+        log.info("MTA-STS policy fetched", extra={"domain": domain, "mode": policy.mode, "id": policy_id})
+        return policy
+
+    async def _fetch(self, domain: str) -> str:
+        """The policy file's text; FetchError on anything but a 200 text/plain answer of sane size."""
+        host = f"mta-sts.{domain}"
+        self.fetches += 1
+        try:
+            async with asyncio.timeout(FETCH_TIMEOUT):
+                address = await self._address(host)
+                tls = await tls_context(True, self.ca_file)
+                reader, writer = await asyncio.open_connection(address, self.port, ssl=tls, server_hostname=host)
+                try:
+                    return await _get(reader, writer, host)
+                finally:
+                    writer.close()
+        except TimeoutError as exc:
+            raise FetchError(f"{host}: timed out") from exc
+        except (OSError, DNSNotFound, DNSTempError, h11.ProtocolError) as exc:
+            raise FetchError(f"{host}: {type(exc).__name__}: {exc}") from exc
+
+    async def _address(self, host: str) -> str:
+        for lookup in (self.dns.a, self.dns.aaaa):
+            try:
+                return (await lookup(host))[0]
+            except DNSNotFound:
+                continue
+        raise FetchError(f"{host} has no address")
+
+
+async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> str:
+    """One HTTP/1.1 GET of the policy path, read with h11 (the API's HTTP parser)."""
+    conn = h11.Connection(h11.CLIENT)
+    writer.write(conn.send(h11.Request(method="GET", target=PATH, headers=[
+        ("Host", host), ("User-Agent", "mailserver MTA-STS"), ("Connection", "close")])))
+    writer.write(conn.send(h11.EndOfMessage()))
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            conn.receive_data(await reader.read(16384))
+            continue
+        if isinstance(event, h11.Response):
+            if event.status_code != 200:  # RFC 8461 §3.3: no redirects, only 200
+                raise FetchError(f"{host}: HTTP {event.status_code}")
+            ctype = dict(event.headers).get(b"content-type", b"").split(b";")[0].strip().lower()
+            if ctype != b"text/plain":
+                raise FetchError(f"{host}: Content-Type {ctype.decode('latin-1')!r}, not text/plain")
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > mtasts.MAX_POLICY_SIZE:
+                raise FetchError(f"{host}: policy larger than {mtasts.MAX_POLICY_SIZE} bytes")
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FetchError(f"{host}: policy is not UTF-8") from exc
