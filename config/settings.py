@@ -157,6 +157,12 @@ class ServerSettings:
     postmaster: str = setting("", "Local account (user@domain) that receives mail to postmaster and "
                               "postmaster@ every domain. Empty: the first account created.", _mailbox)
     log_level: str = setting("info", "Log level.", _one_of("debug", "info", "warning", "error"))
+    mta_sts_mode: str = setting("testing", "The MTA-STS policy (RFC 8461) published for every hosted domain at "
+                                "https://mta-sts.<domain>/.well-known/mta-sts.txt by the HTTP API, naming "
+                                "server.hostname as the MX: testing (senders report, still deliver), enforce "
+                                "(senders deliver only over TLS verified for server.hostname) or none. "
+                                "'mailserver dns' prints the records that announce it.",
+                                _one_of("none", "testing", "enforce"))
     shutdown_grace: float = setting(10.0, "Seconds allowed for in-flight work to finish on SIGTERM.",
                                     _non_negative)
     proxy_protocol_from: list[str] = setting(

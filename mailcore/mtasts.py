@@ -9,15 +9,26 @@ Pure functions (no I/O): fetching and caching are `smtp_out.mtasts`'s.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
 MAX_AGE = 31_557_600  # RFC 8461 §3.2: max_age is at most a year
 MAX_POLICY_SIZE = 64 * 1024  # RFC 8461 §3.3: senders may refuse larger policies
 MODES = ("enforce", "testing", "none")
+PUBLISHED_MAX_AGE = 604_800  # a week: what we publish for our own domains
 
 _ID = re.compile(r"[A-Za-z0-9]{1,32}\Z")
 _FIELD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z")
+
+
+def published(mode: str, mx: list[str], max_age: int = PUBLISHED_MAX_AGE) -> tuple[str, str]:
+    """Our own policy file for `mode` and MX hosts, and the id its `_mta-sts` record carries: a digest of
+    the text, so the id changes exactly when the policy does (RFC 8461 §3.1 asks for a new id then)."""
+    lines = ["version: STSv1", f"mode: {mode}", *(f"mx: {host.rstrip('.').lower()}" for host in mx),
+             f"max_age: {max_age}"]
+    text = "".join(line + "\r\n" for line in lines)
+    return text, hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 def record_id(txt_records: list[str]) -> str | None:

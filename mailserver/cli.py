@@ -375,7 +375,7 @@ async def _dns(args: argparse.Namespace, db: Database, settings: Settings) -> No
         print(f"mailserver: warning: server.hostname is {hostname!r}, not a public name; set it before "
               "publishing these records", file=sys.stderr)
     lines = dnsrecords.domain_records(domain, hostname, [_key_record(k, i == 0) for i, k in enumerate(keys)],
-                                      endpoints_from_settings(settings))
+                                      endpoints_from_settings(settings), settings.server.mta_sts_mode)
     print("\n".join(lines))
 
 

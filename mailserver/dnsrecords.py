@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mailcore import mtasts
 from mailcore.autoconfig import Endpoints
 
 TTL = 3600
@@ -68,10 +69,24 @@ def client_records(domain: str, endpoints: Endpoints) -> list[str]:
     return out
 
 
+def mta_sts_records(domain: str, host: str, mode: str) -> list[str]:
+    """MTA-STS (RFC 8461): the `_mta-sts` record with our policy's id, and `mta-sts.<domain>`, whose
+    HTTPS server (the HTTP API) serves the policy; TLS-RPT (RFC 8460) reports to postmaster."""
+    _, policy_id = mtasts.published(mode, [host])
+    return [f"; MTA-STS (RFC 8461): senders that support it deliver to {host} only over verified TLS",
+            f";   (mode {mode}). The policy is served at https://mta-sts.{domain}/.well-known/mta-sts.txt:",
+            f";   serve the HTTP API (http.listener) on port 443 of {host}, with a certificate for mta-sts.{domain}.",
+            zone_line(f"mta-sts.{domain}", "CNAME", f"{host}."),
+            zone_line(f"_mta-sts.{domain}", "TXT", txt_strings(f"v=STSv1; id={policy_id}")),
+            "; TLS-RPT (RFC 8460): where senders report TLS failures reaching us.",
+            zone_line(f"_smtp._tls.{domain}", "TXT", txt_strings(f"v=TLSRPTv1; rua=mailto:postmaster@{domain}"))]
+
+
 def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord],
-                   endpoints: Endpoints | None = None) -> list[str]:
+                   endpoints: Endpoints | None = None, mta_sts_mode: str = "none") -> list[str]:
     """Every record a hosted domain needs, with comments, in zone-file form. With `endpoints`, also
-    the client-configuration records (`client_records`)."""
+    the client-configuration records (`client_records`); with an MTA-STS mode other than none, the
+    records announcing our policy (`mta_sts_records`)."""
     domain = domain.lower().rstrip(".")
     host = hostname.lower().rstrip(".")
     out = [f"; DNS records for {domain}: paste into its zone (TTLs are suggestions).",
@@ -90,9 +105,9 @@ def domain_records(domain: str, hostname: str, keys: Sequence[KeyRecord],
     out += ["; DMARC (RFC 7489): ask receivers to quarantine mail failing SPF and DKIM alignment, and",
             f";   to send aggregate reports to postmaster@{domain}.",
             zone_line(f"_dmarc.{domain}", "TXT",
-                      txt_strings(f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}")),
-            "; Later (not served yet): MTA-STS (_mta-sts TXT and https://mta-sts.<domain>/ policy) and",
-            "; TLS-RPT (_smtp._tls TXT)."]
+                      txt_strings(f"v=DMARC1; p=quarantine; rua=mailto:postmaster@{domain}"))]
+    if mta_sts_mode != "none":
+        out += mta_sts_records(domain, host, mta_sts_mode)
     if endpoints is not None:
         out += client_records(domain, endpoints)
     return out

@@ -1,7 +1,7 @@
-"""Unauthenticated endpoints: client autoconfiguration, health and metrics.
+"""Unauthenticated endpoints: client autoconfiguration, our MTA-STS policy, health and metrics.
 
-Autoconfig answers only for domains we host (404 otherwise), so it reveals nothing MX records do not.
-The documents themselves are built by `mailcore.autoconfig`.
+Autoconfig and MTA-STS answer only for domains we host (404 otherwise), so they reveal nothing MX
+records do not. The documents themselves are built by `mailcore.autoconfig` and `mailcore.mtasts`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import logging
 
 from fastapi import APIRouter, Query, Request, Response
 
-from mailcore import autoconfig
+from mailcore import autoconfig, mtasts
 from mailcore.address import AddressError, normalize_domain, parse_address
 from mailserver.api.context import ApiContext
 from mailserver.api.problems import Problem
@@ -89,6 +89,20 @@ async def apple_mobileconfig(request: Request,
     await _hosted(ctx, address.rpartition("@")[2])
     return Response(autoconfig.mobileconfig(ctx.endpoints, address), media_type="application/x-apple-aspen-config",
                     headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
+
+
+@router.get("/.well-known/mta-sts.txt", response_class=Response)
+async def mta_sts_policy(request: Request) -> Response:
+    """Our MTA-STS policy (RFC 8461 §3.2) for the hosted domain named by the Host, `mta-sts.<domain>`:
+    `server.mta_sts_mode`, with `server.hostname` as the one MX."""
+    ctx: ApiContext = request.app.state.ctx
+    host = (request.headers.get("host") or "").rsplit(":", 1)[0].lower()
+    if not host.startswith("mta-sts."):
+        raise Problem(404, "not an mta-sts host name")
+    await _hosted(ctx, host.removeprefix("mta-sts."))
+    server = ctx.settings.server
+    text, _ = mtasts.published(server.mta_sts_mode, [server.hostname])
+    return Response(text, media_type="text/plain; charset=utf-8")
 
 
 @router.get("/healthz")

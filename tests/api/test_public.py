@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import plistlib
 import re
+from pathlib import Path
 
+import trustme
+
+from config.settings import DNSSettings
 from mailcore.autoconfig import AUTODISCOVER_REQUEST_NS, Endpoints
-from tests.api.conftest import ALICE, BOB, Api, ApiFactory
+from mailcore.dns.resolver import Resolver
+from mailcore.mtasts import PUBLISHED_MAX_AGE, Policy, parse_policy
+from mailcore.tls import server_context
+from mailserver.dnsrecords import domain_records
+from smtp_out.mtasts import PolicySource
+from tests.api.conftest import ALICE, BOB, Api, ApiFactory, make_settings, start_api
+from tests.dnsserver import DNSTestServer
 from tests.mailcore.test_autoconfig import check_thunderbird
 
 
@@ -98,3 +108,39 @@ async def test_metrics_move_as_mail_flows(api: Api) -> None:
     assert count == 1
     assert _value(after, "mailserver_http_request_duration_seconds_count",
                   '{method="POST",route="/v1/send",status="4xx"}') == 1
+
+
+async def test_our_mta_sts_policy_is_served_for_hosted_domains(api: Api) -> None:
+    r = await api.client.get("/.well-known/mta-sts.txt", headers={"Host": "mta-sts.example.test"})
+    assert r.status_code == 200 and r.headers["content-type"] == "text/plain; charset=utf-8"
+    assert parse_policy(r.text) == Policy("testing", ("mail.example.test",), PUBLISHED_MAX_AGE)
+    for host in ("mta-sts.other.example", "example.test", "autoconfig.example.test"):
+        r = await api.client.get("/.well-known/mta-sts.txt", headers={"Host": host})
+        assert r.status_code == 404
+
+
+async def test_our_policy_as_a_sender_reads_it(db_dsn: str, tmp_path: Path) -> None:
+    """The records `mailserver dns` prints and the policy the API serves over HTTPS, read by our own
+    outbound side (smtp_out.mtasts) as any sender would: through DNS, with the certificate checked."""
+    ca = trustme.CA()
+    ca.issue_cert("mta-sts.example.test").private_key_and_cert_chain_pem.write_to_path(tmp_path / "server.pem")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls = server_context(tmp_path / "server.pem", tmp_path / "server.pem")
+    settings = make_settings(db_dsn, http={"tls": True, "allow_plaintext_basic": False},
+                             server={"mta_sts_mode": "enforce"})
+    runtime, service = await start_api(db_dsn, settings, tls=tls)
+    try:
+        lines = domain_records("example.test", "mail.example.test", [], mta_sts_mode="enforce")
+        record = next(line for line in lines if line.startswith("_mta-sts.example.test."))
+        txt = record.split("\tTXT\t", 1)[1].strip('"')
+        zone = {"_mta-sts.example.test": {"TXT": [txt]}, "mta-sts.example.test": {"A": ["127.0.0.1"]}}
+        assert "mta-sts.example.test.\t3600\tIN\tCNAME\tmail.example.test." in lines
+        with DNSTestServer(zone) as dns:
+            resolver = Resolver(DNSSettings(nameservers=[dns.host], port=dns.port, timeout=1.0))
+            source = PolicySource(resolver, port=service.port, ca_file=str(tmp_path / "ca.pem"))
+            policy = await source.policy("example.test")
+        assert policy == Policy("enforce", ("mail.example.test",), PUBLISHED_MAX_AGE)
+        assert policy.allows("mail.example.test") and not policy.allows("mx.example.test")
+    finally:
+        await service.stop(1.0)
+        await runtime.close()
