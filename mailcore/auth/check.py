@@ -81,7 +81,11 @@ _SIGNATURE_HEADERS = (b"dkim-signature", *_ARC_HEADERS)
 _EMPTY_LINE = re.compile(rb"\n\r?\n")
 # A header block dkimpy's rfc822_parse takes without MessageFormatError: a first line that is a field
 # ("name:" with printable name) or a "From " line, then lines that are also continuations (WSP first).
-_DKIMPY_BLOCK = re.compile(rb"(?:[\x21-\x7e]+:|From )[^\n]*(?:\n(?:[\t ]|[\x21-\x7e]+:|From )[^\n]*)*\n?")
+# The name stops at its first colon, as dkimpy's lazy match does: a name that may hold colons lets a
+# line like "a:a:a:a" match in as many ways as it has colons, and a block that fails at its end then
+# retries every combination of every line (exponential: ten such lines held the loop for seconds).
+_DKIMPY_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+:|From )[^\n]*"
+                           rb"(?:\n(?:[\t ]|[\x21-\x39\x3b-\x7e]+:|From )[^\n]*)*\n?")
 
 
 def _header_names(raw: bytes) -> set[bytes] | None:
@@ -105,7 +109,7 @@ def _header_names(raw: bytes) -> set[bytes] | None:
         return set()
     try:
         fields, _ = dkimpy.rfc822_parse(block)
-    except dkimpy.MessageFormatError:
+    except (dkimpy.MessageFormatError, IndexError):  # IndexError: a first line that is a continuation
         return None
     return {name.lower() for name, _ in fields}
 

@@ -5,7 +5,9 @@ Authentication-Results; DMARC reject/quarantine/none; forged results removed; DN
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -260,6 +262,41 @@ async def test_arc_broken_by_a_change_is_fail(mx) -> None:
     raw = arc_suite_message("cv_pass_i1_1").replace(b"This is a test", b"This is a changed")
     header = await deliver_and_read(server, "jqd@d1.example.org", raw)
     assert header.endswith("arc=fail")
+
+
+# --- hostile input -------------------------------------------------------------------------------------
+
+@contextlib.asynccontextmanager
+async def loop_stalls() -> AsyncIterator[list[float]]:
+    """The longest time the event loop went without running a 5 ms ticker, in [0] after the block."""
+    worst = [0.0]
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            worst[0] = max(worst[0], now - last - 0.005)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        yield worst
+    finally:
+        done.set()
+        await ticker
+
+
+async def test_colon_laden_header_lines_do_not_stall_the_loop(mx) -> None:
+    # Each "X:a:a:a:a:a:a" line could end its field name at any colon; with a line no parser takes after
+    # them, the old unsigned-message shortcut tried every combination on the loop thread (exponential).
+    server = await mx()
+    head = b"X:a:a:a:a:a:a\r\n" * 10 + b"not a header line\r\n"
+    async with loop_stalls() as worst:
+        header = await deliver_and_read(server, "a@spf-pass.example", message("a@spf-pass.example", extra=head))
+    assert "spf=pass" in header
+    assert worst[0] < 1.0
 
 
 # --- forged results ------------------------------------------------------------------------------------
