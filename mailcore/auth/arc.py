@@ -12,6 +12,7 @@ It must not decide what the result does to a message.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass, field
 
 import dkim as dkimpy
@@ -20,6 +21,7 @@ from mailcore.auth.dkim import LibraryLogger
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
 
+log = logging.getLogger(__name__)
 _liblog = LibraryLogger(__name__ + ".dkimpy")
 
 DEFAULT_LOOKUP_TIMEOUT = 10.0
@@ -62,6 +64,13 @@ def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
         cv, details, reason = dkimpy.arc_verify(raw, logger=_liblog, dnsfunc=lookup, minkey=minkey)
     except dkimpy.MessageFormatError as exc:
         return ARCResult("fail", f"message unparsable: {exc}")
+    except Exception as exc:  # noqa: BLE001 - dkimpy on hostile input, see below
+        # dkimpy raises more than its own exceptions on hostile ARC sets: IndexError for an AMS whose
+        # i= it cannot find again in the raw field ("i=1" last, or no space before it) or a first
+        # header line that is a continuation; ValueError (binascii.Error, int() of over 4300 digits)
+        # for b=, bh=, x=, t= values. A chain that cannot be processed is a failed chain.
+        log.debug("dkimpy failed on an ARC chain", exc_info=exc)
+        return ARCResult("fail", "ARC set could not be processed")
     instances = max((d.get("instance", 0) for d in details), default=0)
     domains = tuple(d.get("as-domain", b"").decode("ascii", "replace") if isinstance(d.get("as-domain"), bytes)
                     else str(d.get("as-domain", "")) for d in details)

@@ -68,6 +68,13 @@ ALGORITHMS = MappingProxyType({"rsa": "rsa-sha256", "rsa-sha256": "rsa-sha256",
               "ed25519": "ed25519-sha256", "ed25519-sha256": "ed25519-sha256"})
 
 
+# What a signature gets when dkimpy raises something other than its own exceptions on it: it does on
+# hostile tag values (x= or t= of over 4300 digits: int() refuses them; b= or bh= with bad base64
+# padding: binascii.Error). The signature cannot be processed: neutral (RFC 8601 §2.7.1), never a
+# crash of the whole check.
+_LIBRARY_FAILURE = "signature could not be processed"
+
+
 @dataclass(frozen=True)
 class DKIMResult:
     """The outcome for one DKIM-Signature header (in header order)."""
@@ -134,8 +141,8 @@ def _verify_all(raw: bytes, dnsfunc: Any, minkey: int) -> list[DKIMResult]:
     """Runs in the worker thread."""
     try:
         verifier = dkimpy.DKIM(raw, logger=_liblog, minkey=minkey)
-    except dkimpy.MessageFormatError as exc:
-        return [DKIMResult("permerror", reason=f"message header unparsable: {exc}")]
+    except (dkimpy.MessageFormatError, IndexError) as exc:  # IndexError: the first line is a continuation
+        return [DKIMResult("permerror", reason=f"message header unparsable: {exc or 'continuation first'}")]
     signatures = [value for name, value in verifier.headers if name.lower() == b"dkim-signature"]
     if not signatures:
         return [DKIMResult("none", reason="message not signed")]
@@ -166,6 +173,9 @@ def _verify_all(raw: bytes, dnsfunc: Any, minkey: int) -> list[DKIMResult]:
             result, reason = "neutral", str(exc)
         except dkimpy.DKIMException as exc:
             result, reason = "permerror", str(exc) or type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - dkimpy on hostile tags: see _LIBRARY_FAILURE
+            log.debug("dkimpy failed on a signature", exc_info=exc)
+            result, reason = "neutral", _LIBRARY_FAILURE
         results.append(DKIMResult(result, reason=reason, **info))
     return results
 

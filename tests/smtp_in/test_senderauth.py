@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
@@ -297,6 +298,22 @@ async def test_colon_laden_header_lines_do_not_stall_the_loop(mx) -> None:
         header = await deliver_and_read(server, "a@spf-pass.example", message("a@spf-pass.example", extra=head))
     assert "spf=pass" in header
     assert worst[0] < 1.0
+
+
+async def test_hostile_dkim_tag_is_recorded_not_a_crash(mx) -> None:
+    # dkimpy raised binascii.Error on bh= with bad padding: the whole check failed (451, a traceback)
+    server = await mx()
+    raw = re.sub(rb"bh=[^;]*;", b"bh=a===;", signed(message("a@signed.example"), "signed.example", "s1", RSA_PEM),
+                 count=1)
+    header = await deliver_and_read(server, "a@signed.example", raw)
+    assert 'dkim=neutral reason="signature could not be processed" header.d=signed.example' in header
+
+
+async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:
+    server = await mx()
+    raw = re.sub(rb"bh=[^;]*;", b"bh=a===;", arc_suite_message("cv_pass_i1_1"), count=1)
+    header = await deliver_and_read(server, "jqd@d1.example.org", raw)
+    assert header.endswith("arc=fail")
 
 
 # --- forged results ------------------------------------------------------------------------------------

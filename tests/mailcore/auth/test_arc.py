@@ -3,6 +3,7 @@ layer (`verify_arc` with a `FakeResolver` holding each scenario's txt-records)."
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 
 from mailcore.auth.arc import ARCResult, verify_arc
 from mailcore.dns.fake import FakeResolver
+from mailcore.lineends import normalize_crlf
 from tests.mailcore.auth.vectors import DATA, read_mail_auth
 from tests.mailcore.conftest import resolver_for
 
@@ -90,3 +92,29 @@ async def test_missing_and_unreachable_keys_fail(dns_server) -> None:
     assert "temporary DNS failure" in slow.reason
     server_ok = dns_server(records)
     assert (await verify_arc(resolver_for(server_ok), message)).result == "pass"
+
+
+def _suite_pass_message() -> tuple[dict[str, Any], bytes]:
+    with SUITE.open("rb") as fp:
+        scenario = next(yaml.safe_load_all(fp))
+    records = {name: {"TXT": [value]} for name, value in scenario["txt-records"].items()}
+    return records, normalize_crlf(scenario["tests"]["cv_pass_i1_1"]["message"].encode())
+
+
+def _ams_i_last(raw: bytes) -> bytes:
+    """The AMS's i=1 moved to the end without its ';': dkimpy cannot find the raw field again."""
+    raw = re.sub(rb"(ARC-Message-Signature:(?:.|\r\n\s)*?)\bi=1;", rb"\1", raw, count=1)
+    return raw.replace(b"ARC-Message-Signature:", b"ARC-Message-Signature: i=1 ;", 1)
+
+
+@pytest.mark.parametrize(("case", "change"), [
+    ("continuation first", lambda raw: b" folded\r\n" + raw),                       # IndexError
+    ("AMS i= not found again", _ams_i_last),                                          # IndexError
+    ("x= of 5000 digits", lambda raw: raw.replace(b"cv=none;", b"cv=none; x=" + b"9" * 5000 + b";")),
+    ("bh= bad padding", lambda raw: re.sub(rb"bh=[^;]*;", b"bh=a===;", raw, count=1)),  # binascii.Error
+], ids=lambda value: value if isinstance(value, str) else "")
+async def test_hostile_arc_sets_fail_not_crash(case: str, change: Any) -> None:
+    records, raw = _suite_pass_message()
+    assert (await verify_arc(FakeResolver(records), raw)).result == "pass"
+    result = await verify_arc(FakeResolver(records), change(raw))
+    assert (result.result, result.reason) == ("fail", "ARC set could not be processed")

@@ -126,6 +126,7 @@ async def test_unusable_from_is_a_dmarc_permerror(raw: bytes) -> None:
     # dkimpy refuses this block: its verdicts (not a shortcut's "none") are what gets reported
     (b"From: Alice <alice@example.test>\r\nnot a header line\r\n", "permerror", "fail"),
     (b"From: Alice <alice@example.test>\r\nBad Name: x\r\n", "permerror", "fail"),
+    (b" folded first line\r\nFrom: Alice <alice@example.test>\r\n", "permerror", "fail"),
     (b"From Alice Mon Jan  1 00:00:00 2024\r\nFrom: Alice <alice@example.test>\r\n", "none", "none"),
     (b"From: Alice <alice@example.test>\r\nARC-Seal: i=1; cv=none\r\n", "none", "fail"),
     (b"From: Alice <alice@example.test>\r\nDKIM-Signature: v=1\r\n", "neutral", "none"),

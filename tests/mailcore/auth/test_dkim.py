@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import threading
 
 import pytest
@@ -271,3 +272,31 @@ def test_public_record_matches_generated_key(rsa_key: tuple[str, str]) -> None:
     assert public_record(pem) == txt
     ed_pem, ed_txt = generate_key("ed25519")
     assert public_record(ed_pem) == ed_txt and ed_txt.startswith("v=DKIM1; k=ed25519; p=")
+
+
+def _tampered(pattern: bytes, replacement: bytes) -> bytes:
+    """dkimpy's RSA-signed RFC 6376 example with its RSA signature's tags changed."""
+    message = (DKIMPY / "rfc6376.signed.msg").read_bytes()
+    start = message.index(b"DKIM-Signature: v=1; a=rsa-sha256")
+    end = message.index(b"\nFrom: ", start)
+    signature = re.sub(pattern, replacement, message[start:end], count=1)
+    return message[:start] + signature + message[end:]
+
+
+@pytest.mark.parametrize(("pattern", "replacement"), [
+    (rb"d=", b"x=" + b"9" * 5000 + b"; d="),           # int() refuses over 4300 digits: ValueError
+    (rb"t=\d+", b"t=" + b"1" * 5000),
+    (rb"bh=[^;]*;", b"bh=a===;"),                      # binascii.Error once the key is found
+    (rb" b=[^;]*$", b" b=a==="),
+], ids=["x-digits", "t-digits", "bh-padding", "b-padding"])
+async def test_hostile_tag_values_are_neutral_not_a_crash(pattern: bytes, replacement: bytes) -> None:
+    results = await verify_dkim(FakeResolver(FOOTBALL), _tampered(pattern, replacement))
+    assert [(r.result, r.selector) for r in results] == [("pass", "brisbane"), ("neutral", "test")]
+    assert results[1].reason == "signature could not be processed"
+
+
+async def test_header_block_starting_with_a_continuation_is_permerror() -> None:
+    # dkimpy's parser appends a continuation to the previous field: for the first line, an IndexError.
+    message = b" folded\r\n" + (DKIMPY / "rfc6376.signed.msg").read_bytes()
+    [result] = await verify_dkim(FakeResolver(FOOTBALL), message)
+    assert result.result == "permerror" and "unparsable" in result.reason
