@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import dkim as dkimpy
 
-from mailcore.auth.dkim import LibraryLogger
+from mailcore.auth.dkim import LibraryLogger, rsa_key_too_costly
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
 
@@ -45,6 +45,7 @@ class _KeyLookup:
         self.bridge = bridge
         self.resolver = resolver
         self.temporary: list[str] = []
+        self.refused: list[str] = []  # keys too costly to verify with (mailcore.auth.dkim.MAX_RSA_BITS)
 
     def __call__(self, name: bytes | str, timeout: float = 5) -> bytes | None:
         qname = (name.decode("ascii", "replace") if isinstance(name, bytes) else name).rstrip(".")
@@ -55,7 +56,16 @@ class _KeyLookup:
         except DNSTempError as exc:
             self.temporary.append(qname)
             raise dkimpy.DnsTimeoutError(str(exc)) from exc
-        return records[0].encode("utf-8", "replace")
+        record = records[0].encode("utf-8", "replace")
+        try:
+            pk, _size, ktag, _tlsrpt = dkimpy.evaluate_pk(qname, record)
+        except Exception:  # noqa: BLE001 - unusable keys are dkimpy's to report when it parses them again
+            return record
+        too_costly = rsa_key_too_costly(pk, ktag)
+        if too_costly:
+            self.refused.append(f"{qname}: {too_costly}")
+            return None  # dkimpy: no usable key -> that signature does not validate
+        return record
 
 
 def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
@@ -81,6 +91,8 @@ def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
     text = str(reason)
     if lookup.temporary:
         text += f" (temporary DNS failure for {', '.join(lookup.temporary)})"
+    if lookup.refused:
+        text += f" (key refused: {', '.join(lookup.refused)})"
     # cv None from dkimpy: an ARC-Seal with cv=fail terminates the chain: it is a failed chain.
     return ARCResult("fail", text, instances, domains)
 

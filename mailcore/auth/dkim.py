@@ -58,6 +58,12 @@ _liblog = LibraryLogger(__name__ + ".dkimpy")
 
 DEFAULT_LOOKUP_TIMEOUT = 10.0
 MIN_RSA_BITS = 1024  # RFC 8301 §3.2
+# dkimpy verifies RSA with Python's pow(), which holds the GIL for the whole exponentiation: its cost
+# grows with the exponent's length times the modulus's length squared, so a key published with a long
+# public exponent stalls the event loop thread too (a 16384-bit modulus with a 4096-bit exponent: 3 s).
+# Bounds as OpenSSL's: OPENSSL_RSA_MAX_MODULUS_BITS and RSA_MAX_PUBEXP_BITS. Real keys use e=65537.
+MAX_RSA_BITS = 16384
+MAX_RSA_EXPONENT_BITS = 64
 
 # Signed when present; From is signed once more than it occurs so no From can be added (RFC 6376 §8.15).
 SIGNED_HEADERS = ("From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To", "In-Reply-To",
@@ -115,10 +121,24 @@ def _lookup_key(bridge: LoopBridge, resolver: DNSLookup, name: bytes | str, time
         raise _KeyInvalid(f"unusable key at {qname}: {exc}") from exc
     if pk is None:
         raise _KeyInvalid(f"key at {qname} is not for email")
+    too_costly = rsa_key_too_costly(pk, _ktag)
+    if too_costly:
+        raise _KeyInvalid(f"key at {qname} refused: {too_costly}")
     allowed = _tags(record).get(b"h")
     if allowed is not None and hash_name not in {h.strip().lower() for h in allowed.split(b":")}:
         raise _KeyInvalid(f"key at {qname} does not allow {hash_name.decode()} (h=)")
     return record
+
+
+def rsa_key_too_costly(pk: Any, ktag: bytes | None) -> str:
+    """Why dkimpy must not verify with this parsed key (see MAX_RSA_BITS), or "" when it may."""
+    if ktag != b"rsa" or not isinstance(pk, dict):
+        return ""
+    if pk["modulus"].bit_length() > MAX_RSA_BITS:
+        return f"RSA modulus over {MAX_RSA_BITS} bits"
+    if pk["publicExponent"].bit_length() > MAX_RSA_EXPONENT_BITS:
+        return f"RSA public exponent over {MAX_RSA_EXPONENT_BITS} bits"
+    return ""
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:

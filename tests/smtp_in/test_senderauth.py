@@ -27,6 +27,7 @@ from mailcore.dns.resolver import Resolver
 from mailcore.lineends import normalize_crlf
 from smtp_in.senderauth import SenderAuthentication
 from tests.dnsserver import DNSTestServer
+from tests.mailcore.auth.vectors import rsa_key_record
 from tests.smtp_in.harness import HOSTNAME, OTHER, USER, Server, make_settings, start_server
 from tests.smtp_in.test_mx import code, inbox
 
@@ -51,6 +52,8 @@ ZONE: dict[str, dict[str, Any]] = {
     "signed.example": {"TXT": ["v=spf1 -all"]},
     "s1._domainkey.signed.example": {"TXT": [RSA_TXT]},
     "ed._domainkey.signed.example": {"TXT": [ED_TXT]},
+    # a hostile zone's key: a 16384-bit modulus with a 4096-bit public exponent (Python's pow: ~3 s)
+    "fat._domainkey.signed.example": {"TXT": [rsa_key_record(16384, 4096)]},
     # DMARC
     "reject.example": {"TXT": ["v=spf1 -all"]},
     "_dmarc.reject.example": {"TXT": ["v=DMARC1; p=reject"]},
@@ -307,6 +310,17 @@ async def test_hostile_dkim_tag_is_recorded_not_a_crash(mx) -> None:
                  count=1)
     header = await deliver_and_read(server, "a@signed.example", raw)
     assert 'dkim=neutral reason="signature could not be processed" header.d=signed.example' in header
+
+
+async def test_key_with_a_huge_exponent_is_refused_without_stalling_the_loop(mx) -> None:
+    # dkimpy verifies RSA with pow(), which holds the GIL: the worker thread stalled the loop for seconds.
+    server = await mx()
+    raw = signed(message("a@signed.example"), "signed.example", "s1", RSA_PEM).replace(b"s=s1;", b"s=fat;", 1)
+    async with loop_stalls() as worst:
+        header = await deliver_and_read(server, "a@signed.example", raw)
+    assert worst[0] < 1.0
+    assert ('dkim=permerror reason="key at fat._domainkey.signed.example refused: RSA public exponent over 64 bits"'
+            in header)
 
 
 async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:

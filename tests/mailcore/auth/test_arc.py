@@ -12,7 +12,7 @@ import yaml
 from mailcore.auth.arc import ARCResult, verify_arc
 from mailcore.dns.fake import FakeResolver
 from mailcore.lineends import normalize_crlf
-from tests.mailcore.auth.vectors import DATA, read_mail_auth
+from tests.mailcore.auth.vectors import DATA, read_mail_auth, rsa_key_record
 from tests.mailcore.conftest import resolver_for
 
 SUITE = DATA / "arc" / "arc-draft-validation-tests.yml"
@@ -118,3 +118,11 @@ async def test_hostile_arc_sets_fail_not_crash(case: str, change: Any) -> None:
     assert (await verify_arc(FakeResolver(records), raw)).result == "pass"
     result = await verify_arc(FakeResolver(records), change(raw))
     assert (result.result, result.reason) == ("fail", "ARC set could not be processed")
+
+
+async def test_seal_key_too_costly_to_verify_with_fails_the_chain() -> None:
+    records, raw = _suite_pass_message()
+    hostile = {name: {"TXT": [rsa_key_record(2048, 65)]} for name in records}
+    result = await verify_arc(FakeResolver(hostile), raw)
+    assert result.result == "fail"
+    assert "key refused: dummy._domainkey.example.org: RSA public exponent over 64 bits" in result.reason

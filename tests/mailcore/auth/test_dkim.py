@@ -10,10 +10,18 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from mailcore.auth.dkim import DKIMResult, generate_key, sign_message, verify_dkim
+from mailcore.auth.dkim import (
+    MAX_RSA_BITS,
+    MAX_RSA_EXPONENT_BITS,
+    DKIMResult,
+    generate_key,
+    rsa_key_too_costly,
+    sign_message,
+    verify_dkim,
+)
 from mailcore.dns.fake import FakeResolver
 from mailcore.lineends import normalize_crlf
-from tests.mailcore.auth.vectors import DATA, read_mail_auth
+from tests.mailcore.auth.vectors import DATA, read_mail_auth, rsa_key_record
 from tests.mailcore.conftest import resolver_for
 
 DKIMPY = DATA / "dkim" / "dkimpy"
@@ -300,3 +308,20 @@ async def test_header_block_starting_with_a_continuation_is_permerror() -> None:
     message = b" folded\r\n" + (DKIMPY / "rfc6376.signed.msg").read_bytes()
     [result] = await verify_dkim(FakeResolver(FOOTBALL), message)
     assert result.result == "permerror" and "unparsable" in result.reason
+
+
+@pytest.mark.parametrize(("record", "why"), [
+    (rsa_key_record(2048, 65), "RSA public exponent over 64 bits"),
+    (rsa_key_record(16392, 17), "RSA modulus over 16384 bits"),
+])
+async def test_keys_too_costly_to_verify_with_are_refused(record: str, why: str) -> None:
+    """dkimpy's RSA is Python's pow(), which holds the GIL: a long exponent stalls the loop thread."""
+    records = {**FOOTBALL, "test._domainkey.football.example.com": {"TXT": [record]}}
+    results = await verify_dkim(FakeResolver(records), (DKIMPY / "rfc6376.signed.msg").read_bytes())
+    assert [r.result for r in results] == ["pass", "permerror"]
+    assert results[1].reason == f"key at test._domainkey.football.example.com refused: {why}"
+
+
+def test_usual_keys_still_verify_at_the_bounds() -> None:
+    assert rsa_key_too_costly({"modulus": 1 << (MAX_RSA_BITS - 1), "publicExponent": 65537}, b"rsa") == ""
+    assert rsa_key_too_costly({"modulus": 3, "publicExponent": 1 << (MAX_RSA_EXPONENT_BITS - 1)}, b"rsa") == ""
