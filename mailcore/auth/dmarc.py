@@ -95,7 +95,9 @@ class DMARCResult:
     record: DMARCRecord | None = None
 
 
-_TAG = re.compile(r"^\s*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(.*?)\s*$", re.S)
+# RFC 7489 §6.4 tag names. The value is what follows "=", stripped: a pattern ending "(.*?)\s*$" did the
+# same but was quadratic in a run of spaces (a 60 KB record from the From domain's zone: 20 s on the loop).
+_TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
 def _uris(value: str) -> tuple[str, ...]:
@@ -113,10 +115,11 @@ def parse_record(text: str) -> DMARCRecord:
     for index, part in enumerate(parts):
         if not part.strip():
             continue
-        match = _TAG.match(part)
-        if not match:
-            raise DMARCSyntaxError(f"malformed tag {part.strip()!r}")
-        name, value = match.group(1).lower(), match.group(2)
+        name, equals, value = part.partition("=")
+        name = name.strip()
+        if not equals or not _TAG_NAME.fullmatch(name):
+            raise DMARCSyntaxError(f"malformed tag {part.strip()[:40]!r}")
+        name, value = name.lower(), value.strip()
         if index == 0 and name != "v":
             raise DMARCSyntaxError("v= must be the first tag")
         tags.setdefault(name, value)

@@ -62,6 +62,8 @@ ZONE: dict[str, dict[str, Any]] = {
     "none.example": {"TXT": [f"v=spf1 {HERE} -all"]},
     "mail.none.example": {"TXT": [f"v=spf1 {HERE} -all"]},
     "_dmarc.none.example": {"TXT": ["v=DMARC1; p=none"]},
+    "spaces.example": {"TXT": ["v=spf1 -all"]},
+    "_dmarc.spaces.example": {"TXT": ["v=DMARC1; p=quarantine; x=a" + " " * 30_000 + "b"]},  # over TCP
     "s1._domainkey.reject.example": {"TXT": [RSA_TXT]},
     # ARC sealer of the suite's messages
     **{name: {"TXT": [value]} for name, value in ARC_SUITE["txt-records"].items()},
@@ -321,6 +323,15 @@ async def test_key_with_a_huge_exponent_is_refused_without_stalling_the_loop(mx)
     assert worst[0] < 1.0
     assert ('dkim=permerror reason="key at fat._domainkey.signed.example refused: RSA public exponent over 64 bits"'
             in header)
+
+
+async def test_dmarc_record_with_a_long_run_of_spaces_does_not_stall_the_loop(mx) -> None:
+    # The record parser's tag pattern was quadratic in a run of spaces: ~6 s on the loop for 30,000.
+    server = await mx(enforce=True)
+    async with loop_stalls() as worst:
+        header = await deliver_and_read(server, "x@spaces.example", message("ceo@spaces.example"), "Junk")
+    assert worst[0] < 1.0
+    assert "dmarc=fail (p=quarantine dis=quarantine) header.from=spaces.example" in header
 
 
 async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:
