@@ -32,11 +32,14 @@ def _value(text: str) -> str:
 
 
 def _comment(text: str) -> str:
-    text = safe_header_value(text).strip()
+    """A comment (RFC 5322 §3.2.2) of at most 200 characters of `text`, cut before escaping: a cut after
+    it could keep the backslash of an escaped "(" and lose the "(", leaving "\\" to escape the closing
+    ")", so that everything after it (DKIM, DMARC) was inside an unclosed comment."""
+    text = safe_header_value(text).strip()[:200]
     if not text:
         return ""
     escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")  # each of ( ) \ gets a \
-    return f" ({escaped[:200]})"
+    return f" ({escaped})"
 
 
 def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequence[DKIMResult],

@@ -16,6 +16,33 @@ DMARC = DMARCResult("pass", "none", "example.test", "example.test", "aligned", "
                     record=DMARCRecord(p="reject"))
 
 
+def outside_comments(value: str) -> str:
+    """`value` with its comments (RFC 5322 §3.2.2, nested, with quoted-pairs) removed and runs of spaces
+    made one; quoted-strings kept. Fails when a comment or quoted-string is left open: the rest of the field would be lost in it."""
+    out: list[str] = []
+    depth, quoted, i = 0, False, 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and (depth or quoted):
+            if depth == 0:
+                out.append(value[i:i + 2])
+            i += 2
+            continue
+        if quoted:
+            quoted = char != '"'
+            out.append(char)
+        elif char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif depth == 0:
+            quoted = char == '"'
+            out.append(char)
+        i += 1
+    assert depth == 0 and not quoted, f"unclosed comment or quoted-string in {value!r}"
+    return " ".join("".join(out).split())
+
+
 def test_all_pass() -> None:
     value = authentication_results("mx.ours.test", SPF, DKIM, DMARC, ARCResult("none"),
                                    mail_from="alice@example.test", helo="client.example.test")
@@ -102,3 +129,16 @@ def test_comment_escapes_its_delimiters(comment: str, shown: str) -> None:
     """RFC 5322 §3.2.2: inside a comment, ( ) and \\ are quoted-pairs, so peer text cannot end it."""
     value = authentication_results("mx.ours.test", SPFResult("none", "a.test", "", comment), [], None, None)
     assert f"spf=none {shown} smtp.helo=a.test" in value
+
+
+@pytest.mark.parametrize("length", range(190, 215))
+@pytest.mark.parametrize("char", ["(", ")", "\\"])
+def test_long_comments_stay_closed(char: str, length: int) -> None:
+    """A comment is cut to 200 characters before escaping: cut after, it could end in the backslash of an
+    escaped "(", which then escaped the closing ")" and hid every later result in the comment."""
+    helo = char * length
+    value = authentication_results(
+        "mx.ours.test", SPF, DKIM, DMARC, None, mail_from="a@example.test", helo=helo,
+        helo_spf=SPFResult("none", helo, "", f"192.0.2.1 is neither permitted nor denied by domain of {helo}",
+                           identity="helo"))
+    assert "dmarc=pass header.from=example.test" in outside_comments(value)
