@@ -95,19 +95,35 @@ def header_field(value: str) -> bytes:
     return f"{FIELD}: {folded}\r\n".encode()
 
 
+def _skip_cfws(value: str, i: int) -> int:
+    """The index of the first character at or after `i` that is neither white space nor in a comment
+    (RFC 5322 §3.2.2: nested, with quoted-pairs). One pass: removing innermost comments again and again
+    was quadratic in the nesting depth (a forged field of 15,000 nested comments: seconds on the loop)."""
+    depth = 0
+    while i < len(value):
+        char = value[i]
+        if depth and char == "\\":
+            i += 2
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth and not char.isspace():
+            return i
+        i += 1
+    return i
+
+
 def _authserv_id(value: str) -> str:
-    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2), comments removed."""
-    text = value
-    while True:
-        stripped = re.sub(r"\((?:[^()\\]|\\.)*\)", " ", text)
-        if stripped == text:
-            break
-        text = stripped
-    text = text.strip()
+    """The authserv-id of an Authentication-Results value (RFC 8601 §2.2): after any CFWS, a quoted-string
+    or the text up to white space, ';' or a comment."""
+    start = _skip_cfws(value, 0)
+    text = value[start:]
     if text.startswith('"'):
         match = re.match(r'"((?:[^"\\]|\\.)*)"', text)
         return re.sub(r"\\(.)", r"\1", match.group(1)) if match else ""
-    return re.split(r"[\s;]", text, maxsplit=1)[0]
+    return re.split(r"[\s;(]", text, maxsplit=1)[0]
 
 
 def remove_own_results(raw: bytes, authserv_id: str) -> bytes:

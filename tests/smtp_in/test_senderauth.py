@@ -361,6 +361,19 @@ async def test_forged_results_with_our_authserv_id_removed(mx) -> None:
                            + message("a@spf-fail.example"))
 
 
+async def test_forged_results_behind_deeply_nested_comments_removed_without_stalling_the_loop(mx) -> None:
+    # Finding the authserv-id removed innermost comments again and again: quadratic in the depth.
+    server = await mx()
+    nested = "(" * 15_000 + ")" * 15_000
+    folded = "\r\n ".join(nested[i:i + 900] for i in range(0, len(nested), 900))
+    forged = f"Authentication-Results: {folded} {HOSTNAME}; dmarc=pass header.from=reject.example\r\n".encode()
+    async with loop_stalls() as worst:
+        assert await send(server, "a@spf-fail.example", message("a@spf-fail.example", extra=forged)) == (250, "2.0.0")
+    assert worst[0] < 1.0
+    (stored,) = await inbox(server.pool, USER)
+    assert b"((((" not in stored and b"dmarc=pass" not in stored
+
+
 async def test_submission_strips_forgeries_and_adds_no_verdict(pool: asyncpg.Pool, accounts_ids: dict[str, int],
                                                                dns: DNSTestServer, tmp_path: Path,
                                                                server_tls, client_tls) -> None:

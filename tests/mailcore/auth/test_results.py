@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from mailcore.auth.arc import ARCResult
@@ -105,6 +107,26 @@ def test_remove_own_results() -> None:
                    b"ARC-Authentication-Results: i=1; mx.ours.test; spf=pass\r\n"
                    b"From: a@example.test\r\n\r\n"
                    b"Authentication-Results: mx.ours.test; in the body stays\r\n")
+
+
+@pytest.mark.parametrize(("value", "ours"), [
+    ("((nested (comments)) \\) ) mx.ours.test; dmarc=pass", True),
+    ("mx.ours.test(comment); dmarc=pass", True),
+    ("(unclosed mx.ours.test; dmarc=pass", False),
+    ("(a) (b)\t mx.ours.test.evil.test; dmarc=pass", False),
+])
+def test_authserv_id_after_comments(value: str, ours: bool) -> None:
+    raw = f"Authentication-Results: {value}\r\nFrom: a@example.test\r\n\r\nbody\r\n".encode()
+    assert (remove_own_results(raw, "mx.ours.test") == raw[raw.index(b"From:"):]) is ours
+
+
+def test_authserv_id_is_linear_in_comment_depth() -> None:
+    depth = 15_000
+    raw = (b"Authentication-Results: " + b"(" * depth + b")" * depth + b" mx.ours.test; dmarc=pass\r\n"
+           b"From: a@example.test\r\n\r\n")
+    started = time.perf_counter()
+    assert remove_own_results(raw, "mx.ours.test") == b"From: a@example.test\r\n\r\n"
+    assert time.perf_counter() - started < 0.5
 
 
 @pytest.mark.parametrize("raw", [b"", b"From: a\n\nbody", b"no header block at all"])
