@@ -23,12 +23,35 @@ FIELD = "Authentication-Results"
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~@]+$")
 
 
+# A peer's value longer than this (a DKIM d= folded over thousands of lines, a 60 KB MAIL FROM) is cut
+# and marked "...": no real domain (253), path (256, RFC 5321 §4.5.3.1.3) or selector needs more.
+MAX_VALUE = 256
+# The whole value stays under this: smtp_in cuts the field at 4000 characters, which lost DMARC's and
+# ARC's results after a few long DKIM results. DKIM results that do not fit are summed up in one.
+MAX_LENGTH = 3800
+
+
 def _value(text: str) -> str:
-    """A property value: as is when it is token-like, else an RFC 2045 quoted-string."""
+    """A property value: as is when it is token-like, else an RFC 2045 quoted-string; cut to MAX_VALUE."""
     text = safe_header_value(text).strip()
-    if text and _TOKEN.match(text):
+    if len(text) > MAX_VALUE:
+        text = text[:MAX_VALUE] + "..."
+    elif text and _TOKEN.match(text):
         return text
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dkim_part(result: DKIMResult) -> str:
+    """One DKIM result with its reason (unless a pass) and header.d/i/s/a properties."""
+    if result.result == "none":
+        return "dkim=none"
+    text = f"dkim={result.result}"
+    if result.result != "pass" and result.reason:
+        text += f" reason={_value(result.reason[:120])}"
+    props = [("header.d", result.domain), ("header.s", result.selector), ("header.a", result.algorithm)]
+    if result.identity:
+        props.insert(1, ("header.i", result.identity))
+    return text + "".join(f" {name}={_value(value)}" for name, value in props if value)
 
 
 def _comment(text: str) -> str:
@@ -60,20 +83,7 @@ def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequen
         parts.append(f"spf={spf.result}{_comment(spf.smtp_comment)} {prop}")
     if helo_spf is not None and helo:
         parts.append(f"spf={helo_spf.result}{_comment(helo_spf.smtp_comment)} smtp.helo={_value(helo)}")
-    if not dkim:
-        parts.append("dkim=none")
-    for result in dkim:
-        if result.result == "none":
-            parts.append("dkim=none")
-            continue
-        text = f"dkim={result.result}"
-        if result.result != "pass" and result.reason:
-            text += f" reason={_value(result.reason[:120])}"
-        props = [("header.d", result.domain), ("header.s", result.selector), ("header.a", result.algorithm)]
-        if result.identity:
-            props.insert(1, ("header.i", result.identity))
-        text += "".join(f" {name}={_value(value)}" for name, value in props if value)
-        parts.append(text)
+    dkim_at = len(parts)
     if dmarc is not None:
         text = f"dmarc={dmarc.result}"
         if dmarc.record is not None:
@@ -86,7 +96,23 @@ def authentication_results(authserv_id: str, spf: SPFResult | None, dkim: Sequen
         parts.append(text)
     if arc is not None:
         parts.append(f"arc={arc.result}")
+    parts[dkim_at:dkim_at] = _dkim_parts(dkim, MAX_LENGTH - len("; ".join(parts)))
     return "; ".join(parts)
+
+
+def _dkim_parts(dkim: Sequence[DKIMResult], room: int) -> list[str]:
+    """The DKIM results, in order, as many as fit in `room` characters; the rest summed up in one."""
+    if not dkim:
+        return ["dkim=none"]
+    shown: list[str] = []
+    for index, result in enumerate(dkim):
+        part = _dkim_part(result)
+        rest = len(dkim) - index - 1
+        if len(part) + 2 > room - (60 if rest else 0):
+            return [*shown, f'dkim=policy reason="{len(dkim) - index} more results not shown"']
+        shown.append(part)
+        room -= len(part) + 2
+    return shown
 
 
 def header_field(value: str) -> bytes:

@@ -334,6 +334,26 @@ async def test_dmarc_record_with_a_long_run_of_spaces_does_not_stall_the_loop(mx
     assert "dmarc=fail (p=quarantine dis=quarantine) header.from=spaces.example" in header
 
 
+def _copies_of_the_signature(raw: bytes) -> bytes:
+    signature = raw[:raw.index(b"\r\nFrom: ") + 2]
+    return signature * 200 + raw[len(signature):]
+
+
+def _long_folded_domain(raw: bytes) -> bytes:
+    return raw.replace(b"d=signed.example;", b"d=" + b"\r\n " .join([b"x" * 70] * 80) + b".signed.example;", 1)
+
+
+@pytest.mark.parametrize("change", [_copies_of_the_signature, _long_folded_domain])
+async def test_dmarc_and_arc_results_survive_many_or_long_dkim_results(mx, change: Callable[[bytes], bytes]) -> None:
+    # 200 DKIM results (each one verified), or a d= folded over 80 lines, made the field longer than the
+    # 4000 characters smtp_in keeps: DMARC's and ARC's results were cut off.
+    server = await mx()
+    raw = change(signed(message("a@none.example"), "signed.example", "s1", RSA_PEM))
+    header = await deliver_and_read(server, "a@none.example", raw)
+    assert header.endswith("dmarc=pass (p=none) header.from=none.example; arc=none")
+    assert header.count("dkim=") <= 6
+
+
 async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:
     server = await mx()
     raw = re.sub(rb"bh=[^;]*;", b"bh=a===;", arc_suite_message("cv_pass_i1_1"), count=1)

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from mailcore.auth.dkim import (
     MAX_RSA_BITS,
     MAX_RSA_EXPONENT_BITS,
+    MAX_SIGNATURES,
     DKIMResult,
     generate_key,
     rsa_key_too_costly,
@@ -325,3 +326,16 @@ async def test_keys_too_costly_to_verify_with_are_refused(record: str, why: str)
 def test_usual_keys_still_verify_at_the_bounds() -> None:
     assert rsa_key_too_costly({"modulus": 1 << (MAX_RSA_BITS - 1), "publicExponent": 65537}, b"rsa") == ""
     assert rsa_key_too_costly({"modulus": 3, "publicExponent": 1 << (MAX_RSA_EXPONENT_BITS - 1)}, b"rsa") == ""
+
+
+async def test_at_most_max_signatures_are_verified() -> None:
+    """RFC 6376 §6.1: a verifier MAY limit the signatures it tries. 200 copies of one signature were 200
+    key lookups, body hashes and RSA verifications."""
+    message = (DKIMPY / "rfc6376.signed.msg").read_bytes()
+    start = message.index(b"DKIM-Signature: v=1; a=rsa-sha256")
+    end = message.index(b"\nFrom: ", start) + 1
+    resolver = FakeResolver(FOOTBALL)
+    results = await verify_dkim(resolver, message[start:end] * 200 + message)
+    assert [r.result for r in results] == ["pass"] * MAX_SIGNATURES + ["policy"]
+    assert results[-1].reason == f"{202 - MAX_SIGNATURES} more signatures not evaluated (at most {MAX_SIGNATURES})"
+    assert len(resolver.queries) == MAX_SIGNATURES

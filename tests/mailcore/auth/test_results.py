@@ -9,7 +9,13 @@ import pytest
 from mailcore.auth.arc import ARCResult
 from mailcore.auth.dkim import DKIMResult
 from mailcore.auth.dmarc import DMARCRecord, DMARCResult
-from mailcore.auth.results import authentication_results, header_field, remove_own_results
+from mailcore.auth.results import (
+    MAX_LENGTH,
+    MAX_VALUE,
+    authentication_results,
+    header_field,
+    remove_own_results,
+)
 from mailcore.auth.spf import SPFResult
 
 SPF = SPFResult("pass", "example.test", "", "domain of example.test designates 192.0.2.1 as permitted sender")
@@ -163,4 +169,26 @@ def test_long_comments_stay_closed(char: str, length: int) -> None:
         "mx.ours.test", SPF, DKIM, DMARC, None, mail_from="a@example.test", helo=helo,
         helo_spf=SPFResult("none", helo, "", f"192.0.2.1 is neither permitted nor denied by domain of {helo}",
                            identity="helo"))
+    assert "dmarc=pass header.from=example.test" in outside_comments(value)
+
+
+def test_long_values_are_cut_and_marked() -> None:
+    value = authentication_results("mx.ours.test", SPF, [DKIMResult("fail", "d" * 5000 + ".test", "s1")], DMARC,
+                                   None, mail_from="a@" + "b" * 5000 + ".test")
+    assert f'smtp.mailfrom="a@{"b" * (MAX_VALUE - 2)}..."' in value
+    assert f'header.d="{"d" * MAX_VALUE}..."' in value
+
+
+def test_many_long_dkim_results_leave_room_for_dmarc_and_arc() -> None:
+    """smtp_in cuts the field at 4000 characters: DKIM results that do not fit are summed up in one,
+    so DMARC's and ARC's results are never the ones lost."""
+    dkim = [DKIMResult("fail", f"{i}-" + '"' * 300, "s" * 300, "rsa-sha256", "r" * 300, "@" + "i" * 300)
+            for i in range(10)]
+    value = authentication_results("mx.ours.test", SPF, dkim, DMARC, ARCResult("pass"),
+                                   mail_from='"' * 300 + "@example.test")
+    assert len(value) <= MAX_LENGTH + 60
+    assert value.endswith("; dmarc=pass (p=reject) header.from=example.test; arc=pass")
+    shown = value.count("dkim=fail")
+    assert 0 < shown < 10
+    assert f'dkim=policy reason="{10 - shown} more results not shown"' in value
     assert "dmarc=pass header.from=example.test" in outside_comments(value)
