@@ -68,9 +68,19 @@ class _KeyLookup:
         return record
 
 
+# RFC 8617 §4.2.1: instance values are 1-50; a validator that finds more sets fails the chain (§5.2).
+# dkimpy verifies every set before it looks at the results: each costs two key lookups, a body hash and
+# two RSA verifications, and the seals hash all sets below them (quadratic in the number of sets).
+MAX_INSTANCES = 50
+
+
 def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
     """Runs in the worker thread."""
     try:
+        chain = dkimpy.ARC(raw, logger=_liblog, minkey=minkey)
+        instances, _headers = chain.sorted_arc_headers()
+        if instances > MAX_INSTANCES:
+            return ARCResult("fail", f"more than {MAX_INSTANCES} ARC sets (RFC 8617 §4.2.1)", instances)
         cv, details, reason = dkimpy.arc_verify(raw, logger=_liblog, dnsfunc=lookup, minkey=minkey)
     except dkimpy.MessageFormatError as exc:
         return ARCResult("fail", f"message unparsable: {exc}")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mailcore.auth.arc import ARCResult, verify_arc
+from mailcore.auth.arc import MAX_INSTANCES, ARCResult, verify_arc
 from mailcore.dns.fake import FakeResolver
 from mailcore.lineends import normalize_crlf
 from tests.mailcore.auth.vectors import DATA, read_mail_auth, rsa_key_record
@@ -126,3 +126,26 @@ async def test_seal_key_too_costly_to_verify_with_fails_the_chain() -> None:
     result = await verify_arc(FakeResolver(hostile), raw)
     assert result.result == "fail"
     assert "key refused: dummy._domainkey.example.org: RSA public exponent over 64 bits" in result.reason
+
+
+def _arc_sets(count: int) -> bytes:
+    """`count` complete ARC sets (newest first) whose signatures name a key that exists."""
+    sets = []
+    for i in range(count, 0, -1):
+        sets.append(f"ARC-Seal: i={i}; a=rsa-sha256; cv={'none' if i == 1 else 'pass'}; d=example.org; "
+                    f"s=dummy; b=AAAA\r\n"
+                    f"ARC-Message-Signature: i={i}; a=rsa-sha256; c=relaxed/relaxed; d=example.org; s=dummy; "
+                    f"h=from; bh=AAAA; b=AAAA\r\n"
+                    f"ARC-Authentication-Results: i={i}; example.org; spf=pass\r\n")
+    return "".join(sets).encode()
+
+
+@pytest.mark.parametrize(("count", "asked"), [(MAX_INSTANCES, True), (MAX_INSTANCES + 1, False)])
+async def test_more_than_fifty_sets_fail_without_a_lookup(count: int, asked: bool) -> None:
+    """RFC 8617 §4.2.1, §5.2: more than 50 sets is a failed chain, found before any key is asked for."""
+    records, _ = _suite_pass_message()
+    resolver = FakeResolver(records)
+    result = await verify_arc(resolver, _arc_sets(count) + b"From: a@example.org\r\n\r\nhi\r\n")
+    assert result.result == "fail"
+    assert bool(resolver.queries) is asked
+    assert (result.reason == f"more than {MAX_INSTANCES} ARC sets (RFC 8617 §4.2.1)") is not asked
