@@ -101,10 +101,13 @@ class _Query(pyspf.query):
             names = self.dns_ptr(self.i)[:pyspf.MAX_PTR]
         except pyspf.TempError:
             return []
+        # The A/AAAA lookups of the PTR names are not void lookups of their own: the limit counts terms
+        # (RFC 7208 §4.6.4), and the ptr term's lookup is the PTR one. pyspf counted each name without
+        # an address, so a host with three stale PTR names was a permerror instead of a pass.
         validated = []
         for name in names:
             try:
-                addresses = self.dns_a(name, self.A)
+                addresses = self.dns(name, self.A, ignore_void=True)
             except pyspf.TempError:
                 continue
             if self.cidrmatch(addresses, self.cidrmax):

@@ -118,3 +118,14 @@ async def test_end_to_end_over_loopback_dns(dns_server) -> None:
 async def test_invalid_client_ip_is_a_programming_error() -> None:
     with pytest.raises(ValueError):
         await check_spf(FakeResolver(), "not-an-ip", "a@example.test", "h.test")
+
+
+@pytest.mark.parametrize(("ip", "result"), [("192.0.2.44", "pass"), ("192.0.2.45", "fail")])
+async def test_ptr_names_without_addresses_are_not_void_lookups(ip: str, result: str) -> None:
+    """RFC 7208 §5.5: a PTR name whose A lookup finds nothing does not match; §4.6.4 counts void
+    lookups per term, so stale PTR names before the good one must not make a permerror."""
+    reverse = {f"{octet}.2.0.192.in-addr.arpa": {"PTR": [f"stale{i}.ptr.test" for i in range(3)]
+                                                  + ["good.ptr.test"]} for octet in (44, 45)}
+    resolver = FakeResolver({"ptr.test": {"TXT": ["v=spf1 ptr -all"]},
+                             "good.ptr.test": {"A": ["192.0.2.44"]}, **reverse})
+    assert (await check_spf(resolver, ip, "a@ptr.test", "h.test")).result == result
