@@ -63,6 +63,10 @@ ZONE: dict[str, dict[str, Any]] = {
     "mail.none.example": {"TXT": [f"v=spf1 {HERE} -all"]},
     "_dmarc.none.example": {"TXT": ["v=DMARC1; p=none"]},
     "spaces.example": {"TXT": ["v=spf1 -all"]},
+    # bücher.example, in A-labels as DNS holds it
+    "xn--bcher-kva.example": {"TXT": ["v=spf1 -all"]},
+    "_dmarc.xn--bcher-kva.example": {"TXT": ["v=DMARC1; p=reject"]},
+    "s1._domainkey.xn--bcher-kva.example": {"TXT": [RSA_TXT]},
     "_dmarc.spaces.example": {"TXT": ["v=DMARC1; p=quarantine; x=a" + " " * 30_000 + "b"]},  # over TCP
     "s1._domainkey.reject.example": {"TXT": [RSA_TXT]},
     # ARC sealer of the suite's messages
@@ -248,6 +252,17 @@ async def test_dmarc_none_aligned_and_unaligned_go_to_inbox(mx, mail_from: str, 
     server = await mx(enforce=True)
     header = await deliver_and_read(server, mail_from, message("editor@none.example"))
     assert "spf=pass" in header and dmarc in header and "header.from=none.example" in header
+
+
+async def test_internationalised_from_aligns_with_its_a_label_dkim_domain(mx) -> None:
+    # RFC 6532 lets From name bücher.example; DKIM's d= is its A-label (RFC 8616 §4). Compared as they
+    # were, they never aligned: DMARC failed and p=reject refused the domain's own signed mail.
+    server = await mx(enforce=True)
+    raw = message("ceo@bücher.example").decode("ascii", "ignore")
+    raw = ("From: Sender <ceo@bücher.example>\r\n" + raw.split("\r\n", 1)[1]).encode()
+    header = await deliver_and_read(server, "x@spf-fail.example", signed(raw, "xn--bcher-kva.example", "s1", RSA_PEM))
+    assert "dkim=pass header.d=xn--bcher-kva.example" in header
+    assert "dmarc=pass (p=reject) header.from=xn--bcher-kva.example" in header
 
 
 # --- ARC ---------------------------------------------------------------------------------------------

@@ -114,6 +114,10 @@ def test_from_header_domain(values: list[str], domain: str | None) -> None:
     ("example.co.uk", "other.co.uk", "r", False),   # public suffix in common is not enough
     ("evil.test", "example.test", "r", False),
     ("", "example.test", "r", False),
+    # RFC 8616: d= and SPF domains are A-labels, an internationalised From may be U-labels
+    ("xn--bcher-kva.example", "BÜCHER.example", "s", True),
+    ("mail.xn--bcher-kva.example", "bücher.example.", "r", True),
+    ("xn--bcher-kva.example", "bucher.example", "r", False),
 ])
 def test_alignment(org: OrganizationalDomains, identifier: str, author: str, mode: str, ok: bool) -> None:
     assert aligned(identifier, author, mode, org) is ok
