@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import dkim as dkimpy
 
-from mailcore.auth.dkim import LibraryLogger, rsa_key_too_costly
+from mailcore.auth.dkim import LibraryLogger, LinearARC, rsa_key_too_costly
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
 
@@ -77,11 +77,14 @@ MAX_INSTANCES = 50
 def _validate(raw: bytes, lookup: _KeyLookup, minkey: int) -> ARCResult:
     """Runs in the worker thread."""
     try:
-        chain = dkimpy.ARC(raw, logger=_liblog, minkey=minkey)
+        chain = LinearARC(raw, logger=_liblog, minkey=minkey)
         instances, _headers = chain.sorted_arc_headers()
         if instances > MAX_INSTANCES:
             return ARCResult("fail", f"more than {MAX_INSTANCES} ARC sets (RFC 8617 §4.2.1)", instances)
-        cv, details, reason = dkimpy.arc_verify(raw, logger=_liblog, dnsfunc=lookup, minkey=minkey)
+        try:  # what dkimpy.arc_verify does, with our verifier class
+            cv, details, reason = chain.verify(dnsfunc=lookup)
+        except dkimpy.DKIMException as exc:
+            cv, details, reason = dkimpy.CV_Fail, [], str(exc)
     except dkimpy.MessageFormatError as exc:
         return ARCResult("fail", f"message unparsable: {exc}")
     except Exception as exc:  # noqa: BLE001 - dkimpy on hostile input, see below

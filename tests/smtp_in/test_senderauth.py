@@ -369,6 +369,17 @@ async def test_dmarc_and_arc_results_survive_many_or_long_dkim_results(mx, chang
     assert header.count("dkim=") <= 6
 
 
+async def test_relaxed_body_of_space_runs_does_not_stall_the_loop(mx) -> None:
+    # dkimpy's relaxed body pattern is quadratic in a run of spaces that does not end its line, in one
+    # C call holding the GIL: this 1 MB body froze the loop for about 5 s per relaxed signature.
+    server = await mx()
+    raw = signed(message("a@signed.example", body=(b" " * 990 + b"x\r\n") * 1000), "signed.example", "s1", RSA_PEM)
+    async with loop_stalls() as worst:
+        header = await deliver_and_read(server, "a@signed.example", raw)
+    assert worst[0] < 1.0
+    assert "dkim=pass header.d=signed.example" in header
+
+
 async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:
     server = await mx()
     raw = re.sub(rb"bh=[^;]*;", b"bh=a===;", arc_suite_message("cv_pass_i1_1"), count=1)

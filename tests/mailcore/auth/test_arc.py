@@ -4,6 +4,7 @@ layer (`verify_arc` with a `FakeResolver` holding each scenario's txt-records)."
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -149,3 +150,13 @@ async def test_more_than_fifty_sets_fail_without_a_lookup(count: int, asked: boo
     assert result.result == "fail"
     assert bool(resolver.queries) is asked
     assert (result.reason == f"more than {MAX_INSTANCES} ARC sets (RFC 8617 §4.2.1)") is not asked
+
+
+async def test_relaxed_body_with_long_space_runs_is_linear() -> None:
+    """The AMS's relaxed body canonicalisation went through dkimpy's quadratic pattern (see test_dkim)."""
+    records, raw = _suite_pass_message()
+    head = raw[:raw.index(b"\r\n\r\n") + 4]
+    started = time.perf_counter()
+    result = await verify_arc(FakeResolver(records), head + (b" " * 990 + b"x\r\n") * 1000)
+    assert time.perf_counter() - started < 1.0
+    assert (result.result, result.reason) == ("fail", "Most recent ARC-Message-Signature did not validate")
