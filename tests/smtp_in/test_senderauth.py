@@ -380,6 +380,19 @@ async def test_relaxed_body_of_space_runs_does_not_stall_the_loop(mx) -> None:
     assert "dkim=pass header.d=signed.example" in header
 
 
+async def test_b_tag_folded_over_space_lines_does_not_stall_the_loop(mx) -> None:
+    # dkimpy's b= check retried every position of a run of white space: 18,000 folded spaces held the
+    # GIL (and the loop) for seconds, before any key was fetched.
+    server = await mx()
+    raw = signed(message("a@signed.example"), "signed.example", "s1", RSA_PEM)
+    spaces = b"\r\n".join([b""] + [b" " * 900] * 20)
+    raw = re.sub(rb" b=[^;]*?\r\n(?=\S)", lambda m: b" b=A" + spaces + b"!\r\n", raw, count=1)
+    async with loop_stalls() as worst:
+        header = await deliver_and_read(server, "a@signed.example", raw)
+    assert worst[0] < 1.0
+    assert 'dkim=neutral reason="b= folds with more than 64 white space characters in a row"' in header
+
+
 async def test_hostile_arc_set_is_a_failed_chain_not_a_crash(mx) -> None:
     server = await mx()
     raw = re.sub(rb"bh=[^;]*;", b"bh=a===;", arc_suite_message("cv_pass_i1_1"), count=1)
