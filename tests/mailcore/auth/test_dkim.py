@@ -10,6 +10,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from dkim.canonicalization import Relaxed
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mailcore.auth.dkim import (
     MAX_RSA_BITS,
@@ -20,6 +23,7 @@ from mailcore.auth.dkim import (
     MAX_WSP_RUN,
     DKIMResult,
     generate_key,
+    pre_relax,
     rsa_key_too_costly,
     sign_message,
     verify_dkim,
@@ -394,3 +398,10 @@ async def test_tags_dkimpy_would_match_in_quadratic_time_are_neutral(pattern: by
     results = await verify_dkim(FakeResolver(FOOTBALL), _tampered(pattern, replacement))
     assert time.perf_counter() - started < 0.5
     assert [(r.result, r.reason) for r in results][1] == ("neutral", reason)
+
+
+@given(st.lists(st.sampled_from([b" ", b"\t", b"\r\n", b"\r", b"\n", b"a", b"=", b"  \t "]), max_size=80))
+def test_pre_relax_gives_dkimpys_relaxed_body(pieces: list[bytes]) -> None:
+    """RFC 6376 §3.4.4: dkimpy's relaxed canonicalisation of the pre-relaxed body is that of the body."""
+    body = b"".join(pieces)
+    assert Relaxed.canonicalize_body(pre_relax(body)) == Relaxed.canonicalize_body(body)
