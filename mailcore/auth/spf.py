@@ -120,6 +120,10 @@ class _Query(pyspf.query):
         if not name:
             raise pyspf.PermError("Invalid query: empty name")
         name = str(name).rstrip(".").lower()
+        # RFC 7208 §7.3: a macro expansion over 253 characters loses labels from the left "until the
+        # total length does not exceed 253"; pyspf removes only one, and a longer name was a void lookup.
+        while len(name) > 253 and "." in name:
+            name = name.split(".", 1)[1]
         if not all(0 < len(label) < 64 for label in name.split(".")):
             return []
         key = (name, qtype)

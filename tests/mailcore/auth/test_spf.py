@@ -129,3 +129,14 @@ async def test_ptr_names_without_addresses_are_not_void_lookups(ip: str, result:
     resolver = FakeResolver({"ptr.test": {"TXT": ["v=spf1 ptr -all"]},
                              "good.ptr.test": {"A": ["192.0.2.44"]}, **reverse})
     assert (await check_spf(resolver, ip, "a@ptr.test", "h.test")).result == result
+
+
+async def test_long_macro_expansion_is_truncated_from_the_left_to_253() -> None:
+    """RFC 7208 §7.3: labels are removed from the left until the name fits in 253 characters."""
+    local = "a" * 30
+    fitted = ".".join([local] * 7 + ["x", "test"])  # 223 characters: three of the ten labels removed
+    resolver = FakeResolver({"macro.test": {"TXT": ["v=spf1 exists:" + ".".join(["%{l}"] * 10) + ".x.test -all"]},
+                             fitted: {"A": ["127.0.0.2"]}})
+    result = await check_spf(resolver, "192.0.2.1", f"{local}@macro.test", "h.test")
+    assert result.result == "pass"
+    assert (fitted, "A") in resolver.queries
