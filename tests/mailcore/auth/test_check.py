@@ -148,6 +148,18 @@ def test_header_names_is_linear_on_colon_laden_lines() -> None:
     assert time.perf_counter() - started < 0.5
 
 
+async def test_huge_header_block_is_left_to_the_verifiers_threads() -> None:
+    """8 MB of fields ending in a line that is no field: the shortcut ran dkimpy's line-by-line parse on
+    the loop thread (1-2 s; 7 s for 50 MB). Now such a block goes to the verifiers, which say the same."""
+    head = b"X-Filler: some value here and more\r\n" * 220_000 + b"not a header line\r\n"
+    raw = head + b"From: Alice <alice@example.test>\r\n\r\nbody\r\n"
+    started = time.perf_counter()
+    assert _header_names(raw) is None
+    assert time.perf_counter() - started < 0.2
+    verdict = await run(raw, BAD_IP, "x@esp.test")
+    assert (verdict.dkim[0].result, verdict.arc.result, verdict.dmarc.result) == ("permerror", "fail", "fail")
+
+
 async def test_header_carries_no_injected_lines() -> None:
     verdict = await run(message(), GOOD_IP, "alice\r\nX-Evil: 1@example.test")
     assert "\r" not in verdict.header and "\n" not in verdict.header
