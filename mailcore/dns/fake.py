@@ -19,6 +19,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import dns.exception
+import dns.name
 import dns.reversename
 
 from mailcore.dns import DNSNotFound, DNSTempError
@@ -27,7 +29,14 @@ MAX_CNAME_CHAIN = 16
 
 
 def _norm(name: str) -> str:
-    return name.rstrip(".").lower()
+    """As `Resolver` asks: lower case, no final dot, U-labels as A-labels (dnspython's IDNA encoding)."""
+    name = name.rstrip(".").lower()
+    if name.isascii():
+        return name
+    try:
+        return dns.name.from_text(name).to_text(omit_final_dot=True).lower()
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        return name
 
 
 def _keys(entries: Iterable[str | tuple[str, str]]) -> set[tuple[str, str]]:

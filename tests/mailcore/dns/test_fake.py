@@ -16,6 +16,7 @@ ZONE = {
     "loop2.example.test": {"CNAME": "loop1.example.test"},
     "1.2.0.192.in-addr.arpa": {"PTR": ["mail.example.test."]},
     "half.example.test": {"TXT": ["ok"]},
+    "xn--bcher-kva.example.test": {"TXT": ["idn"]},
 }
 
 
@@ -23,7 +24,8 @@ async def _outcomes(resolver: DNSLookup) -> list[object]:
     out: list[object] = []
     calls = [("txt", "example.test"), ("a", "Example.Test."), ("aaaa", "example.test"),
              ("mx", "example.test"), ("a", "alias.example.test"), ("ptr", "192.0.2.1"),
-             ("txt", "nx.example.test"), ("mx", "alias.example.test"), ("a", "broken.example.test")]
+             ("txt", "nx.example.test"), ("mx", "alias.example.test"), ("a", "broken.example.test"),
+             ("txt", "Bücher.example.test")]  # the real resolver asks for the A-label
     for method, name in calls:
         try:
             out.append(await getattr(resolver, method)(name))
