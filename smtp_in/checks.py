@@ -24,6 +24,7 @@ import asyncpg
 
 from mailcore import replies
 from mailcore.address import Address
+from mailcore.auth.results import header_field
 from mailcore.auth.spf import SPFResult
 from mailcore.received import clean_value
 from mailcore.replies import Reply
@@ -168,9 +169,8 @@ async def run_body_checks(checks: Sequence[BodyCheck], ctx: MessageContext,
     headers: list[bytes] = []
     for check in checks:
         verdict = await check.check(ctx, message)
-        if verdict.auth_results:
-            value = clean_value(verdict.auth_results)
-            headers.append(f"Authentication-Results: {value}\r\n".encode())
+        if verdict.auth_results:  # folded before each result: hundreds of them made one line over 998
+            headers.append(header_field(clean_value(verdict.auth_results)))
         if _SEVERITY[verdict.action] > _SEVERITY[worst.action]:
             worst = verdict
     return worst, headers

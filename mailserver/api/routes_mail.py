@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from mailcore.received import clean
 from mailserver.api.auth import Caller, Principal, client_ip, require
 from mailserver.api.compose import ComposeError, SendRequest, compose, envelope_of_raw, wire_form
 from mailserver.api.context import ApiContext
@@ -225,7 +226,9 @@ async def receive(request: Request, principal: Caller,
     require(principal, "admin")
     ctx: ApiContext = request.app.state.ctx
     smtp_client_ip = _smtp_client_ip(x_client_ip)
-    smtp_helo = x_client_helo.strip() if x_client_helo and x_client_helo.strip() else None
+    # as the MX reads a HELO name: no controls, parentheses or backslashes (they reach Received and the
+    # Authentication-Results comments), at most 255 characters
+    smtp_helo = clean(x_client_helo.strip()) if x_client_helo and x_client_helo.strip() else None
     if _media_type(request) != RFC822:
         raise Problem(415, f"send the message as {RFC822}")
     raw = await request.body()

@@ -3,8 +3,6 @@ and once over the loopback DNS server."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from config.settings import AuthPolicySettings
@@ -14,6 +12,7 @@ from mailcore.auth.dmarc import OrganizationalDomains
 from mailcore.auth.spf import SPFResult
 from mailcore.dns.fake import FakeResolver
 from mailcore.lineends import normalize_crlf
+from tests.hangguard import no_hang
 from tests.mailcore.conftest import resolver_for
 
 PRIVATE, PUBLIC = generate_key("ed25519")
@@ -141,11 +140,11 @@ async def test_signature_results_for_header_blocks(head: bytes, dkim: str, arc: 
 
 def test_header_names_is_linear_on_colon_laden_lines() -> None:
     """Lines like "X:a:a:a" followed by a line dkimpy refuses made the unsigned-message shortcut's
-    pattern try every colon of every line as the end of the field name: 10 lines held the loop 4 s."""
-    head = b"X:a:a:a:a:a:a\r\n" * 10 + b"not a header line\r\n"
-    started = time.perf_counter()
-    assert _header_names(head + b"\r\nbody\r\n") is None
-    assert time.perf_counter() - started < 0.5
+    pattern try every colon of every line as the end of the field name: 10 lines held the loop 4 to 24 s,
+    each more line multiplies it by about six."""
+    head = b"X:a:a:a:a:a:a\r\n" * 12 + b"not a header line\r\n"
+    with no_hang():
+        assert _header_names(head + b"\r\nbody\r\n") is None
 
 
 async def test_huge_header_block_is_left_to_the_verifiers_threads() -> None:
@@ -153,9 +152,7 @@ async def test_huge_header_block_is_left_to_the_verifiers_threads() -> None:
     the loop thread (1-2 s; 7 s for 50 MB). Now such a block goes to the verifiers, which say the same."""
     head = b"X-Filler: some value here and more\r\n" * 220_000 + b"not a header line\r\n"
     raw = head + b"From: Alice <alice@example.test>\r\n\r\nbody\r\n"
-    started = time.perf_counter()
     assert _header_names(raw) is None
-    assert time.perf_counter() - started < 0.2
     verdict = await run(raw, BAD_IP, "x@esp.test")
     assert (verdict.dkim[0].result, verdict.arc.result, verdict.dmarc.result) == ("permerror", "fail", "fail")
 

@@ -3,8 +3,6 @@ policy discovery and evaluation (tables built from RFC 7489 §3.1, §6.3, §6.6)
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mailcore.auth.dkim import DKIMResult
@@ -18,6 +16,7 @@ from mailcore.auth.dmarc import (
 )
 from mailcore.auth.spf import SPFResult
 from mailcore.dns.fake import FakeResolver
+from tests.hangguard import no_hang
 from tests.mailcore.auth.vectors import DATA
 
 
@@ -72,10 +71,9 @@ def test_parse_record(text: str, expected: dict) -> None:
 
 def test_parse_record_is_linear_in_a_run_of_spaces() -> None:
     # The From domain's zone chooses the record: a tag pattern ending "(.*?)\s*$" was quadratic in it.
-    started = time.perf_counter()
-    record = parse_record("v=DMARC1; p=reject; x=a" + " " * 20_000 + "b")
-    assert time.perf_counter() - started < 0.2
-    assert (record.p, record.other["x"]) == ("reject", "a" + " " * 20_000 + "b")
+    with no_hang():  # 6 s at 30,000 spaces before, minutes at 200,000
+        record = parse_record("v=DMARC1; p=reject; x=a" + " " * 200_000 + "b")
+    assert (record.p, record.other["x"]) == ("reject", "a" + " " * 200_000 + "b")
 
 
 @pytest.mark.parametrize("text", [

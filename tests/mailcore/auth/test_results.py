@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from mailcore.auth.arc import ARCResult
@@ -17,6 +15,7 @@ from mailcore.auth.results import (
     remove_own_results,
 )
 from mailcore.auth.spf import SPFResult
+from tests.hangguard import no_hang
 
 SPF = SPFResult("pass", "example.test", "", "domain of example.test designates 192.0.2.1 as permitted sender")
 DKIM = [DKIMResult("pass", "example.test", "s1", "rsa-sha256", "", "@example.test")]
@@ -127,12 +126,11 @@ def test_authserv_id_after_comments(value: str, ours: bool) -> None:
 
 
 def test_authserv_id_is_linear_in_comment_depth() -> None:
-    depth = 15_000
+    depth = 60_000  # the quadratic removal of innermost comments: 7 s at 15,000, minutes here
     raw = (b"Authentication-Results: " + b"(" * depth + b")" * depth + b" mx.ours.test; dmarc=pass\r\n"
            b"From: a@example.test\r\n\r\n")
-    started = time.perf_counter()
-    assert remove_own_results(raw, "mx.ours.test") == b"From: a@example.test\r\n\r\n"
-    assert time.perf_counter() - started < 0.5
+    with no_hang():
+        assert remove_own_results(raw, "mx.ours.test") == b"From: a@example.test\r\n\r\n"
 
 
 @pytest.mark.parametrize("raw", [b"", b"From: a\n\nbody", b"no header block at all"])
