@@ -191,6 +191,7 @@ class Search(Command):
     criteria: And
     charset: str | None = None
     returns: tuple[str, ...] | None = None  # RFC 4731 ESEARCH: None when no RETURN was given
+    charset_supported: bool = True  # False: answer NO [BADCHARSET] (the strings were not decoded)
 
 
 # fetch: RFC 3501 §6.4.5

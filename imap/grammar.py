@@ -7,7 +7,6 @@ CONDSTORE modifiers, ESEARCH, MULTIAPPEND, BINARY, QUOTA). Must not: do I/O, kee
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -320,36 +319,47 @@ def _append(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
     return Append(tag=tag, name=name, mailbox=mailbox, messages=tuple(messages))
 
 
-def _try_decode(codec: str) -> None:
-    """LookupError unless `codec` decodes bytes to text: Python also knows base64, rot13, zlib, hex
-    (bytes.decode refuses them only when given bytes; any byte will do, a decoding error is fine)."""
-    try:
-        b"x".decode(codec)
-    except ValueError:
-        pass
+# RFC 3501 §6.4.4: the charsets SEARCH takes, by IANA name (and the aliases clients send), with the Python
+# codec for each. A list, not `codecs.lookup`: Python also knows names that are no IANA charset (rot13,
+# base64, unicode_escape, idna, "undefined", which fails on every byte), and UTF-7 and UTF-16, which give
+# NUL and lone surrogates no message text holds. Anything else is NO [BADCHARSET (...)].
+SEARCH_CHARSETS = {
+    "US-ASCII": "ascii", "ASCII": "ascii", "UTF-8": "utf-8",
+    **{f"ISO-8859-{n}": f"iso8859_{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)},
+    "LATIN1": "latin_1",
+    **{f"WINDOWS-{n}": f"cp{n}" for n in range(1250, 1259)},
+    "KOI8-R": "koi8_r", "KOI8-U": "koi8_u", "SHIFT_JIS": "shift_jis", "EUC-JP": "euc_jp",
+    "ISO-2022-JP": "iso2022_jp", "GB2312": "gb2312", "GBK": "gbk", "GB18030": "gb18030", "BIG5": "big5",
+    "EUC-KR": "euc_kr",
+}
+BADCHARSET = "BADCHARSET (US-ASCII UTF-8 " + " ".join(
+    n for n in SEARCH_CHARSETS if n not in ("US-ASCII", "ASCII", "UTF-8", "LATIN1")) + ")"
 
 
-def _decoder(charset: str | None) -> Callable[[bytes], str]:
-    name = (charset or "UTF-8").upper()
-    if name in ("US-ASCII", "UTF-8"):
-        codec = "utf-8"  # US-ASCII is a subset; 8-bit gets a lenient reading
-    else:
-        try:
-            codec = codecs.lookup(name).name
-            _try_decode(codec)
-        except LookupError:
-            raise ParseError("unsupported charset", "BADCHARSET (US-ASCII UTF-8)") from None
+def _decoder(charset: str | None) -> Callable[[bytes], str] | None:
+    """The search strings' decoder for `charset`, or None when it is not one SEARCH takes."""
+    name = "UTF-8" if charset is None else charset.upper()
+    codec = SEARCH_CHARSETS.get(name)
+    if codec is None:
+        return None
+    if codec == "ascii":
+        codec = "utf-8"  # US-ASCII is a subset; 8-bit gets a UTF-8 reading
 
     def decode(raw: bytes) -> str:
         try:
             text = raw.decode(codec)
-        except ValueError:  # UnicodeError, and what odd codecs (idna, punycode) raise
+        except ValueError:
             raise ParseError("search string does not match its charset") from None
-        if "\x00" in text:  # e.g. UTF-7 "+AAA-": no message text has it, PostgreSQL text cannot hold it
+        if "\x00" in text:  # PostgreSQL text cannot hold it; no message text has it
             raise ParseError("NUL in search string")
         return text
 
     return decode
+
+
+def _any_bytes(raw: bytes) -> str:
+    """The strings of a SEARCH whose charset is refused: read only to check the syntax."""
+    return raw.decode("latin-1")
 
 
 def _search(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:
@@ -364,8 +374,11 @@ def _search(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command
         r.sp()
         charset = r.astring("a charset").decode("ascii", "replace")
         r.sp()
-    program = search_program(r, _decoder(charset))
-    return Search(tag=tag, name=name, uid=uid, criteria=program, charset=charset, returns=returns)
+    decode = _decoder(charset)
+    program = search_program(r, decode or _any_bytes)
+    # an unsupported charset is NO, not BAD (RFC 3501 §6.4.4): the handler refuses it after the state check
+    return Search(tag=tag, name=name, uid=uid, criteria=program, charset=charset, returns=returns,
+                  charset_supported=decode is not None)
 
 
 def _fetch(r: Reader, tag: str, name: str, uid: bool, opts: Options) -> Command:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from imap import encoder
 from imap.encoder import Code
+from imap.grammar import BADCHARSET
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,8 @@ OVER_QUOTA = Reply("NO", "over quota", encoder.OVERQUOTA)
 NO_SUCH_QUOTA_ROOT = Reply("NO", "no such quota root")
 EMPTY_MESSAGE = Reply("NO", "empty message")
 COPY_NOTHING = Reply("NO", "no messages to copy")
-SEARCH_TOO_LONG = Reply("NO", "header search strings too long", encoder.LIMIT)
+SEARCH_TOO_LONG = Reply("NO", "search strings too long", encoder.LIMIT)
+BAD_CHARSET = Reply("NO", "unsupported charset", Code(BADCHARSET))  # RFC 3501 §6.4.4: NO, not BAD
 
 # the one reply for anything unexpected: the cause goes to the log, never to the client
 SERVER_BUG = Reply("NO", "internal server error", encoder.SERVERBUG)

@@ -24,23 +24,26 @@ _EVERYTHING = ms.AllOf(())
 
 # Header keys become one case-insensitive PostgreSQL regex each (storage.mailsearch.header_regex), whose
 # cost grows with the square of the needle: 30,000 characters took 2.4 s, 100,000 took 38 s and then
-# failed ("regular expression is too complex"). Header lines are short; this bounds a command's total.
-MAX_HEADER_NEEDLES = 8192
+# failed ("regular expression is too complex"). BODY and TEXT need no regex, but each needle is split into
+# trigrams for the index and matched against every candidate's text, and a search program may carry any
+# number of them: the same bound holds for all the strings of a command together.
+MAX_NEEDLES = 8192
 
 
-def header_needles_length(key: SearchKey) -> int:
-    """Characters of all header-field needles (FROM, TO, CC, BCC, SUBJECT, HEADER) in a search program."""
+def needles_length(key: SearchKey) -> int:
+    """Characters of all the string needles (FROM, TO, CC, BCC, SUBJECT, HEADER, BODY, TEXT) of a
+    search program."""
     match key:
         case And(keys):
-            return sum(header_needles_length(k) for k in keys)
+            return sum(needles_length(k) for k in keys)
         case Or(left, right):
-            return header_needles_length(left) + header_needles_length(right)
+            return needles_length(left) + needles_length(right)
         case Not(inner):
-            return header_needles_length(inner)
+            return needles_length(inner)
     assert isinstance(key, Key)
     if key.name == "HEADER":
-        return len(key.value[1])  # type: ignore[index]
-    if key.name in _STRING_KEYS and key.name not in ("BODY", "TEXT"):
+        return len(key.value[0]) + len(key.value[1])  # type: ignore[index]
+    if key.name in _STRING_KEYS:
         return len(str(key.value))
     return 0
 

@@ -12,7 +12,7 @@ from imap.dispatch import Needs, command
 from imap.encoder import Code
 from imap.handlers.authenticated import find
 from imap.replies import Refusal, Reply
-from imap.search import MAX_HEADER_NEEDLES, header_needles_length, translate
+from imap.search import MAX_NEEDLES, needles_length, translate
 from imap.selected import SelectedMailbox
 from imap.sequence import SequenceSet
 from storage import mailsearch, mailstore
@@ -75,7 +75,9 @@ async def expunge(session: Session, cmd: Expunge) -> Reply:
 @command("SEARCH", needs=Needs.SELECTED)
 async def search(session: Session, cmd: Search) -> Reply:
     sel = _selected(session)
-    if header_needles_length(cmd.criteria) > MAX_HEADER_NEEDLES:
+    if not cmd.charset_supported:
+        raise Refusal(replies.BAD_CHARSET)
+    if needles_length(cmd.criteria) > MAX_NEEDLES:
         raise Refusal(replies.SEARCH_TOO_LONG)
     try:
         criteria = translate(cmd.criteria, sel)
