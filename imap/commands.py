@@ -50,6 +50,14 @@ class IdleDone:
     valid: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """The client is sending more than we will read (a too-large non-synchronising literal): say
+    `* BYE text` and close the connection."""
+
+    text: str
+
+
 # ---- commands ----------------------------------------------------------------------------------
 
 
@@ -281,5 +289,5 @@ class Id(Command):
     params: dict[str, str | None] | None = field(default=None, hash=False)
 
 
-Event = Command | BadCommand | ContinuationNeeded | AuthResponse | IdleDone
+Event = Command | BadCommand | ContinuationNeeded | AuthResponse | IdleDone | Hangup
 

@@ -30,12 +30,18 @@ from imap.commands import (
     BadCommand,
     ContinuationNeeded,
     Event,
+    Hangup,
     IdleDone,
     Simple,
 )
 from imap.grammar import Options, parse_command, split_tag
 
 _LITERAL_AT_END = re.compile(rb"~?\{(\d+)(\+?)\}\r?\n\Z")
+# A refused non-synchronising literal is read and dropped (the session goes on) only up to this many
+# times the limit it broke: a client that misjudged the limit keeps its session, but one announcing
+# {99999999999+} is not read for hours. RFC 7888 §4: the server may instead reject the command and
+# close the connection, which it does then (tagged BAD [TOOBIG], then BYE).
+DISCARD_FACTOR = 2
 
 
 class Mode(Enum):
@@ -71,6 +77,7 @@ class CommandParser:
         self._skip = 0  # literal bytes still to discard
         self._discard = False  # dropping the rest of a rejected command
         self._overlong = False  # dropping an over-long line up to its LF
+        self._hung_up = False  # a Hangup was given: nothing more is read
 
     # -- session controls
     def literal_limit(self, command: str | None) -> int:
@@ -110,7 +117,10 @@ class CommandParser:
     def _process(self) -> list[Event]:
         events: list[Event] = []
         buf = self._buf
-        while not self.paused:
+        if self._hung_up:
+            buf.clear()
+            return events
+        while not self.paused and not self._hung_up:
             if self._skip:
                 n = min(self._skip, len(buf))
                 del buf[:n]
@@ -143,14 +153,14 @@ class CommandParser:
             self._scanned = 0
             if self._overlong:
                 self._overlong = False
-                self._end_of_dropped_line(line)
+                events.extend(self._end_of_dropped_line(line))
                 continue
             if len(line) > self.max_line:
                 if not self._discard:
                     events.append(self._too_long(line))
                 self._cmd.clear()
                 self._discard = False
-                self._end_of_dropped_line(line)
+                events.extend(self._end_of_dropped_line(line))
                 continue
             if self.mode is Mode.IDLE:
                 self.mode = Mode.COMMAND
@@ -162,7 +172,7 @@ class CommandParser:
                 continue
             m = _LITERAL_AT_END.search(line)
             if self._discard:
-                self._end_of_dropped_line(line)
+                events.extend(self._end_of_dropped_line(line))
                 continue
             if not self._cmd and not line.strip():
                 continue  # blank lines between commands are ignored
@@ -185,18 +195,32 @@ class CommandParser:
             return AuthResponse(b"")
         return self._bad("line too long", line=line)
 
-    def _end_of_dropped_line(self, line: bytes) -> None:
-        """A dropped line ended: a `{n+}` literal after it is skipped too (RFC 7888 §4)."""
+    def _end_of_dropped_line(self, line: bytes) -> list[Event]:
+        """A dropped line ended: a `{n+}` literal after it is skipped too (RFC 7888 §4), or, when it is
+        too large to read, the connection is closed."""
         m = _LITERAL_AT_END.search(line)
         if m is not None and m.group(2):
-            self._skip = int(m.group(1)) if len(m.group(1)) < 20 else 2**63
-            self._discard = True
-        else:
-            self._discard = False  # a synchronising literal is never sent without "+"
+            size = _size(m.group(1))
+            _, name, _ = split_tag(line[:200])
+            return self._skip_literal(size, self.literal_limit(name))
+        self._discard = False  # a synchronising literal is never sent without "+"
+        return []
+
+    def _skip_literal(self, size: int, limit: int) -> list[Event]:
+        """Drop a refused non-synchronising literal of `size` octets (and the rest of its command), or
+        hang up when it is more than DISCARD_FACTOR times `limit`."""
+        if size > DISCARD_FACTOR * limit:
+            self._hung_up = True
+            self._buf.clear()
+            self._cmd.clear()
+            return [Hangup("literal too large; closing the connection")]
+        self._skip = size
+        self._discard = True
+        return []
 
     def _literal_start(self, m: re.Match[bytes]) -> list[Event]:
         digits, plus = m.group(1), bool(m.group(2))
-        size = int(digits) if len(digits) < 20 else 2**63
+        size = _size(digits)
         _, name, _ = split_tag(bytes(self._cmd[:200]))
         limit = self.literal_limit(name)
         too_big = size > limit
@@ -205,10 +229,7 @@ class CommandParser:
         if too_big:
             bad = self._bad(f"literal too large (limit {limit} octets)", "TOOBIG")
             self._cmd.clear()
-            if plus:
-                self._skip = size
-                self._discard = True
-            return [bad]
+            return [bad, *self._skip_literal(size, limit)] if plus else [bad]
         self._literal = size
         return [] if plus else [ContinuationNeeded(size)]
 
@@ -219,3 +240,8 @@ class CommandParser:
         events.append(event)
         if isinstance(event, Authenticate) or (isinstance(event, Simple) and event.name == "IDLE"):
             self.paused = True
+
+
+def _size(digits: bytes) -> int:
+    """A literal's announced size; more than 19 digits is more than any limit."""
+    return int(digits) if len(digits) < 20 else 2**63

@@ -30,6 +30,7 @@ from imap.commands import (
     Command,
     ContinuationNeeded,
     Event,
+    Hangup,
     IdleDone,
 )
 from imap.dispatch import COMMANDS, State
@@ -197,6 +198,10 @@ class Session:
             if self.tls_available:
                 caps.append("STARTTLS")
             caps.append("AUTH=PLAIN" if self.auth_allowed else "LOGINDISABLED")
+        else:
+            # RFC 7889: the largest APPEND literal, so a client sends no message it would lose the
+            # connection over (a far larger non-synchronising literal ends it: imap.parser)
+            caps.append(f"APPENDLIMIT={self.ctx.settings.smtp.max_message_size}")
         return caps
 
     def _new_parser(self) -> CommandParser:
@@ -235,6 +240,9 @@ class Session:
             await self._auth_response(event)
         elif isinstance(event, IdleDone):
             await self._idle_done(event)
+        elif isinstance(event, Hangup):
+            self.send(encoder.bye(event.text))
+            await self.close()
         else:
             await self._command(event)
 

@@ -245,3 +245,34 @@ async def test_close_of_a_mailbox_another_session_deleted_deselects(listening: L
     assert (await other.cmd("d DELETE Victim"))[-1].startswith("d OK")
     assert (await c.cmd("a CLOSE"))[-1] == "a OK CLOSE completed\r\n"
     assert (await c.cmd("b FETCH 1 FLAGS"))[-1] == "b BAD command not valid in this state\r\n"
+
+
+# RFC 7888 §4: a non-synchronising literal far over the limit is not read (it was dropped byte by byte
+# until the client stopped or the inactivity timeout, an hour of a connection for {99999999999+}): BAD
+# [TOOBIG], BYE, and the connection closes at once
+@pytest.mark.parametrize(("login", "command"), [
+    (False, b"a LOGIN {99999999999+}"),
+    (False, b"a LOGIN {20000+}"),  # before login literals stop at 8 KiB
+    (True, b"a APPEND INBOX {99999999999+}"),
+    (True, b"a SEARCH SUBJECT {99999999999999999999999999+}"),
+    (True, b"a NOOP " + b"x" * 70000 + b" {99999999999+}"),  # an over-long line announcing one
+], ids=["login", "login-over-16k", "append", "search-26-digits", "over-long-line"])
+async def test_a_far_too_large_nonsync_literal_closes_the_connection(listening: Listening, login: bool,
+                                                                     command: bytes) -> None:
+    c = await session(listening, select=None) if login else await Line.open(listening.imap_port)
+    if not login:
+        await c.line()
+    c.writer.write(command + b"\r\n" + b"x" * 1000)
+    out = [await c.line(within=5) for _ in range(3)]
+    assert out[0].startswith("a BAD") and ("[TOOBIG]" in out[0] or "too long" in out[0]), out
+    assert out[1:] == ["* BYE literal too large; closing the connection\r\n", ""], out
+
+
+
+async def test_appendlimit_is_advertised_once_logged_in(listening: Listening) -> None:
+    c = await Line.open(listening.imap_port)
+    assert "APPENDLIMIT" not in await c.line()  # the limit before login is 8 KiB for any literal
+    limit = listening.world.settings.smtp.max_message_size
+    out = await c.cmd(f'L LOGIN {USER} "{PASSWORD}"')
+    assert f" APPENDLIMIT={limit}" in out[-1], out
+    assert f" APPENDLIMIT={limit}" in (await c.cmd("c CAPABILITY"))[0]

@@ -10,6 +10,7 @@ from imap.commands import (
     BadCommand,
     Command,
     ContinuationNeeded,
+    Hangup,
     IdleDone,
     Login,
     Simple,
@@ -72,11 +73,27 @@ def test_sync_literal_too_big_gets_bad_without_continuation() -> None:
 
 def test_nonsync_literal_too_big_is_skipped() -> None:
     p = CommandParser(max_literal=10)
-    body = b"x" * 100
-    events = p.feed(b"A1 LOGIN {100+}\r\n" + body[:50])
+    body = b"x" * 20  # up to twice the limit: read and dropped, the session goes on
+    events = p.feed(b"A1 LOGIN {20+}\r\n" + body[:5])
     assert [type(e) for e in events] == [BadCommand]
-    events = p.feed(body[50:] + b" {3+}\r\nabc\r\nA2 NOOP\r\n")
+    events = p.feed(body[5:] + b" {3+}\r\nabc\r\nA2 NOOP\r\n")
     assert events == [Simple(tag="A2", name="NOOP")]
+
+
+# RFC 7888 §4: a non-synchronising literal the server will not read gets BAD, then the connection closes
+@pytest.mark.parametrize("data", [
+    b"A1 LOGIN {21+}\r\n",
+    b"A1 LOGIN {99999999999999999999999+}\r\n",
+    b"A1 APPEND INBOX {1+}\r\nx {99999999+}\r\n",
+    b"A1 NOOP " + b"x" * 100 + b" {21+}\r\n",  # an over-long line (dropped) announcing one
+    b"A1 NOOP " + b"x" * 100 + b" {5+}\r\nxxxxx {21+}\r\n",  # the same, in a later line of the dropped command
+])
+def test_nonsync_literal_far_too_big_hangs_up(data: bytes) -> None:
+    p = CommandParser(max_literal=10, max_line=50)
+    events = p.feed(data + b"x" * 30 + b"\r\nA2 NOOP\r\n")
+    assert isinstance(events[0], BadCommand) and events[0].tag == "A1", events
+    assert events[1:] == [Hangup("literal too large; closing the connection")], events
+    assert p.feed(b"A3 NOOP\r\n") == [] and p.resume() == []
 
 
 def test_append_limit_separate_from_literal_limit() -> None:
