@@ -153,6 +153,9 @@ class Session:
         self.account: Account | None = None
         self.selected: SelectedMailbox | None = None
         self.append_boxes: dict[str, mailstore.Mailbox] = {}  # APPEND's mailboxes by name (imap.handlers.authenticated)
+        # keywords known to be in each mailbox (by id): STORE, APPEND and COPY ask the store to count a
+        # mailbox's keywords (mailstore.MAX_KEYWORDS) only for keywords not in here
+        self.known_keywords: dict[int, set[str]] = {}
         self.subscription: Subscription | None = None
         self.parser = self._new_parser()
         self.bad_count = 0
@@ -487,6 +490,8 @@ def _store_reply(exc: mailstore.MailStoreError) -> Reply:
         return replies.HAS_CHILDREN
     if isinstance(exc, mailstore.OverQuota):
         return replies.OVER_QUOTA
+    if isinstance(exc, mailstore.TooManyKeywords):
+        return replies.TOO_MANY_KEYWORDS
     return replies.CANNOT
 
 

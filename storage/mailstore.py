@@ -10,8 +10,9 @@ Must not: know IMAP syntax, sequence numbers or sessions; build SQL from names o
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -51,6 +52,10 @@ class CannotModify(MailStoreError):
 
 class OverQuota(MailStoreError):
     pass
+
+
+class TooManyKeywords(MailStoreError):
+    """The keywords would take the mailbox past MAX_KEYWORDS distinct ones."""
 
 
 class _NothingToDo(Exception):
@@ -104,6 +109,7 @@ class CopyResult:
     uidvalidity: int
     source_uids: list[int]
     dest_uids: list[int]
+    keywords: list[str] = field(default_factory=list)  # the copied entries' keywords (when checked)
 
 
 MAILBOX_COLUMNS = "id, name, special_use, uidvalidity, uidnext, highestmodseq, subscribed"
@@ -121,6 +127,41 @@ def parents_of(name: str) -> list[str]:
 
 async def _notify(conn: asyncpg.Connection, mailbox_id: int) -> None:
     await conn.execute("SELECT pg_notify($1, $2)", MAILBOX_CHANNEL, str(mailbox_id))
+
+
+@contextlib.asynccontextmanager
+async def _transaction(conn: Conn) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction on `conn` (a connection from it when it is a pool; a savepoint inside a caller's)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as c, c.transaction():
+            yield c
+    else:
+        async with conn.transaction():
+            yield conn
+
+
+# The distinct keywords of a mailbox's entries: entries with system flags only are skipped cheaply.
+_KEYWORDS_IN_USE = (
+    "SELECT COALESCE(array_agg(DISTINCT f), '{}') FROM mailbox_messages mm, unnest(mm.flags) f"
+    " WHERE mm.mailbox_id = $1 AND NOT mm.flags <@ $2::text[] AND left(f, 1) <> '\\'"
+)
+
+
+def keywords_of(flags: Collection[str]) -> set[str]:
+    """The keywords (user flags) among `flags`."""
+    return {f for f in flags if not f.startswith("\\")}
+
+
+async def _check_keywords(conn: asyncpg.Connection, mailbox_id: int, keywords: Collection[str]) -> None:
+    """Refuse `keywords` (TooManyKeywords) when those the mailbox does not carry yet would take it past
+    MAX_KEYWORDS. The mailbox row is locked first, as every writer of its entries does, so two sessions
+    adding keywords at once are counted one after the other. Reads every entry with a keyword: callers
+    check only keywords they do not know to be in the mailbox already (the session keeps those)."""
+    await conn.execute("SELECT FROM mailboxes WHERE id = $1 FOR UPDATE", mailbox_id)
+    in_use = set(await conn.fetchval(_KEYWORDS_IN_USE, mailbox_id, _SYSTEM_FLAGS))
+    new = set(keywords) - in_use
+    if new and len(in_use) + len(new) > MAX_KEYWORDS:
+        raise TooManyKeywords(str(mailbox_id))
 
 
 async def _lock(conn: asyncpg.Connection, mailbox_id: int) -> asyncpg.Record:
@@ -263,7 +304,10 @@ _SELECT = (
     " COALESCE((SELECT recent_uid FROM claim), entries.upto) AS recent_from FROM box, entries"
 )
 _SYSTEM_FLAGS = ["\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"]
-MAX_KEYWORDS = 100  # listed in SELECT's FLAGS
+# Distinct keywords a mailbox may carry: each is listed in FLAGS (and PERMANENTFLAGS) at every SELECT, so a
+# client storing thousands grew every SELECT of every client. Cyrus's limit is 128 (MAX_USER_FLAGS);
+# Thunderbird's tags and junk marks use a handful. STORE, APPEND and COPY/MOVE refuse a new one beyond it.
+MAX_KEYWORDS = 100
 
 
 async def snapshot(conn: Conn, mailbox_id: int, claim_recent: bool = False) -> Snapshot:
@@ -417,15 +461,17 @@ async def read_raw(conn: Conn, message_id: int, offset: int, length: int) -> byt
                                message_id, offset + 1, length) or b""
 
 
-async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: str,
-                      flags: Sequence[str]) -> tuple[int | None, list[tuple[int, list[str]]]]:
+async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: str, flags: Sequence[str],
+                      check_keywords: Collection[str] = ()) -> tuple[int | None, list[tuple[int, list[str]]]]:
     """Set (`set`), add (`add`) or remove (`remove`) flags on `uids`. Returns the modseq given to the
     changed entries (None if none changed) and the current (uid, flags) of every entry in `uids`.
 
     One statement (its implicit transaction commits as it returns). The mailbox row is locked, and a
     modseq taken, only when some entry needs the change (as seen when the statement starts); the
     entries' condition is checked again on the rows as locked, so a concurrent change that made ours
-    needless can at worst leave a modseq unused. Entries it did not change are reported as it read them."""
+    needless can at worst leave a modseq unused. Entries it did not change are reported as it read them.
+    With `check_keywords` (keywords the caller does not know to be in the mailbox), TooManyKeywords when
+    they would take it past MAX_KEYWORDS; the check and the change are then one transaction."""
     change = {
         "set": "ARRAY(SELECT DISTINCT f FROM unnest($3::text[]) f ORDER BY f)",
         "add": "ARRAY(SELECT DISTINCT f FROM unnest(mm.flags || $3::text[]) f ORDER BY f)",
@@ -436,7 +482,7 @@ async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: st
         "add": "NOT (mm.flags @> $3::text[])",
         "remove": "mm.flags && $3::text[]",
     }[mode]
-    rows = await pool.fetch(
+    sql = (
         "WITH lock AS (UPDATE mailboxes SET highestmodseq = highestmodseq + 1 WHERE id = $1 AND EXISTS"
         f"  (SELECT FROM mailbox_messages mm WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND {needs})"
         "  RETURNING highestmodseq),"
@@ -445,8 +491,14 @@ async def store_flags(pool: Conn, mailbox_id: int, uids: Sequence[int], mode: st
         " SELECT mm.uid, COALESCE(changed.flags, mm.flags) AS flags, changed.modseq,"
         "  (SELECT pg_notify($4, $1::text) WHERE EXISTS (SELECT FROM changed)) IS NOT NULL AS notified"
         " FROM mailbox_messages mm LEFT JOIN changed ON changed.uid = mm.uid"
-        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid",
-        mailbox_id, list(uids), sorted(set(flags)), MAILBOX_CHANNEL)
+        " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid")
+    args = (mailbox_id, list(uids), sorted(set(flags)), MAILBOX_CHANNEL)
+    if check_keywords and mode != "remove":
+        async with _transaction(pool) as conn:
+            await _check_keywords(conn, mailbox_id, check_keywords)
+            rows = await conn.fetch(sql, *args)
+    else:
+        rows = await pool.fetch(sql, *args)
     modseq = next((r["modseq"] for r in rows if r["modseq"] is not None), None)
     return modseq, [(r["uid"], list(r["flags"])) for r in rows]
 
@@ -481,15 +533,17 @@ async def _log_expunged(conn: asyncpg.Connection, mailbox_id: int, uids: list[in
 
 
 async def copy(pool: asyncpg.Pool, source_id: int, uids: Sequence[int], dest_id: int,
-               move: bool = False) -> CopyResult:
+               move: bool = False, known_keywords: Collection[str] | None = None) -> CopyResult:
     """Copy (or move) entries to another mailbox of the same account in one transaction.
-    Flags and internal dates are kept; UIDs are new in the destination (COPYUID, RFC 4315)."""
+    Flags and internal dates are kept; UIDs are new in the destination (COPYUID, RFC 4315).
+    With `known_keywords` (those the caller knows the destination carries), TooManyKeywords when the
+    entries' other keywords would take the destination past MAX_KEYWORDS."""
     async with pool.acquire() as conn, conn.transaction():
-        return await _copy_in(conn, source_id, dest_id, list(uids), move)
+        return await _copy_in(conn, source_id, dest_id, list(uids), move, known_keywords)
 
 
 async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids: list[int],
-                   move: bool) -> CopyResult:
+                   move: bool, known_keywords: Collection[str] | None = None) -> CopyResult:
     # Both mailbox rows locked in id order, as delivery does: no deadlock between COPY a->b and b->a.
     owners = {r["id"]: r["account_id"] for r in await conn.fetch(
         "SELECT id, account_id FROM mailboxes WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
@@ -500,6 +554,13 @@ async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids:
     dest = await _lock(conn, dest_id)
     if not rows:
         return CopyResult(dest["uidvalidity"], [], [])
+    keywords: list[str] = []
+    if known_keywords is not None:
+        keywords = list(await conn.fetchval(
+            "SELECT COALESCE(array_agg(DISTINCT f), '{}') FROM mailbox_messages mm, unnest(mm.flags) f"
+            " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) AND left(f, 1) <> '\\'", source_id, uids))
+        if set(keywords) - set(known_keywords):
+            await _check_keywords(conn, dest_id, keywords)
     size = sum(r["size"] for r in rows)
     if not move:
         await _charge(conn, dest["account_id"], size)
@@ -522,7 +583,7 @@ async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids:
                            source_id, src_uids)
         await _log_expunged(conn, source_id, src_uids, src["highestmodseq"])
         await _notify(conn, source_id)
-    return CopyResult(dest["uidvalidity"], src_uids, list(range(first, first + len(rows))))
+    return CopyResult(dest["uidvalidity"], src_uids, list(range(first, first + len(rows))), keywords)
 
 
 async def _charge(conn: asyncpg.Connection, account_id: int, size: int) -> None:
@@ -566,12 +627,19 @@ _APPEND = (
 
 
 async def append(pool: Conn, mailbox_id: int, raw: bytes, summary: Any, flags: Sequence[str],
-                 internal_date: datetime | None, name: str | None = None) -> tuple[int, int]:
+                 internal_date: datetime | None, name: str | None = None,
+                 check_keywords: Collection[str] = ()) -> tuple[int, int]:
     """Store a message given by a client into a mailbox; return (uidvalidity, uid) once it is durable.
     With `name`, the mailbox must still have that name (a caller's cached id may be stale): else
-    MailboxNotFound. OverQuota when the account has no room for it."""
-    row = await pool.fetchrow(_APPEND, *message_values(raw, summary), mailbox_id, name, sorted(set(flags)),
-                              internal_date, MAILBOX_CHANNEL)
+    MailboxNotFound. OverQuota when the account has no room for it. With `check_keywords` (keywords the
+    caller does not know to be in the mailbox), TooManyKeywords when they would take it past MAX_KEYWORDS."""
+    args = (*message_values(raw, summary), mailbox_id, name, sorted(set(flags)), internal_date, MAILBOX_CHANNEL)
+    if check_keywords:
+        async with _transaction(pool) as conn:
+            await _check_keywords(conn, mailbox_id, check_keywords)
+            row = await conn.fetchrow(_APPEND, *args)
+    else:
+        row = await pool.fetchrow(_APPEND, *args)
     if row is not None and row["stored"]:
         return row["uidvalidity"], row["uid"]
     # refused: nothing was stored; tell a vanished (or renamed) mailbox from a full account

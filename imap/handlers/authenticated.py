@@ -74,7 +74,10 @@ async def select(session: Session, cmd: Select) -> Reply:
             session.send(encoder.ok("*", "first unseen", Code.unseen(seq)))
     session.send(encoder.ok("*", "UIDs valid", Code.uidvalidity(snap.mailbox.uidvalidity)))
     session.send(encoder.ok("*", "predicted next UID", Code.uidnext(snap.mailbox.uidnext)))
-    permanent = () if cmd.readonly else (*SYSTEM_FLAGS, "\\*")
+    session.known_keywords[box.id] = set(snap.keywords)
+    # RFC 3501 §7.1: \\* only while new keywords can be stored (mailstore.MAX_KEYWORDS)
+    new_keywords = ("\\*",) if len(snap.keywords) < mailstore.MAX_KEYWORDS else ()
+    permanent = () if cmd.readonly else (*SYSTEM_FLAGS, *snap.keywords, *new_keywords)
     session.send(encoder.ok("*", "flags permitted", Code.permanentflags(permanent)))
     session.select(sel, subscription)
     return replies.completed(cmd.name, encoder.READ_ONLY if cmd.readonly else encoder.READ_WRITE)
@@ -228,6 +231,7 @@ async def append(session: Session, cmd: Append) -> Reply:
     if any(not msg.message for msg in cmd.messages):
         raise Refusal(replies.EMPTY_MESSAGE)  # before storing any: RFC 3502 §6.3.11, all or none
     summaries = [await _summarize(msg.message) for msg in cmd.messages]
+    keywords = mailstore.keywords_of([f for msg in cmd.messages for f in msg.flags])
     if len(cmd.messages) == 1:
         box, validity, uid = await _append_one(session, session.ctx.pool, box, cmd, 0, summaries[0])
         uids = [uid]
@@ -239,6 +243,7 @@ async def append(session: Session, cmd: Append) -> Reply:
                 box, validity, uid = await _append_one(session, conn, box, cmd, i, summary)
                 uids.append(uid)
     session.append_boxes[name] = box
+    session.known_keywords.setdefault(box.id, set()).update(keywords)
     return replies.completed(cmd.name, Code.appenduid(validity, uids))
 
 
@@ -255,12 +260,18 @@ async def _append_one(session: Session, conn: mailstore.Conn, box: Mailbox, cmd:
     (renamed or deleted since) is looked up again by name once."""
     msg = cmd.messages[index]
     flags = [f for f in msg.flags if f != "\\Recent"]
+
+    def unknown(box: Mailbox) -> set[str]:
+        return mailstore.keywords_of(flags) - session.known_keywords.get(box.id, set())
+
     try:
-        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name)
+        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name,
+                                               check_keywords=unknown(box))
     except mailstore.MailboxNotFound:
         session.append_boxes.pop(mailboxes.normalize(cmd.mailbox), None)
         box = await find(session, cmd.mailbox, replies.TRY_CREATE)
-        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name)
+        validity, uid = await mailstore.append(conn, box.id, msg.message, summary, flags, msg.date, box.name,
+                                               check_keywords=unknown(box))
     return box, validity, uid
 
 

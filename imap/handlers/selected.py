@@ -131,7 +131,11 @@ async def store(session: Session, cmd: Store) -> Reply:
     flags = [f for f in cmd.flags if f != "\\Recent"]
     if not uids:
         return replies.completed(cmd.name)
-    modseq, rows = await mailstore.store_flags(session.ctx.pool, sel.mailbox.id, uids, cmd.mode, flags)
+    known = session.known_keywords.setdefault(sel.mailbox.id, set())
+    new = mailstore.keywords_of(flags) - known if cmd.mode != "remove" else set()
+    modseq, rows = await mailstore.store_flags(session.ctx.pool, sel.mailbox.id, uids, cmd.mode, flags,
+                                               check_keywords=new)
+    known.update(new)
     if modseq is not None:
         sel.own_modseqs.add(modseq)
     if not cmd.silent:
@@ -154,7 +158,9 @@ async def copy(session: Session, cmd: Copy) -> Reply:
     move = cmd.name == "MOVE"
     if move and dest.id == sel.mailbox.id:
         raise Refusal(replies.CANNOT)
-    result = await mailstore.copy(session.ctx.pool, sel.mailbox.id, uids, dest.id, move=move)
+    known = session.known_keywords.setdefault(dest.id, set())
+    result = await mailstore.copy(session.ctx.pool, sel.mailbox.id, uids, dest.id, move=move, known_keywords=known)
+    known.update(result.keywords)
     code = Code.copyuid(result.uidvalidity, result.source_uids, result.dest_uids) if result.dest_uids else None
     if not move:
         return replies.completed(cmd.name, code)

@@ -3,6 +3,7 @@ code (never NO [SERVERBUG], a dropped connection or a logged traceback), and not
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -276,3 +277,75 @@ async def test_appendlimit_is_advertised_once_logged_in(listening: Listening) ->
     out = await c.cmd(f'L LOGIN {USER} "{PASSWORD}"')
     assert f" APPENDLIMIT={limit}" in out[-1], out
     assert f" APPENDLIMIT={limit}" in (await c.cmd("c CAPABILITY"))[0]
+
+
+def keywords(*numbers: int, prefix: str = "k") -> str:
+    return "(" + " ".join(f"{prefix}{n}" for n in numbers) + ")"
+
+
+async def distinct_keywords(listening: Listening, mailbox: str = "INBOX") -> set[str]:
+    rows = await listening.world.pool.fetch(
+        "SELECT DISTINCT f FROM mailbox_messages mm JOIN mailboxes b ON b.id = mm.mailbox_id, unnest(mm.flags) f"
+        " WHERE b.name = $1 AND left(f, 1) <> '\\'", mailbox)
+    return {r[0] for r in rows}
+
+
+# Each keyword of a mailbox is listed in FLAGS and PERMANENTFLAGS at every SELECT: a client could store
+# thousands and grow every SELECT of every client. A mailbox holds at most 100 distinct ones (Cyrus: 128).
+async def test_store_of_keywords_beyond_the_mailbox_limit_is_no_limit(listening: Listening,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    for n in (1, 2):
+        await listening.world.deliver(message(n))
+    early = await session(listening)  # selected before any keyword: knows of none
+    c = await session(listening)
+    out = await send(c, "a", b"a STORE 1 +FLAGS " + keywords(*range(101)).encode())
+    assert out[-1].startswith("a NO [LIMIT]"), out
+    assert await distinct_keywords(listening) == set()
+    assert (await send(c, "b", b"b STORE 1 +FLAGS.SILENT " + keywords(*range(100)).encode()))[-1].startswith("b OK")
+    assert (await send(c, "c", b"c STORE 2 +FLAGS (k100)"))[-1].startswith("c NO [LIMIT]")
+    assert (await send(c, "d", b"d STORE 2 FLAGS (k5 \\Seen)"))[-1].startswith("d OK")  # one it has
+    assert (await send(early, "e", b"e STORE 2 +FLAGS (k7)"))[-1].startswith("e OK")
+    assert (await send(early, "f", b"f UID STORE 2 +FLAGS (k100)"))[-1].startswith("f NO [LIMIT]")
+    assert len(await distinct_keywords(listening)) == 100
+    out = await send(c, "g", b"g SELECT INBOX")
+    permanent = next(line for line in out if "PERMANENTFLAGS" in line)
+    assert "\\*" not in permanent and " k99" in permanent, permanent  # RFC 3501 §7.1: no new keywords
+    # the count is of keywords in use: once they are gone, new ones can be stored again
+    assert (await send(c, "h", b"h STORE 1:* -FLAGS.SILENT " + keywords(*range(100)).encode()))[-1].startswith("h OK")
+    assert (await send(early, "i", b"i STORE 1 +FLAGS (k100)"))[-1].startswith("i OK")
+    no_errors_logged(caplog)
+
+
+async def test_append_and_copy_of_keywords_beyond_the_mailbox_limit_store_nothing(
+        listening: Listening, caplog: pytest.LogCaptureFixture) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    assert (await send(c, "a", b"a STORE 1 +FLAGS " + keywords(*range(100)).encode()))[-1].startswith("a OK")
+    assert (await send(c, "b", b"b CREATE Other"))[-1].startswith("b OK")
+    other = await session(listening, select=None)  # knows no keyword of INBOX
+    raw = message(2)
+    for tag, s in (("c", c), ("d", other)):
+        out = await send(s, tag, b"%s APPEND INBOX (k100 \\Seen) {%d+}\r\n" % (tag.encode(), len(raw)) + raw)
+        assert out[-1].startswith(f"{tag} NO [LIMIT]"), out
+    assert "MESSAGES 1 " in await messages_in(c, "INBOX")
+    assert (await send(other, "e", b"e APPEND INBOX (k3) {%d+}\r\n" % len(raw) + raw))[-1].startswith("e OK")
+    out = await send(other, "f", b"f APPEND Other (x1 x2) {%d+}\r\n" % len(raw) + raw)
+    assert out[-1].startswith("f OK"), out
+    assert (await send(other, "g", b"g SELECT Other"))[-1].startswith("g OK")
+    for tag, command in (("h", b"COPY"), ("i", b"MOVE"), ("j", b"UID MOVE")):
+        out = await send(other, tag, b"%s %s 1 INBOX" % (tag.encode(), command))
+        assert out[-1].startswith(f"{tag} NO [LIMIT]"), out
+    assert "MESSAGES 2 " in await messages_in(c, "INBOX")
+    assert "MESSAGES 1 " in await messages_in(c, "Other")
+    assert (await send(c, "k", b"k COPY 2 Other"))[-1].startswith("k OK")  # k3 into a mailbox with room
+    no_errors_logged(caplog)
+
+
+async def test_sessions_adding_keywords_at_once_stay_within_the_limit(listening: Listening) -> None:
+    await listening.world.deliver(message(1))
+    sessions = [await session(listening) for _ in range(4)]
+    outs = await asyncio.gather(*(
+        send(s, "a", b"a STORE 1 +FLAGS.SILENT " + keywords(*range(40), prefix=f"s{i}-").encode())
+        for i, s in enumerate(sessions)))
+    assert sorted(out[-1][:12] for out in outs) == ["a NO [LIMIT]"] * 2 + ["a OK STORE c"] * 2, outs
+    assert len(await distinct_keywords(listening)) == 80
