@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import pytest
 
@@ -349,3 +350,40 @@ async def test_sessions_adding_keywords_at_once_stay_within_the_limit(listening:
         for i, s in enumerate(sessions)))
     assert sorted(out[-1][:12] for out in outs) == ["a NO [LIMIT]"] * 2 + ["a OK STORE c"] * 2, outs
     assert len(await distinct_keywords(listening)) == 80
+
+
+# LIST patterns were a regex (`.*` for `*`, `[^/]*` for `%`) that backtracked for ever on runs of
+# wildcards: `%*%*%*x` against a 120-character name took seconds, 30 pairs minutes, all on the event loop
+@pytest.mark.parametrize("pattern", [b"%*%*%*x", b"*a*a*a*a*a*a*a*a*a*a*x", b"%a%a%a%a%a%a%a%a%a%a%a%ax",
+                                     b"%*" * 3000 + b"x", b"a" * 600 + b"*"],
+                         ids=["percent-star", "star-a", "percent-a", "6000-wildcards", "600-literals"])
+async def test_list_patterns_with_many_wildcards_take_linear_time(listening: Listening, pattern: bytes) -> None:
+    c = await session(listening, select=None)
+    assert (await c.cmd("c CREATE " + "a" * 120))[-1].startswith("c OK")
+    started = time.perf_counter()
+    for command in (b'LIST "" "%s"', b'LSUB "" "%s"', b'LIST "" ("x" "%s") RETURN (STATUS (MESSAGES))'):
+        out = await send(c, "a", b"a " + command % pattern)
+        assert out == [f"a OK {command.split()[0].decode()} completed\r\n"], out
+    assert time.perf_counter() - started < 1
+
+
+@pytest.mark.parametrize(("reference", "pattern", "names"), [
+    ("", "*", ["INBOX", "INBOX/a", "Sent", "a", "a/b", "a/b/c", "ab"]),
+    ("", "%", ["INBOX", "Sent", "a", "ab"]),
+    ("", "a/%", ["a/b"]),
+    ("", "a*", ["a", "a/b", "a/b/c", "ab"]),
+    ("", "a%", ["a", "ab"]),
+    ("a/", "%", ["a/b"]),
+    ("a", "/*", ["a/b", "a/b/c"]),
+    ("", "inbox*", ["INBOX", "INBOX/a"]),
+    ("", "%/%", ["INBOX/a", "a/b"]),
+    ("", "*%b", ["a/b", "ab"]),
+    ("", "%*%/c", ["a/b/c"]),
+    ("", "a/b/c/", []),
+])
+def test_list_patterns_match_as_rfc_3501_says(reference: str, pattern: str, names: list[str]) -> None:
+    from imap.mailboxes import matcher
+
+    every = ["INBOX", "INBOX/a", "Sent", "a", "a/b", "a/b/c", "ab"]
+    m = matcher(reference, pattern)
+    assert [n for n in every if m.match(n)] == names
