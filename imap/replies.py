@@ -76,6 +76,7 @@ EMPTY_MESSAGE = Reply("NO", "empty message")
 TOO_MANY_KEYWORDS = Reply("NO", "too many keywords in this mailbox", encoder.LIMIT)  # RFC 5530
 COPY_NOTHING = Reply("NO", "no messages to copy")
 SEARCH_TOO_LONG = Reply("NO", "search strings too long", encoder.LIMIT)
+SEARCH_TOO_MANY_KEYS = Reply("NO", "too many search keys", encoder.LIMIT)
 BAD_CHARSET = Reply("NO", "unsupported charset", Code(BADCHARSET))  # RFC 3501 §6.4.4: NO, not BAD
 
 # the one reply for anything unexpected: the cause goes to the log, never to the client

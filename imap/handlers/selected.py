@@ -12,7 +12,7 @@ from imap.dispatch import Needs, command
 from imap.encoder import Code
 from imap.handlers.authenticated import find
 from imap.replies import Refusal, Reply
-from imap.search import MAX_NEEDLES, needles_length, translate
+from imap.search import MAX_KEYS, MAX_NEEDLES, key_count, needles_length, translate
 from imap.selected import SelectedMailbox
 from imap.sequence import SequenceSet
 from storage import mailsearch, mailstore
@@ -79,6 +79,8 @@ async def search(session: Session, cmd: Search) -> Reply:
         raise Refusal(replies.BAD_CHARSET)
     if needles_length(cmd.criteria) > MAX_NEEDLES:
         raise Refusal(replies.SEARCH_TOO_LONG)
+    if key_count(cmd.criteria) > MAX_KEYS:
+        raise Refusal(replies.SEARCH_TOO_MANY_KEYS)
     try:
         criteria = translate(cmd.criteria, sel)
     except ValueError:

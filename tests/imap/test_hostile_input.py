@@ -387,3 +387,23 @@ def test_list_patterns_match_as_rfc_3501_says(reference: str, pattern: str, name
     every = ["INBOX", "INBOX/a", "Sent", "a", "a/b", "a/b/c", "ab"]
     m = matcher(reference, pattern)
     assert [n for n in every if m.match(n)] == names
+
+
+# each key is a condition of one SQL statement whose planning grew faster than the count: 1,000 `1:*`
+# (4 KB) held a database connection for minutes
+@pytest.mark.parametrize(("keys", "reply"), [
+    (b" ".join([b"1:*"] * 1000), "a NO [LIMIT] too many search keys"),
+    (b" ".join([b"UID 1,3"] * 101), "a NO [LIMIT] too many search keys"),
+    (b" ".join([b"NOT SEEN"] * 51), "a NO [LIMIT] too many search keys"),
+    (b"(" + b" ".join([b"KEYWORD k%d" % i for i in range(101)]) + b")", "a NO [LIMIT] too many search keys"),
+    (b" ".join([b"1:*"] * 50), "a OK"),
+    (b" ".join([b"OR SEEN UNSEEN"] * 33), "a OK"),
+], ids=["1000-seqsets", "101-uids", "51-nots", "101-in-parentheses", "50-seqsets", "33-ors"])
+async def test_search_programs_with_many_keys_are_refused_quickly(listening: Listening, keys: bytes,
+                                                                  reply: str) -> None:
+    await listening.world.deliver(message(1))
+    c = await session(listening)
+    started = time.perf_counter()
+    out = await send(c, "a", b"a SEARCH " + keys)
+    assert out[-1].startswith(reply), out
+    assert time.perf_counter() - started < 5
