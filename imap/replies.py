@@ -73,6 +73,7 @@ READ_ONLY = Reply("NO", "mailbox is read-only", encoder.READ_ONLY)
 OVER_QUOTA = Reply("NO", "over quota", encoder.OVERQUOTA)
 NO_SUCH_QUOTA_ROOT = Reply("NO", "no such quota root")
 EMPTY_MESSAGE = Reply("NO", "empty message")
+TOO_MANY_MAILBOXES = Reply("NO", "too many mailboxes", encoder.LIMIT)  # RFC 5530
 TOO_MANY_KEYWORDS = Reply("NO", "too many keywords in this mailbox", encoder.LIMIT)  # RFC 5530
 COPY_NOTHING = Reply("NO", "no messages to copy")
 SEARCH_TOO_LONG = Reply("NO", "search strings too long", encoder.LIMIT)

@@ -492,6 +492,8 @@ def _store_reply(exc: mailstore.MailStoreError) -> Reply:
         return replies.OVER_QUOTA
     if isinstance(exc, mailstore.TooManyKeywords):
         return replies.TOO_MANY_KEYWORDS
+    if isinstance(exc, mailstore.TooManyMailboxes):
+        return replies.TOO_MANY_MAILBOXES
     return replies.CANNOT
 
 

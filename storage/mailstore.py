@@ -54,6 +54,10 @@ class OverQuota(MailStoreError):
     pass
 
 
+class TooManyMailboxes(MailStoreError):
+    """The account would have more than MAX_MAILBOXES mailboxes."""
+
+
 class TooManyKeywords(MailStoreError):
     """The keywords would take the mailbox past MAX_KEYWORDS distinct ones."""
 
@@ -189,9 +193,26 @@ async def get_mailbox(conn: Conn, account_id: int, name: str) -> Mailbox | None:
     return mailbox_from_row(row) if row else None
 
 
+# Mailboxes an account may have. Nothing else bounded them: one CREATE of a 512-character name makes up to
+# 256 (its parents), and a client looping on CREATE filled the table and every LIST. Generous for people
+# (Thunderbird starts with 6); a quota counts bytes, not rows.
+MAX_MAILBOXES = 10_000
+
+
+async def _check_mailbox_count(conn: asyncpg.Connection, account_id: int, adding: int) -> None:
+    """Refuse (TooManyMailboxes) `adding` more mailboxes beyond MAX_MAILBOXES. The account row is locked
+    first, so concurrent CREATEs of one account are counted in turn."""
+    await conn.execute("SELECT FROM accounts WHERE id = $1 FOR UPDATE", account_id)
+    count = await conn.fetchval("SELECT count(*) FROM mailboxes WHERE account_id = $1", account_id)
+    if count + adding > MAX_MAILBOXES:
+        raise TooManyMailboxes(str(account_id))
+
+
 async def create_mailbox(pool: asyncpg.Pool, account_id: int, name: str, special_use: str | None = None) -> int:
-    """Create `name` and any missing parents (RFC 3501 §6.3.3); refuse an existing name."""
+    """Create `name` and any missing parents (RFC 3501 §6.3.3); refuse an existing name, and more
+    than MAX_MAILBOXES for the account."""
     async with pool.acquire() as conn, conn.transaction():
+        await _check_mailbox_count(conn, account_id, len(parents_of(name)) + 1)
         for parent in parents_of(name):
             await conn.execute(
                 "INSERT INTO mailboxes (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -243,6 +264,7 @@ async def rename_mailbox(pool: asyncpg.Pool, account_id: int, old: str, new: str
             raise MailboxNotFound(old)
         if await conn.fetchval("SELECT 1 FROM mailboxes WHERE account_id = $1 AND name = $2", account_id, new):
             raise MailboxExists(new)
+        await _check_mailbox_count(conn, account_id, len(parents_of(new)) + (old == INBOX))
         for parent in parents_of(new):
             await conn.execute(
                 "INSERT INTO mailboxes (account_id, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",

@@ -407,3 +407,26 @@ async def test_search_programs_with_many_keys_are_refused_quickly(listening: Lis
     out = await send(c, "a", b"a SEARCH " + keys)
     assert out[-1].startswith(reply), out
     assert time.perf_counter() - started < 5
+
+
+async def test_create_and_rename_beyond_the_mailbox_limit_are_no_limit(listening: Listening,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    from storage.mailstore import MAX_MAILBOXES
+
+    pool = listening.world.pool
+    have = await pool.fetchval("SELECT count(*) FROM mailboxes WHERE account_id = $1", listening.world.account_id)
+    # nothing else bounded them: one CREATE of a 512-character name made 256 mailboxes
+    await pool.execute("INSERT INTO mailboxes (account_id, name) SELECT $1, 'filler' || n"
+                       " FROM generate_series(1, $2) n", listening.world.account_id, MAX_MAILBOXES - have - 3)
+    c = await session(listening, select=None)
+    out = await send(c, "a", b"a CREATE " + b"/".join([b"d"] * 4))  # four with its parents
+    assert out[-1] == "a NO [LIMIT] too many mailboxes\r\n", out
+    assert (await send(c, "b", b"b CREATE d/d"))[-1].startswith("b OK")
+    assert (await send(c, "c", b"c RENAME d/d e/f/g"))[-1] == "c NO [LIMIT] too many mailboxes\r\n"  # e, e/f
+    assert (await send(c, "d", b"d RENAME d/d d/e"))[-1].startswith("d OK")
+    assert (await send(c, "e", b"e CREATE x"))[-1].startswith("e OK")  # the last one
+    assert (await send(c, "f", b"f CREATE y"))[-1] == "f NO [LIMIT] too many mailboxes\r\n"
+    assert (await send(c, "g", b"g DELETE x"))[-1].startswith("g OK")
+    assert (await send(c, "h", b"h CREATE y"))[-1].startswith("h OK")
+    assert await pool.fetchval("SELECT count(*) FROM mailboxes") == MAX_MAILBOXES
+    no_errors_logged(caplog)
