@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import pytest
 
+from tests.hangguard import no_hang
 from tests.imap.conftest import PASSWORD, USER, Listening, message
 from tests.imap.test_server import Line
 
@@ -360,11 +360,10 @@ async def test_sessions_adding_keywords_at_once_stay_within_the_limit(listening:
 async def test_list_patterns_with_many_wildcards_take_linear_time(listening: Listening, pattern: bytes) -> None:
     c = await session(listening, select=None)
     assert (await c.cmd("c CREATE " + "a" * 120))[-1].startswith("c OK")
-    started = time.perf_counter()
-    for command in (b'LIST "" "%s"', b'LSUB "" "%s"', b'LIST "" ("x" "%s") RETURN (STATUS (MESSAGES))'):
-        out = await send(c, "a", b"a " + command % pattern)
-        assert out == [f"a OK {command.split()[0].decode()} completed\r\n"], out
-    assert time.perf_counter() - started < 1
+    with no_hang():  # the regex: minutes for most of these patterns
+        for command in (b'LIST "" "%s"', b'LSUB "" "%s"', b'LIST "" ("x" "%s") RETURN (STATUS (MESSAGES))'):
+            out = await send(c, "a", b"a " + command % pattern)
+            assert out == [f"a OK {command.split()[0].decode()} completed\r\n"], out
 
 
 @pytest.mark.parametrize(("reference", "pattern", "names"), [
@@ -399,14 +398,12 @@ def test_list_patterns_match_as_rfc_3501_says(reference: str, pattern: str, name
     (b" ".join([b"1:*"] * 50), "a OK"),
     (b" ".join([b"OR SEEN UNSEEN"] * 33), "a OK"),
 ], ids=["1000-seqsets", "101-uids", "51-nots", "101-in-parentheses", "50-seqsets", "33-ors"])
-async def test_search_programs_with_many_keys_are_refused_quickly(listening: Listening, keys: bytes,
+async def test_search_programs_with_many_keys_are_refused(listening: Listening, keys: bytes,
                                                                   reply: str) -> None:
     await listening.world.deliver(message(1))
     c = await session(listening)
-    started = time.perf_counter()
     out = await send(c, "a", b"a SEARCH " + keys)
     assert out[-1].startswith(reply), out
-    assert time.perf_counter() - started < 5
 
 
 async def test_create_and_rename_beyond_the_mailbox_limit_are_no_limit(listening: Listening,
