@@ -170,7 +170,10 @@ def _unquote(value: str) -> str:
     return value
 
 
-_CONTINUATION = re.compile(r"([^*]+)\*(\d+)(\*?)")  # RFC 2231 §3: name*0, name*1*
+# RFC 2231 §3: name*0, name*1*. ASCII digits, at most 9: int() refuses a string of over 4,300 digits
+# (a ValueError that made summarize raise, so the message was refused with 451 for ever), and no list of
+# continuations needs an index past 999,999,999; a longer one is an ordinary parameter name.
+_CONTINUATION = re.compile(r"([^*]+)\*([0-9]{1,9})(\*?)")
 
 
 def parse_params(text: str) -> tuple[str, list[tuple[str, str]]]:
