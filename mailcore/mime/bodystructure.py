@@ -17,6 +17,15 @@ from mailcore.mime.wire import nstring, plist, string, to_text
 _EMPTY_PART = '("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0{ext})'
 
 
+# RFC 3501 §9 body-type-msg: a "message" "rfc822" part is followed by an envelope, a body and a line count,
+# so one the walk did not open (a base64 or quoted-printable encoding, RFC 2046 §5.2.1 forbids them; or
+# nested past MAX_DEPTH) cannot be sent under its own type: "message" "rfc822" NIL NIL NIL "base64" 60
+# NIL ... puts the MD5 where a client's parser wants the envelope. It goes as the opaque bytes it is, as
+# a multipart nested too deep does; the stored part list keeps its real type.
+_MESSAGE_TYPES = ("message/rfc822", "message/global")
+_OPAQUE_MESSAGE = ("application", "octet-stream")
+
+
 def count_lines(raw: bytes, start: int, end: int) -> int:
     """Lines in raw[start:end]: LFs, plus a last line without one."""
     if end <= start:
@@ -68,9 +77,12 @@ def render_both(raw: bytes, ent: Entity) -> tuple[str, str]:
         subtype = string(ent.subtype)
         ext = " " + _params(ent.params) + _extension(ent)
         return f"({basic} {subtype})", f"({full} {subtype}{ext})"
+    main, subtype = ent.type, ent.subtype
+    if ent.message is None and ent.content_type in _MESSAGE_TYPES:
+        main, subtype = _OPAQUE_MESSAGE
     head = " ".join([
-        string(ent.type),
-        string(ent.subtype),
+        string(main),
+        string(subtype),
         _params(ent.params),
         nstring(_field(ent.header, "content-id")),
         nstring(_field(ent.header, "content-description")),

@@ -4,7 +4,12 @@ the suite's timeout)."""
 
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from mailcore.mime import summarize
+from mailcore.mime.structure import MAX_DEPTH
 
 
 def test_rfc2231_index_longer_than_int_reads_is_an_ordinary_parameter() -> None:
@@ -18,3 +23,38 @@ def test_rfc2231_index_longer_than_int_reads_is_an_ordinary_parameter() -> None:
 def test_rfc2231_indexes_out_of_order_and_with_gaps_are_merged_in_order() -> None:
     s = summarize(b"Content-Type: application/x; name*2=c; name*99999999=d; name*0=a\r\n\r\nx")
     assert s.bodystructure.startswith('("application" "x" ("name" "acd") NIL')
+
+
+def _message_in_message(depth: int) -> bytes:
+    raw = b"Subject: innermost\r\n\r\ntext\r\n"
+    for i in range(depth):
+        raw = b"Subject: s%d\r\nContent-Type: message/rfc822\r\n\r\n" % i + raw
+    return raw
+
+
+ENCODED = (b"Content-Type: multipart/mixed; boundary=X\r\n\r\n--X\r\nContent-Type: message/rfc822\r\n"
+           b"Content-Transfer-Encoding: %s\r\n\r\nU3ViamVjdDogeA0KDQp4\r\n--X--\r\n")
+
+
+# RFC 3501 §9 body-type-msg: "message" "rfc822" is followed by body-fields, then an envelope
+_MESSAGE_HEAD = re.compile(r'"message" "(?:rfc822|global)" NIL NIL NIL "[^"]*" \d+ (.)')
+
+
+@pytest.mark.parametrize("raw, opaque", [
+    (ENCODED % b"base64", '("application" "octet-stream" NIL NIL NIL "base64" 20'),
+    (ENCODED % b"quoted-printable", '("application" "octet-stream" NIL NIL NIL "quoted-printable" 20'),
+    (ENCODED.replace(b"message/rfc822", b"message/global") % b"base64",
+     '("application" "octet-stream" NIL NIL NIL "base64" 20'),
+    # nested past MAX_DEPTH: the deepest message opened holds one message/rfc822 left closed
+    (_message_in_message(MAX_DEPTH + 3), '("application" "octet-stream" NIL NIL NIL "7bit" '),
+])
+def test_message_part_not_opened_is_sent_as_opaque_bytes(raw: bytes, opaque: str) -> None:
+    # a "message" "rfc822" part without its envelope, body and line count made a client's parser read
+    # the MD5 (NIL) as the envelope and the rest out of step: the whole FETCH response was unreadable
+    s = summarize(raw)
+    for wire in (s.bodystructure, s.body):
+        assert wire.count(opaque) == 1
+        assert all(m.group(1) == "(" for m in _MESSAGE_HEAD.finditer(wire))
+    # the part list keeps the real type (the API shows it as an attached message)
+    assert any(p.content_type.startswith("message/") and p.message_body_start is None for p in s.parts)
+    assert s.has_attachments

@@ -245,8 +245,10 @@ def test_encoded_message_part_is_opaque_whatever_comments_its_encoding_carries(c
     s = summarize(b"From: a@b.example\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\n"
                   b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: " + cte + b"\r\n\r\n"
                   + inner + b"--XX--\r\n")
-    assert s.bodystructure.startswith('(("message" "rfc822" NIL NIL NIL "base64" 60 NIL NIL NIL NIL) "mixed"')
+    # ... so it goes as opaque bytes: "message" "rfc822" needs an envelope after it (RFC 3501 §9)
+    assert s.bodystructure.startswith('(("application" "octet-stream" NIL NIL NIL "base64" 60 NIL NIL NIL NIL) "mixed"')
     assert [p.number for p in s.parts] == ["1"] and s.parts[0].message_body_start is None
+    assert s.parts[0].content_type == "message/rfc822"
 
 
 def test_quote_heavy_and_crlf_values_become_literals() -> None:
