@@ -292,6 +292,19 @@ def text_of(data: bytes) -> str:
             return data.decode("latin-1")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """Decoded header text as every store and UTF-8 encoder takes it: NUL dropped (PostgreSQL text and
+    jsonb refuse it, and an encoded word or a %00 in an RFC 2231 value decodes to one) and lone
+    surrogates (a UTF-7 or UTF-16 encoded word can decode to one; UTF-8 cannot carry them) as U+FFFD.
+    Either made the message's store fail: 451 at every SMTP retry, NO [SERVERBUG] to APPEND."""
+    if text.isascii():
+        return text.replace("\x00", "") if "\x00" in text else text
+    return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", text)
+
+
 def text_of_escaped(text: str) -> str:
     """Text decoded with surrogateescape (MIME parameters are, so a boundary keeps its exact bytes) as
     text that can be stored and sent: undecodable bytes read as `text_of` reads header bytes. A raw

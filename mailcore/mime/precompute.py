@@ -21,7 +21,7 @@ from mailcore.mime.addresses import Address
 from mailcore.mime.bodystructure import render_both
 from mailcore.mime.envelope import addresses, envelope
 from mailcore.mime.headerfields import SYNC_FIELDS, pick_parsed
-from mailcore.mime.headers import HeaderBlock, decode_words, param, text_of, text_of_escaped
+from mailcore.mime.headers import HeaderBlock, decode_words, param, storable, text_of, text_of_escaped
 from mailcore.mime.structure import Entity, walk
 
 
@@ -51,7 +51,9 @@ class PartInfo:
 @dataclass(slots=True)
 class MessageSummary:
     """The precomputed view of one message. `envelope`, `bodystructure` and `body` are IMAP wire
-    text, sent as UTF-8 (literal counts are UTF-8 lengths)."""
+    text, sent as UTF-8 (literal counts are UTF-8 lengths). The decoded text (subject, names, the parts'
+    filename, charset and disposition) holds no NUL and no lone surrogate (`headers.storable`): it is
+    stored in PostgreSQL text and jsonb."""
 
     header: bytes  # raw header block, including the blank line that ends it
     body_offset: int
@@ -112,7 +114,7 @@ def _filename(ent: Entity) -> str | None:
     name = param(disp[1], "filename") if disp else None
     if name is None:
         name = param(ent.params, "name")
-    return decode_words(text_of_escaped(name)) if name is not None else None
+    return storable(decode_words(text_of_escaped(name))) if name is not None else None
 
 
 def _info(ent: Entity, number: str) -> PartInfo:
@@ -122,9 +124,9 @@ def _info(ent: Entity, number: str) -> PartInfo:
         number=number,
         content_type=ent.content_type,
         encoding=ent.encoding,
-        charset=text_of_escaped(charset).lower() if charset else None,
+        charset=storable(text_of_escaped(charset)).lower() if charset else None,
         filename=_filename(ent),
-        disposition=text_of_escaped(disp[0]) if disp else None,
+        disposition=storable(text_of_escaped(disp[0])) if disp else None,
         header_start=ent.header_start,
         body_start=ent.body_start,
         body_end=ent.body_end,
@@ -166,6 +168,10 @@ def _date(header: HeaderBlock) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
+def _storable_or_none(text: str | None) -> str | None:
+    return None if text is None else storable(text)
+
+
 def _specs(addrs: list[Address]) -> tuple[str, ...]:
     return tuple(a.addr_spec for a in addrs if not a.is_group_marker)
 
@@ -188,9 +194,9 @@ def summarize(raw: bytes) -> MessageSummary:
         bodystructure=bodystructure,
         body=body,
         parts=tuple(parts),
-        subject=decode_words(subject).strip() if subject is not None else None,
+        subject=storable(decode_words(subject)).strip() if subject is not None else None,
         from_addr=from_[0].addr_spec if from_ else None,
-        from_name=from_[0].display_name() if from_ else None,
+        from_name=_storable_or_none(from_[0].display_name()) if from_ else None,
         to_addrs=_specs(addresses(header, "to")),
         cc_addrs=_specs(addresses(header, "cc")),
         message_id=_first_id(header.get("message-id")),

@@ -4,6 +4,8 @@ the suite's timeout)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 
 import pytest
@@ -83,3 +85,24 @@ def test_route_then_mailbox_after_the_incremental_state() -> None:
         (None, None, None, None),
         (None, None, "z", "q"),
     ]
+
+
+# A NUL or a lone surrogate in decoded text: PostgreSQL refused the message (jsonb refuses \u0000 in the
+# part list, text refuses NUL, and asyncpg cannot encode a lone surrogate), so SMTP answered 451 at every
+# retry and APPEND NO [SERVERBUG]
+@pytest.mark.parametrize("header, field, expected", [
+    (b"Content-Type: application/x; name==?utf-8?Q?a=00b.txt?=", "filename", "ab.txt"),
+    (b"Content-Disposition: attachment; filename*=utf-8''a%00b.txt", "filename", "ab.txt"),
+    (b"Content-Disposition: attachment; filename=\"a\x00b.txt\"", "filename", "ab.txt"),
+    (b"Content-Disposition: at\x00tachment", "disposition", "attachment"),
+    (b"Content-Type: text/plain; charset*=utf-8''a%00b", "charset", "ab"),
+    (b"Content-Type: application/x; name==?utf-16-le?B?ANg=?=", "filename", "\xd8"),  # cp1252 fallback
+    (b"Content-Type: application/x; name==?utf-7?Q?+2AA-?=.txt", "filename", "\ufffd.txt"),
+    (b"Subject: =?utf-7?Q?+2AA-?= and =?utf-8?Q?a=00b?=", "subject", "\ufffd and ab"),
+    (b"From: =?utf-7?Q?+2AA-?= <a@b.example>", "from_name", "\ufffd"),
+])
+def test_decoded_text_holds_no_nul_and_no_lone_surrogate(header: bytes, field: str, expected: str) -> None:
+    s = summarize(header + b"\r\n\r\nx")
+    got = getattr(s.parts[0], field) if hasattr(s.parts[0], field) else getattr(s, field)
+    assert got == expected
+    json.dumps(dataclasses.asdict(s.parts[0]), ensure_ascii=False).encode("utf-8")  # what the store is sent
