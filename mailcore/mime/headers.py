@@ -276,7 +276,9 @@ def _decode_bytes(data: bytes, charset: str) -> str:
     if name is not None:
         try:
             return data.decode(name)
-        except (UnicodeDecodeError, LookupError):
+        except (ValueError, LookupError):
+            # ValueError, not only UnicodeDecodeError: the idna, punycode and undefined codecs raise a
+            # plain UnicodeError, and =?idna?B?eG4tLQ==?= in a Subject made summarize raise (451 for ever)
             pass
     return text_of(data)
 

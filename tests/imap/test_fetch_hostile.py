@@ -38,6 +38,8 @@ ENCODED_MESSAGE = (b"Subject: fwd\r\nContent-Type: multipart/mixed; boundary=X\r
     # a subject decoding to a lone surrogate (asyncpg could not encode it)
     (b"Subject: =?utf-7?Q?+2AA-?=\r\nContent-Type: application/x; name==?utf-7?Q?+2AA-?=\r\n\r\nx\r\n",
      (b"application", b"x"), (b"name", b"=?utf-7?Q?+2AA-?=")),
+    # an encoded word in a codec raising UnicodeError (not UnicodeDecodeError): summarize raised
+    (b"Subject: =?idna?B?eG4tLQ==?=\r\n\r\nx\r\n", (b"text", b"plain"), (b"charset", b"us-ascii")),
 ])
 async def test_hostile_header_values_are_stored_and_served(listening: Listening, raw: bytes,
                                                            part_type: tuple[bytes, bytes],

@@ -4,6 +4,7 @@ the suite's timeout)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -106,3 +107,15 @@ def test_decoded_text_holds_no_nul_and_no_lone_surrogate(header: bytes, field: s
     got = getattr(s.parts[0], field) if hasattr(s.parts[0], field) else getattr(s, field)
     assert got == expected
     json.dumps(dataclasses.asdict(s.parts[0]), ensure_ascii=False).encode("utf-8")  # what the store is sent
+
+
+# Charset labels naming codecs that raise UnicodeError, not UnicodeDecodeError, on bad input: summarize
+# raised, so the message was refused with 451 at every retry
+@pytest.mark.parametrize("charset, data", [("idna", b"xn--"), ("punycode", b"\\x"), ("undefined", b"a")])
+def test_encoded_word_in_a_codec_that_raises_unicode_error_reads_as_unlabelled_bytes(charset: str,
+                                                                                      data: bytes) -> None:
+    b64 = base64.b64encode(data)
+    name = charset.encode()
+    s = summarize(b"Subject: =?" + name + b"?B?" + b64 + b"?=\r\nContent-Disposition: attachment; filename*="
+                  + name + b"''" + data.replace(b"\\", b"%5C") + b"\r\n\r\nx")
+    assert s.subject == data.decode() and s.parts[0].filename == data.decode()
