@@ -12,10 +12,11 @@ mailbox holds. Must not: touch sockets (it writes to the session's transport) or
 from __future__ import annotations
 
 import asyncio
+import re
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from imap import encoder
@@ -94,6 +95,26 @@ def _section_of(att: FetchAtt) -> Section:
         return Section()
     assert att.section is not None
     return att.section
+
+
+def item_name(att: FetchAtt) -> bytes:
+    """The item's name in the response (RFC 3501 §7.4.2 `BODY[section]<origin>`), its header field names
+    as the astrings the grammar makes them (§9 header-fld-name): the names a client sent quoted or as
+    a literal went back as their bare text, so "a b" read as two names, "x)y" or "x]y" ended the list
+    or the section early, and a literal's CR LF ended the response line in the middle of the name."""
+    section = att.section
+    if section is None or not section.fields or all(_ATOM.fullmatch(f) for f in section.fields):
+        return att.response_name().encode("utf-8")
+    names = b" ".join(f.encode("ascii") if _ATOM.fullmatch(f) else encoder.string(f) for f in section.fields)
+    out = b"%s[%s (%s)]" % (att.name.encode("ascii"), str(replace(section, fields=())).encode("utf-8"), names)
+    if att.partial is not None:
+        out += b"<%d>" % att.partial[0]
+    return out
+
+
+# RFC 3501 §9 ATOM-CHAR but '[' and '}': a name sent bare. Not `encoder.astring`, which leaves ']' bare (an
+# ASTRING-CHAR) where it would end the section.
+_ATOM = re.compile(r"[!#$&'+-Z^-z|~]+")
 
 
 def header_fields(block: bytes, names: frozenset[str], exclude: bool) -> bytes:
@@ -193,7 +214,7 @@ async def write_message(session: Session, seq: int, row: dict[str, Any], atts: l
     for i, att in enumerate(atts):
         if i:
             head.append(b" ")
-        head.append(att.response_name().encode("utf-8") + b" ")
+        head.append(item_name(att) + b" ")
         name = att.name
         if name == "UID":
             head.append(b"%d" % row["uid"])

@@ -229,3 +229,22 @@ async def test_a_header_sync_is_the_same_with_or_without_a_second_connection(
             await world.pool.release(conn)
     assert pipelined == serial
     assert [int(line.split()[1]) for line in serial.splitlines() if " FETCH (" in line] == list(range(1, 24))
+
+
+# RFC 3501 §9 header-fld-name is an astring: a name that is not an atom goes back quoted or as a literal,
+# never as its bare text (which split "a b" in two, ended the list at ')' or the section at ']', and broke
+# the response line at a literal's CR LF)
+@pytest.mark.parametrize("asked, answered", [
+    (b'("Subject")', b"(Subject)"),
+    (b'("a b" Subject)', b'("a b" Subject)'),
+    (b'("x)y")', b'("x)y")'),
+    (b'("x]y")', b'("x]y")'),
+    (b'("")', b'("")'),
+    (b'("a\\"b")', b'("a\\"b")'),
+    (b"({4+}\r\na\r\nb)", b"({4}\r\na\r\nb)"),
+])
+async def test_header_field_names_are_echoed_as_astrings(world: World, asked: bytes, answered: bytes) -> None:
+    c = await selected(world, message(1, "hi"))
+    out = await c.raw(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS " + asked + b"]<0.100>)\r\n")
+    assert out.startswith(b"* 1 FETCH (BODY[HEADER.FIELDS " + answered + b"]<0> {"), out
+    assert out.endswith(b")\r\na OK FETCH completed\r\n")
