@@ -77,6 +77,19 @@ async def test_spf_judged_on_the_client_the_gateway_names(api_factory: ApiFactor
     assert email.message_from_bytes(raw)["Received"].startswith(f"from {HELO} ([{CLIENT}])")
 
 
+async def test_the_gateways_helo_is_read_as_the_mx_reads_one(api_factory: ApiFactory, dns: DNSTestServer) -> None:
+    """X-Client-Helo reached Received and Authentication-Results as given: parentheses and backslashes
+    could close or escape the comments around it. It is cleaned as the MX cleans a HELO name."""
+    api = await api_factory(dns=dns)
+    r = await receive(api, "x@spf-pass.example", message("x@spf-pass.example"),
+                      **{"X-Client-IP": CLIENT, "X-Client-Helo": "client)(.remote\\.example"})
+    assert r.status_code == 202, r.text
+    (raw,) = await stored(api)
+    (header,) = results(raw)
+    assert f"smtp.helo={HELO}" in header
+    assert email.message_from_bytes(raw)["Received"].startswith(f"from {HELO} ([{CLIENT}])")
+
+
 async def test_without_a_client_address_spf_is_none_and_says_why(api_factory: ApiFactory,
                                                                   dns: DNSTestServer) -> None:
     api = await api_factory(dns=dns)

@@ -13,6 +13,7 @@ import pytest
 
 from mailcore.auth.dkim import sign_message
 from mailcore.lineends import normalize_crlf
+from mailcore.mtasts import published
 from storage import dkim_keys
 from tests.mailserver.test_cli import run
 
@@ -97,8 +98,15 @@ def test_dns_prints_every_record(db_dsn: str) -> None:
     assert records[3] == ('_dmarc.example.test.\t3600\tIN\tTXT\t'
                           '"v=DMARC1; p=quarantine; rua=mailto:postmaster@example.test"')
     assert "MTA-STS" in r.stdout and "TLS-RPT" in r.stdout
+    # MTA-STS (server.mta_sts_mode testing by default): the policy's host, its id, TLS-RPT
+    _, policy_id = published("testing", ["mail.example.test"])
+    assert records[4:7] == [
+        "mta-sts.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
+        f'_mta-sts.example.test.\t3600\tIN\tTXT\t"v=STSv1; id={policy_id}"',
+        '_smtp._tls.example.test.\t3600\tIN\tTXT\t"v=TLSRPTv1; rua=mailto:postmaster@example.test"',
+    ]
     # What makes autoconfig reachable: the autoconfig/autodiscover names and RFC 6186 SRV records.
-    assert records[4:] == [
+    assert records[7:] == [
         "autoconfig.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
         "autodiscover.example.test.\t3600\tIN\tCNAME\tmail.example.test.",
         "_autodiscover._tcp.example.test.\t3600\tIN\tSRV\t0 1 443 mail.example.test.",

@@ -337,6 +337,11 @@ async def test_dmarc_and_arc_results_survive_many_or_long_dkim_results(mx, chang
     header = await deliver_and_read(server, "a@none.example", raw)
     assert header.endswith("dmarc=pass (p=none) header.from=none.example; arc=none")
     assert header.count("dkim=") <= 6
+    # and the field is folded before each result: no line of it is over RFC 5322's 998 octets
+    (stored,) = await inbox(server.pool, USER)
+    field = stored[stored.index(b"Authentication-Results: " + HOSTNAME.encode()):]
+    field = field[:field.index(b"\r\n", field.index(b"arc=none"))]
+    assert field.count(b"\r\n\t") >= 5 and max(map(len, field.split(b"\r\n"))) <= 998
 
 
 async def test_relaxed_body_of_space_runs_verifies(mx) -> None:
