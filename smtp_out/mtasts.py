@@ -4,26 +4,31 @@ For each destination domain routed by MX: the `_mta-sts` TXT record's id through
 when it names a policy not held yet (or none is held), the policy file over HTTPS from
 `mta-sts.<domain>` (port `queue.mta_sts_port`), its address from the same resolver and its certificate
 verified (with `queue.tls_ca_file` when set), no redirects, at most 64 KiB, within `FETCH_TIMEOUT`.
-A policy is kept for its max_age, in this process (a restart fetches again). A record that is gone, a
-DNS failure or a failed fetch leave a policy still held in force (RFC 8461 §5.1: that is what defeats
-an attacker who strips the record); without one, the domain has no policy.
+A policy is kept for its max_age, in this process and, with a pool, in the database (`storage.stspolicies`):
+a restart or another instance finds it there. A record that is gone, a DNS failure or a failed fetch leave
+a policy still held in force (RFC 8461 §5.1: that is what defeats an attacker who strips the record);
+without one, the domain has no policy.
 `smtp_out.routing` applies an enforced policy: only matching MX hosts, TLS verified for each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import asyncpg
 import h11
 
 from mailcore import mtasts
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dsn import field_value
 from smtp_out.client import tls_context
+from storage import stspolicies
+from storage.db import is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +50,12 @@ class _Held:
 class PolicySource:
     """The MTA-STS policies of destination domains, for one process."""
 
-    def __init__(self, dns: DNSLookup, *, port: int = 443, ca_file: str = "",
+    def __init__(self, dns: DNSLookup, *, port: int = 443, ca_file: str = "", pool: asyncpg.Pool | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.dns = dns
         self.port = port
         self.ca_file = ca_file
+        self.pool = pool
         self.clock = clock
         self._held: dict[str, _Held] = {}
         self.fetches = 0  # policy files fetched (for logs and tests)
@@ -61,6 +67,8 @@ class PolicySource:
         if held is not None and held.until <= self.clock():
             del self._held[domain]
             held = None
+        if held is None and self.pool is not None:
+            held = await self._load(domain)
         try:
             policy_id = mtasts.record_id(await self.dns.txt(f"_mta-sts.{domain}"))
         except (DNSNotFound, DNSTempError):
@@ -68,14 +76,44 @@ class PolicySource:
         if policy_id is None or (held is not None and held.policy_id == policy_id):
             return held.policy if held is not None else None
         try:
-            policy = mtasts.parse_policy(await self._fetch(domain))
+            text = await self._fetch(domain)
+            policy = mtasts.parse_policy(text)
         except (FetchError, ValueError) as exc:
             log.warning("MTA-STS policy unavailable", extra={"domain": domain, "error": field_value(str(exc)),
                                                              "held": held is not None})
             return held.policy if held is not None else None
         self._held[domain] = _Held(policy_id, policy, self.clock() + policy.max_age)
         log.info("MTA-STS policy fetched", extra={"domain": domain, "mode": policy.mode, "id": policy_id})
+        if self.pool is not None:
+            await self._save(domain, policy_id, text, policy.max_age)
         return policy
+
+    async def _load(self, domain: str) -> _Held | None:
+        """The policy kept in the database, held in memory from now on; None if none (or no database)."""
+        now = dt.datetime.now(dt.UTC)
+        try:
+            stored = await stspolicies.load(self.pool, domain, now)  # type: ignore[arg-type]
+            policy = mtasts.parse_policy(stored.text) if stored is not None else None
+        except ValueError:
+            return None
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            return None  # the database away: the delivery itself will say so
+        if stored is None or policy is None:
+            return None
+        held = _Held(stored.policy_id, policy, self.clock() + (stored.expires_at - now).total_seconds())
+        self._held[domain] = held
+        return held
+
+    async def _save(self, domain: str, policy_id: str, text: str, max_age: int) -> None:
+        expires = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=max_age)
+        try:
+            await stspolicies.save(self.pool, domain, policy_id, text, expires)  # type: ignore[arg-type]
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.warning("MTA-STS policy not stored", extra={"domain": domain, "error": field_value(str(exc))})
 
     async def _fetch(self, domain: str) -> str:
         """The policy file's text; FetchError on anything but a 200 text/plain answer of sane size."""

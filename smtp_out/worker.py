@@ -97,7 +97,7 @@ class Outbound:
         self.large_message = large_message
         self._large = asyncio.Semaphore(large_at_once)
         # recipients' MTA-STS policies (RFC 8461), fetched and kept by this process
-        self.policies = (PolicySource(dns, port=self.qs.mta_sts_port, ca_file=self.qs.tls_ca_file)
+        self.policies = (PolicySource(dns, port=self.qs.mta_sts_port, ca_file=self.qs.tls_ca_file, pool=pool)
                          if dns is not None and self.qs.mta_sts else None)
 
     # --- driving ---------------------------------------------------------------------------------------

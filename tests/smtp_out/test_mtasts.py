@@ -245,3 +245,26 @@ def test_parse_policy(text: str, policy: Policy | None) -> None:
 ])
 def test_mx_patterns(host: str, allowed: bool) -> None:
     assert Policy("enforce", ("mail.example.com", "*.example.net"), 60).allows(host) is allowed
+
+
+async def test_a_policy_outlives_the_process_in_the_database(pool: asyncpg.Pool, dns: DNSTestServer,
+                                                             policy_server: PolicyServer, ca_file: str) -> None:
+    """RFC 8461 §5 asks senders to keep a policy for its max_age: in memory alone a restart forgot it,
+    and the first delivery after one went out opportunistically if the fetch could be made to fail."""
+    first = PolicySource(_resolver(dns), port=policy_server.port, ca_file=ca_file, pool=pool)
+    policy = await first.policy(DOMAIN)
+    assert policy is not None and policy.enforced
+    row = await pool.fetchrow("SELECT policy_id, expires_at - fetched_at AS age FROM mta_sts_policies"
+                              " WHERE domain = $1", DOMAIN)
+    assert row["policy_id"] == "20261130a" and abs(row["age"].total_seconds() - 86400) < 60
+    # a new process (or another instance), the record stripped and the policy server failing
+    with dns.zone.lock:
+        del dns.zone.records["_mta-sts.far.test"]
+    policy_server.status = "500 Internal Server Error"
+    assert await PolicySource(_resolver(dns), port=policy_server.port, ca_file=ca_file,
+                              pool=pool).policy(DOMAIN) == policy
+    assert len(policy_server.requests) == 1
+    # an expired one is not
+    await pool.execute("UPDATE mta_sts_policies SET expires_at = now() - interval '1 second'")
+    assert await PolicySource(_resolver(dns), port=policy_server.port, ca_file=ca_file,
+                              pool=pool).policy(DOMAIN) is None
