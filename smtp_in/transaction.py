@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from mailcore import replies
 from mailcore.address import Address
 from mailcore.auth.results import remove_own_results
 from mailcore.mime.precompute import summarize
@@ -29,6 +30,17 @@ from storage.delivery import Delivery, LocalRecipient, RemoteRecipient, StoredMe
 SUMMARIZE_IN_THREAD = 256 * 1024
 # How much of the message is read to find existing Message-ID and Date fields.
 HEADER_SCAN = 256 * 1024
+# The largest header block accepted (Exim's header_maxsize): real ones are a few KB, a long ARC chain tens;
+# a larger one is only cost (every check, the summary and every IMAP client read each field).
+MAX_HEADER = 1024 * 1024
+
+
+def header_too_large(spool: Spool, limit: int = MAX_HEADER) -> bool:
+    """Whether the message's header block (up to the empty line) is longer than `limit` octets."""
+    if spool.size <= limit:
+        return False
+    head = spool.head(limit + 2)
+    return not head.startswith(b"\r\n") and b"\r\n\r\n" not in head
 
 
 @dataclass
@@ -96,6 +108,9 @@ def missing_origin_fields(head: bytes) -> tuple[bool, bool]:
 async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Spool, queue_id: str,
                   body_checks: list[BodyCheck]) -> StoredMessage | Reply:
     """Add our headers, run body checks, commit. Returns what was stored, or the refusal reply."""
+    if header_too_large(spool):
+        spool.close()
+        return replies.HEADER_TOO_BIG
     rcpts = [r.address for r in tx.recipients]
     info = TraceInfo(
         helo=origin.helo, peer_ip=origin.peer_ip, our_hostname=origin.hostname,

@@ -171,7 +171,7 @@ def _from_reply(reply: Any, text: str, recipients: list[str] | None = None) -> S
 
     reason = {replies.SENDER_NOT_OWNED: "sender_not_owned", replies.MAILBOX_UNAVAILABLE: "unknown_recipient",
               replies.RELAY_DENIED: "not_local", replies.MAILBOX_FULL: "mailbox_full",
-              replies.DMARC_REJECTED: "dmarc"}.get(reply)
+              replies.DMARC_REJECTED: "dmarc", replies.HEADER_TOO_BIG: "too_large"}.get(reply)
     if reason is None:
         reason = "temporary" if 400 <= reply.code < 500 else "policy"
     if reason == "unknown_recipient" and recipients:

@@ -172,3 +172,12 @@ async def test_forged_results_with_our_authserv_id_are_removed(api_factory: ApiF
     ours, theirs = results(raw)
     assert ours.startswith(HOSTNAME + ";") and "spf=pass" in ours and theirs.startswith("other.example;")
     assert b"bank.example" not in raw
+
+
+async def test_a_header_block_over_one_megabyte_is_413(api_factory: ApiFactory, dns: DNSTestServer) -> None:
+    """The MX's header cap holds on the API's receive path too (same delivery step)."""
+    api = await api_factory(dns=dns)
+    head = b"".join(b"X-Filler-%06d: value\r\n" % i for i in range(50_000))
+    r = await receive(api, "x@spf-pass.example", message("x@spf-pass.example", extra=head))
+    assert r.status_code == 413 and r.json()["type"].endswith("/too-large"), r.text
+    assert await stored(api) == []

@@ -7,6 +7,7 @@ import base64
 import random
 
 import aiosmtplib
+import pytest
 
 from tests.smtp_in.harness import USER, RawClient, Server
 from tests.smtp_in.test_mx import inbox
@@ -55,3 +56,27 @@ async def test_25_mb_over_bdat(server: Server) -> None:
         assert code == 250, text
     (stored,) = await inbox(server.pool, USER)
     assert only_trace_added(stored, original)
+
+
+@pytest.mark.parametrize(("fields", "accepted"), [
+    (40_000, True),    # 0.96 MB of header: accepted, stored whole
+    (50_000, False),   # 1.2 MB: 552 5.3.4, nothing stored
+])
+async def test_a_header_block_over_one_megabyte_is_refused(server: Server, fields: int, accepted: bool) -> None:
+    """Nothing bounded the header block: 100,000 fields were summarised, checked and served to every IMAP
+    client. Beyond 1 MB (Exim's header_maxsize) the message is refused after DATA, as one over SIZE is."""
+    head = b"".join(b"X-Filler-%06d: value\r\n" % i for i in range(fields))
+    original = head + b"From: a@remote.example\r\nSubject: big header\r\n\r\nbody\r\n"
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=server.port("mx"), start_tls=False, timeout=60)
+    await client.connect()
+    if accepted:
+        errors, _ = await client.sendmail("a@remote.example", [USER], original)
+        assert errors == {}
+        (stored,) = await inbox(server.pool, USER)
+        assert only_trace_added(stored, original)
+    else:
+        with pytest.raises(aiosmtplib.SMTPDataError) as refused:
+            await client.sendmail("a@remote.example", [USER], original)
+        assert refused.value.code == 552 and refused.value.message.startswith("5.3.4 message header")
+        assert await inbox(server.pool, USER) == []
+    await client.quit()
