@@ -33,6 +33,11 @@ from storage.db import is_unavailable
 log = logging.getLogger(__name__)
 
 FETCH_TIMEOUT = 20.0  # seconds for the whole HTTPS fetch (RFC 8461 §3.3 suggests no more than a minute)
+# How long a domain found without a stored policy is not asked of the database again: most destinations
+# have none, and a query per delivery to each would be a round trip for nothing. Another instance's new
+# policy for it is then seen through the record (and a fetch) instead.
+RECHECK_STORED = 3600.0
+MAX_CHECKED = 100_000  # domains remembered as checked (forgotten all at once beyond)
 PATH = "/.well-known/mta-sts.txt"
 
 
@@ -58,6 +63,7 @@ class PolicySource:
         self.pool = pool
         self.clock = clock
         self._held: dict[str, _Held] = {}
+        self._checked: dict[str, float] = {}  # domain -> when the database had no policy for it
         self.fetches = 0  # policy files fetched (for logs and tests)
 
     async def policy(self, domain: str) -> mtasts.Policy | None:
@@ -67,8 +73,12 @@ class PolicySource:
         if held is not None and held.until <= self.clock():
             del self._held[domain]
             held = None
-        if held is None and self.pool is not None:
+        if held is None and self._ask_store(domain):
             held = await self._load(domain)
+            if held is None:
+                if len(self._checked) >= MAX_CHECKED:
+                    self._checked.clear()
+                self._checked[domain] = self.clock()
         try:
             policy_id = mtasts.record_id(await self.dns.txt(f"_mta-sts.{domain}"))
         except (DNSNotFound, DNSTempError):
@@ -87,6 +97,11 @@ class PolicySource:
         if self.pool is not None:
             await self._save(domain, policy_id, text, policy.max_age)
         return policy
+
+    def _ask_store(self, domain: str) -> bool:
+        """Whether to look for a stored policy: with a database, unless it had none within RECHECK_STORED."""
+        checked = self._checked.get(domain)
+        return self.pool is not None and (checked is None or self.clock() - checked >= RECHECK_STORED)
 
     async def _load(self, domain: str) -> _Held | None:
         """The policy kept in the database, held in memory from now on; None if none (or no database)."""

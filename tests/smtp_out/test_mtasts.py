@@ -268,3 +268,18 @@ async def test_a_policy_outlives_the_process_in_the_database(pool: asyncpg.Pool,
     await pool.execute("UPDATE mta_sts_policies SET expires_at = now() - interval '1 second'")
     assert await PolicySource(_resolver(dns), port=policy_server.port, ca_file=ca_file,
                               pool=pool).policy(DOMAIN) is None
+
+
+async def test_a_domain_without_a_stored_policy_is_not_asked_again_at_once(pool: asyncpg.Pool, dns: DNSTestServer,
+                                                                          ca_file: str) -> None:
+    """Most destinations have no policy: the database is asked once an hour per domain, not per delivery
+    (a stored policy that appears meanwhile is found through the record and a fetch instead)."""
+    with dns.zone.lock:
+        del dns.zone.records["_mta-sts.far.test"]
+    source = PolicySource(_resolver(dns), ca_file=ca_file, pool=pool)
+    assert await source.policy(DOMAIN) is None
+    await pool.execute("INSERT INTO mta_sts_policies (domain, policy_id, policy, expires_at)"
+                       " VALUES ($1, 'x', $2, now() + interval '1 day')", DOMAIN, ENFORCE)
+    assert await source.policy(DOMAIN) is None  # not asked again within the hour
+    later = PolicySource(_resolver(dns), ca_file=ca_file, pool=pool)
+    assert (await later.policy(DOMAIN)).enforced  # a process that has not asked yet finds it
