@@ -53,10 +53,12 @@ def _unsafe(c: str) -> bool:
 
 def field_value(value: str, limit: int = MAX_FIELD) -> str:
     """`value` made safe for one header line: controls (CR, LF, NUL, C1, U+2028/2029) become spaces, runs
-    of white space one space, and the result is cut to `limit` characters. Lone surrogates (undecodable
-    bytes from a peer, decoded with surrogateescape) become U+FFFD, so the value can be encoded as UTF-8."""
+    of white space one space, and the result is cut to `limit` octets of UTF-8 (not characters: 900
+    U+FFFD, what 900 undecodable bytes of a peer's reply become, are 2700 octets, and a line may have 998,
+    RFC 5322 §2.1.1), never inside a character. Lone surrogates (undecodable bytes from a peer, decoded
+    with surrogateescape) become U+FFFD, so the value can be encoded as UTF-8."""
     cleaned = "".join(" " if _unsafe(c) else "\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
-    return " ".join(cleaned.split())[:limit]
+    return " ".join(cleaned.split()).encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
 def xtext(value: str) -> str:
@@ -109,8 +111,10 @@ def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
         for r in subset:
             lines.append(f"  <{field_value(r.final_recipient)}>")
             if r.diagnostic:
-                where = f"{field_value(r.remote_mta)} said" if r.remote_mta else "reason"
-                lines.append(f"    {where}: {field_value(r.diagnostic)}")
+                # One bound for the whole line: a 253-octet MX name before a 900-octet reply made it
+                # over 998 octets (RFC 5322 §2.1.1), and a relay may refuse the DSN for it.
+                where = f"{r.remote_mta} said" if r.remote_mta else "reason"
+                lines.append(f"    {field_value(f'{where}: {r.diagnostic}')}")
         lines.append("")
     return "\r\n".join(lines) + "\r\n"
 

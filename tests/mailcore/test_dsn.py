@@ -112,3 +112,30 @@ def test_field_value_and_xtext() -> None:
 def test_field_value_removes_c1_controls_separators_and_surrogates(value: str, clean: str) -> None:
     assert field_value(value) == clean
     field_value(value).encode("utf-8")
+
+
+LONG_MX = ".".join(["a" * 63] * 3) + ".far.example"  # 253 octets, the longest DNS name
+
+
+@pytest.mark.parametrize("report", [
+    RecipientReport("r@far.example", "failed", "5.0.0", remote_mta=LONG_MX, diagnostic="550 " + "y" * 2000),
+    RecipientReport("r@far.example", "delayed", "4.0.0", remote_mta=LONG_MX, diagnostic="451 " + "z " * 1000),
+    RecipientReport("r" * 64 + "@" + LONG_MX, "failed", "5.0.0", original_recipient="rfc822;" + "o" * 490,
+                    remote_mta=LONG_MX, diagnostic="550 " + "é" * 1000),
+], ids=["long-reply", "long-spaced-reply", "long-utf8-everything"])
+def test_every_line_fits_998_octets_with_long_peer_values(report: RecipientReport) -> None:
+    # The human-readable part put the MX name and its reply, each cut on its own, on one line: 1114 octets.
+    raw = build_dsn(reporting_mta=LONG_MX, to="s@ours.example", now=NOW, original=ORIGINAL, envid="E" * 100,
+                    reports=[report])
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    text = list(_parse(raw).iter_parts())[0].get_content()
+    assert f"{LONG_MX} said: " in text
+
+
+@pytest.mark.parametrize(("value", "octets"), [
+    ("é" * 1000, 900),          # two octets each: the cut was 900 characters, 1800 octets
+    ("\udcff" * 1000, 900),     # undecodable peer bytes become U+FFFD, three octets each
+    ("a" + "€" * 400, 898),     # never cut inside a character
+], ids=["latin", "undecodable", "mid-character"])
+def test_field_value_limit_counts_utf8_octets(value: str, octets: int) -> None:
+    assert len(field_value(value).encode("utf-8")) == octets
