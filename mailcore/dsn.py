@@ -163,12 +163,17 @@ def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport]
     status_body = ("\r\n\r\n".join(blocks) + "\r\n").encode("utf-8")
 
     full = (ret or "").upper() == "FULL" and len(original) <= MAX_RETURNED
-    returned = normalize_crlf(original if full else _split_header(original))
+    head = _split_header(original)
+    returned = normalize_crlf(original if full else head)
     eight_bit = not returned.isascii()
+    # RFC 6533 §6.3, RFC 6532 §3.7: an original whose header is UTF-8 (an SMTPUTF8 message) comes back as
+    # message/global(-headers), whatever the recipients' addresses: text/rfc822-headers is US-ASCII and
+    # message/rfc822 may not carry 8-bit header fields. An 8-bit body alone (8BITMIME) is message/rfc822's.
+    utf8_header = not head.isascii()
     if full:
-        returned_type = "message/global" if eight_bit and needs_utf8 else "message/rfc822"
+        returned_type = "message/global" if utf8_header else "message/rfc822"
     else:
-        returned_type = "message/global-headers" if eight_bit and needs_utf8 else "text/rfc822-headers"
+        returned_type = "message/global-headers" if utf8_header else "text/rfc822-headers"
     status_type = "message/global-delivery-status" if needs_utf8 else "message/delivery-status"
 
     header = [

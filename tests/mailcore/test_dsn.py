@@ -139,3 +139,26 @@ def test_every_line_fits_998_octets_with_long_peer_values(report: RecipientRepor
 ], ids=["latin", "undecodable", "mid-character"])
 def test_field_value_limit_counts_utf8_octets(value: str, octets: int) -> None:
     assert len(field_value(value).encode("utf-8")) == octets
+
+
+UTF8_ORIGINAL = "From: Jörg <jörg@ours.example>\r\nTo: r@far.example\r\nSubject: grüße\r\n\r\nbody\r\n".encode()
+
+
+@pytest.mark.parametrize(("original", "ret", "returned_type"), [
+    (UTF8_ORIGINAL, "HDRS", "message/global-headers"),
+    (UTF8_ORIGINAL, "FULL", "message/global"),
+    (ORIGINAL, "HDRS", "text/rfc822-headers"),
+    (ORIGINAL, "FULL", "message/rfc822"),
+    (ORIGINAL.replace(b"the body", "the bödy".encode()), "FULL", "message/rfc822"),  # 8BITMIME body only
+], ids=["utf8-header-hdrs", "utf8-header-full", "ascii-hdrs", "ascii-full", "8bit-body-full"])
+@pytest.mark.parametrize("recipient", ["r@far.example", "ré@far.example"])
+def test_returned_type_follows_the_original_header(original: bytes, ret: str, returned_type: str,
+                                                   recipient: str) -> None:
+    # An SMTPUTF8 message to an ASCII recipient came back as text/rfc822-headers (US-ASCII) or as
+    # message/rfc822 with UTF-8 header fields: the type looked only at the recipients' addresses.
+    raw = build_dsn(reporting_mta="h.example", to="s@ours.example", now=NOW, original=original, ret=ret,
+                    reports=[RecipientReport(recipient, "failed", "5.0.0")])
+    returned = list(_parse(raw).iter_parts())[2]
+    assert returned.get_content_type() == returned_type
+    assert returned["Content-Transfer-Encoding"] == ("8bit" if not original.isascii() else None)
+    assert b"Subject: " in raw.split(f"Content-Type: {returned_type}\r\n".encode())[-1]
