@@ -100,6 +100,22 @@ async def test_refusals_bounce_with_a_clean_dsn(pool: asyncpg.Pool, ours: int, c
     assert server.delivered == []
 
 
+@pytest.mark.parametrize("reply", [
+    b"550 5.1.1 " + b"\xff" * 2000 + b"\r\n",                   # each becomes U+FFFD, three octets
+    b"550 5.1.1 " + "\u00e9".encode() * 1000 + b"\r\n",  # UTF-8 (RFC 6531 replies): two each
+], ids=["undecodable", "utf8"])
+async def test_an_8bit_refusal_bounces_with_dsn_lines_under_998_octets(pool: asyncpg.Pool, ours: int,
+                                                                        clock: Clock, mta, caplog,
+                                                                        reply: bytes) -> None:
+    # The reply was cut at 900 characters, not octets: a 2,722-octet Diagnostic-Code line (RFC 5322 §2.1.1).
+    server = await mta(replies={"RCPT": reply})
+    qid = await submit(pool, "r@far.example")
+    assert await _attempt(pool, clock, server, caplog, qid) is None
+    (raw,) = await inbox(pool)
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert any(line.startswith("Diagnostic-Code: smtp;550 5.1.1 ") for line in _dsn_lines(raw))
+
+
 async def test_a_long_multiline_reply_is_kept_short(pool: asyncpg.Pool, ours: int, clock: Clock, mta,
                                                     caplog) -> None:
     # 99 continuation lines of 8,000 octets pass the reader's limits; ~800 KB went into last_error.
