@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -119,12 +120,20 @@ def _human_text(reporting_mta: str, reports: Sequence[RecipientReport]) -> str:
     return "\r\n".join(lines) + "\r\n"
 
 
+# Header field lines (RFC 5322 §2.2: a name of printable ASCII but ":", then ":"), each with its folded
+# continuation lines (§2.2.3), from the start of a message.
+_FIELD_LINES = re.compile(rb"(?:[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*")
+
+
 def _split_header(raw: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        at = raw.find(sep)
-        if at >= 0:
-            return raw[: at + len(sep)]
-    return raw if raw.endswith(b"\n") else raw + b"\r\n"
+    """The header block of `raw`, ended by an empty line: its field lines up to the first line that is
+    not one. RET=HDRS asks for the header only (RFC 3461 §4.3): looking for the first CRLF CRLF anywhere
+    returned the body of a message without one, or a body after a bare-LF header, as its "header"."""
+    match = _FIELD_LINES.match(raw)
+    head = raw[: match.end()] if match else b""
+    if head and not head.endswith(b"\n"):
+        head += b"\r\n"
+    return head + b"\r\n"
 
 
 def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport], original: bytes,

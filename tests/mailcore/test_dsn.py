@@ -162,3 +162,22 @@ def test_returned_type_follows_the_original_header(original: bytes, ret: str, re
     assert returned.get_content_type() == returned_type
     assert returned["Content-Transfer-Encoding"] == ("8bit" if not original.isascii() else None)
     assert b"Subject: " in raw.split(f"Content-Type: {returned_type}\r\n".encode())[-1]
+
+
+@pytest.mark.parametrize(("original", "header"), [
+    (b"From: s@ours.example\r\nSubject: hello\r\nsecret line\r\n\r\nsecret paragraph\r\n",
+     b"From: s@ours.example\r\nSubject: hello\r\n"),                         # no empty line after the header
+    (b"From: s@ours.example\nSubject: hello\n\nsecret\r\n\r\nmore\r\n",
+     b"From: s@ours.example\r\nSubject: hello\r\n"),                         # bare LF header, CRLF body
+    (b"\r\nsecret\r\n\r\nmore\r\n", b""),                                    # no header at all
+    (b"From: s@ours.example\r\nSubject: hello\r\n folded\r\n\r\nsecret\r\n",
+     b"From: s@ours.example\r\nSubject: hello\r\n folded\r\n"),
+    (b"From: s@ours.example\r\nSubject: hello", b"From: s@ours.example\r\nSubject: hello\r\n"),  # header only
+], ids=["no-separator", "bare-lf-header", "no-header", "folded", "no-final-crlf"])
+def test_ret_hdrs_returns_the_header_and_never_the_body(original: bytes, header: bytes) -> None:
+    raw = build_dsn(reporting_mta="h.example", to="s@ours.example", now=NOW, original=original, ret="HDRS",
+                    reports=[RecipientReport("r@far.example", "failed", "5.0.0")])
+    assert b"secret" not in raw
+    returned = list(_parse(raw).iter_parts())[2]
+    assert returned.get_content_type() == "text/rfc822-headers"
+    assert returned.get_payload(decode=True) == header + b"\r\n"
