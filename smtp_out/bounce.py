@@ -11,20 +11,27 @@ result and its notice are written together or not at all. The message itself is 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
 from mailcore.address import AddressError, parse_address
 from mailcore.dsn import Action, RecipientReport, build_dsn
-from mailcore.mime.precompute import summarize
+from mailcore.mime.precompute import MessageSummary, summarize
 from storage import accounts
 from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
 from storage.queue import QueuedRecipient
 
 log = logging.getLogger(__name__)
+
+# A DSN returning more of the original than this is built and summarised in a worker thread (smtp_in's
+# threshold for summarising): a returned message of many MIME parts took seconds on the loop.
+BUILD_IN_THREAD = 256 * 1024
 
 
 def wants(notify: str | None, action: Action) -> bool:
@@ -64,13 +71,15 @@ async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notic
     except AddressError:
         log.warning("DSN not sent: unusable envelope sender", extra={"sender": sender})
         return False
-    raw = build_dsn(
-        reporting_mta=reporting_mta, to=str(to), now=now, original=original, ret=ret, envid=envid,
+    build = functools.partial(
+        _built, reporting_mta=reporting_mta, to=str(to), now=now, original=original, ret=ret, envid=envid,
         arrival_date=arrival,
         reports=[RecipientReport(final_recipient=n.recipient.recipient, action=n.action, status=n.status,
                                  original_recipient=n.recipient.orcpt, remote_mta=n.remote_mta,
                                  diagnostic=n.diagnostic, last_attempt=now,
                                  will_retry_until=n.will_retry_until) for n in notices])
+    # The event loop never blocks: the worker calls this with other deliveries in flight.
+    raw, summary = await asyncio.to_thread(build) if len(original) > BUILD_IN_THREAD else build()
     # RFC 3461 §6.2 / RFC 5321 §4.5.5: a DSN goes out with a null reverse-path, so it is never bounced.
     delivery = Delivery(sender="")
     if await accounts.is_local_domain(conn, to.domain):
@@ -84,5 +93,11 @@ async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notic
             delivery.add_remote(RemoteRecipient(target, notify="NEVER"))
     else:
         delivery.add_remote(RemoteRecipient(str(to), notify="NEVER"))
-    await delivery.commit(conn, raw, summarize(raw))
+    await delivery.commit(conn, raw, summary)
     return True
+
+
+def _built(**kwargs: Any) -> tuple[bytes, MessageSummary]:
+    """The DSN `build_dsn(**kwargs)` makes, and its summary for the mailbox (CPU only, no I/O)."""
+    raw = build_dsn(**kwargs)
+    return raw, summarize(raw)
