@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from mailcore.address import AddressError, normalize_domain
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dns.bridge import LoopBridge
 from mailcore.lineends import normalize_crlf
@@ -337,21 +338,30 @@ def sign_message(raw: bytes, domain: str, selector: str, private_key_pem: bytes 
     `normalize_crlf(raw)`. relaxed/relaxed canonicalisation; the header
     fields of `SIGNED_HEADERS` that are present are signed, From once more than it occurs.
     `algorithm` is "rsa-sha256" or "ed25519-sha256" (RFC 8463). CPU-bound: call it in a thread from
-    async code. Raises ValueError for a key that does not suit the algorithm or a message without From."""
+    async code. `domain` may be internationalised (d= is its A-label form, RFC 6376 §3.5). Raises
+    ValueError for a key that does not suit the algorithm, a message without From or whose header dkimpy
+    cannot read (a field without a colon, a continuation first, an 8-bit field name)."""
     alg = ALGORITHMS.get(algorithm.lower())
     if alg is None:
         raise ValueError(f"unsupported DKIM algorithm {algorithm!r}")
     key = _private_key_for_dkimpy(private_key_pem, alg)
     message = normalize_crlf(raw)
-    signer = dkimpy.DKIM(message, logger=_liblog, signature_algorithm=alg.encode())
-    present = [name.decode("ascii").lower() for name, _ in signer.headers]
+    try:
+        d = normalize_domain(domain).encode("ascii")
+    except AddressError as exc:
+        raise ValueError(f"cannot sign for domain {domain!r}: {exc}") from exc
+    try:
+        signer = dkimpy.DKIM(message, logger=_liblog, signature_algorithm=alg.encode())
+    except (dkimpy.MessageFormatError, IndexError) as exc:  # IndexError: a continuation line first
+        raise ValueError(f"message header unreadable for DKIM: {exc or 'continuation first'}") from exc
+    present = [name.decode("ascii", "replace").lower() for name, _ in signer.headers]
     wanted = {h.lower() for h in SIGNED_HEADERS}
     include = [h for h in present if h in wanted]
     if "from" not in include:
         raise ValueError("a message without From cannot be DKIM-signed (RFC 6376 §5.4)")
     include.append("from")
     try:
-        header = signer.sign(selector.encode("ascii"), domain.encode("ascii"), key,
+        header = signer.sign(selector.encode("ascii"), d, key,
                              canonicalize=(b"relaxed", b"relaxed"),
                              include_headers=[h.encode("ascii") for h in include])
     except dkimpy.DKIMException as exc:

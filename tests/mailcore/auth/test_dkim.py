@@ -215,6 +215,30 @@ def test_sign_rejects_bad_input() -> None:
         generate_key("dsa")
 
 
+@pytest.mark.parametrize("raw", [
+    b" continued\r\nFrom: a@example.test\r\n\r\nbody\r\n",  # a continuation line first
+    b"Fr\xc3\xb6m: x\r\nFrom: a@example.test\r\n\r\nbody\r\n",  # an 8-bit field name
+], ids=["continuation-first", "8bit-name"])
+def test_sign_refuses_a_header_dkimpy_cannot_read_with_valueerror(raw: bytes) -> None:
+    """dkimpy's own IndexError and MessageFormatError escaped as themselves, not the documented
+    ValueError the outbound worker turns into "send unsigned"."""
+    pem, _ = generate_key("ed25519")
+    with pytest.raises(ValueError, match="unreadable for DKIM"):
+        sign_message(raw, "example.test", "s1", pem, "ed25519-sha256")
+
+
+async def test_an_internationalised_signing_domain_signs_as_its_a_label() -> None:
+    """d= carries the A-label (RFC 6376 §3.5; U-labels there need RFC 8616 and SMTPUTF8): a U-label
+    domain made `domain.encode('ascii')` raise UnicodeEncodeError."""
+    pem, record = generate_key("ed25519")
+    raw = b"From: a@xn--bcher-kva.example\r\nSubject: s\r\n\r\nbody\r\n"
+    header = sign_message(raw, "B\u00fccher.example", "s1", pem, "ed25519-sha256")
+    assert b"d=xn--bcher-kva.example;" in header
+    [result] = await verify_dkim(FakeResolver({"s1._domainkey.xn--bcher-kva.example": {"TXT": [record]}}),
+                                 header + raw)
+    assert result.result == "pass"
+
+
 class _Recording(FakeResolver):
     threads: set[int]
 
