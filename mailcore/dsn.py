@@ -141,7 +141,9 @@ def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport]
               arrival_date: dt.datetime | None = None) -> bytes:
     """A complete DSN message (CRLF line ends) from `MAILER-DAEMON@reporting_mta` to `to`.
 
-    `original` is the message being reported on; it is returned whole only for RET=FULL."""
+    `original` is the message being reported on; it is returned whole only for RET=FULL in a DSN that
+    reports a failure (RFC 3461 §4.3: RET asks what a failed DSN returns; a delay or success notice
+    returns the header, as Postfix's do, so a sender is not sent its large message again and again)."""
     if not reports:
         raise ValueError("a DSN reports on at least one recipient")
     mta = field_value(reporting_mta)
@@ -171,7 +173,8 @@ def build_dsn(*, reporting_mta: str, to: str, reports: Sequence[RecipientReport]
         blocks.append("\r\n".join(block))
     status_body = ("\r\n\r\n".join(blocks) + "\r\n").encode("utf-8")
 
-    full = (ret or "").upper() == "FULL" and len(original) <= MAX_RETURNED
+    failure = any(r.action == "failed" for r in reports)
+    full = failure and (ret or "").upper() == "FULL" and len(original) <= MAX_RETURNED
     head = _split_header(original)
     returned = normalize_crlf(original if full else head)
     eight_bit = not returned.isascii()

@@ -63,6 +63,23 @@ def test_ret_full_returns_the_whole_message() -> None:
     assert inner["Subject"] == "hello" and inner.get_content().strip() == "the body"
 
 
+@pytest.mark.parametrize(("actions", "whole"), [
+    (["failed"], True),
+    (["delayed"], False),  # RFC 3461 §4.3: RET is about failed DSNs
+    (["delivered"], False),
+    (["relayed"], False),
+    (["delayed", "failed"], True),  # one notice reporting a failure among others
+])
+def test_ret_full_returns_the_message_only_with_a_failure(actions: list[str], whole: bool) -> None:
+    """A delay notice (sent again at each threshold) returned a RET=FULL message whole every time."""
+    raw = build_dsn(reporting_mta="h.example", to="s@ours.example", now=NOW, original=ORIGINAL, ret="FULL",
+                    reports=[RecipientReport(f"r{i}@far.example", a, "4.4.1" if a == "delayed" else "5.0.0")
+                             for i, a in enumerate(actions)])
+    returned = list(_parse(raw).iter_parts())[2]
+    assert returned.get_content_type() == ("message/rfc822" if whole else "text/rfc822-headers")
+    assert (b"the body" in raw) is whole
+
+
 @pytest.mark.parametrize("evil", [
     "550 nope\r\nBcc: victim@x.example",
     "550 nope\nSubject: pwned",
