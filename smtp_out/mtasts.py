@@ -24,7 +24,7 @@ import asyncpg
 import h11
 
 from mailcore import mtasts
-from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError, ascii_name
 from mailcore.dsn import field_value
 from smtp_out.client import tls_context
 from storage import stspolicies
@@ -64,11 +64,10 @@ class PolicySource:
         self.clock = clock
         self._held: dict[str, _Held] = {}
         self._checked: dict[str, float] = {}  # domain -> when the database had no policy for it
-        self.fetches = 0  # policy files fetched (for logs and tests)
 
     async def policy(self, domain: str) -> mtasts.Policy | None:
         """The policy in force for `domain`, or None."""
-        domain = domain.rstrip(".").lower()
+        domain = ascii_name(domain)  # one key (memory, database, DNS) for a U-label and its A-label
         held = self._held.get(domain)
         if held is not None and held.until <= self.clock():
             del self._held[domain]
@@ -133,7 +132,6 @@ class PolicySource:
     async def _fetch(self, domain: str) -> str:
         """The policy file's text; FetchError on anything but a 200 text/plain answer of sane size."""
         host = f"mta-sts.{domain}"
-        self.fetches += 1
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 address = await self._address(host)

@@ -161,14 +161,10 @@ async def list_(session: Session, cmd: List) -> Reply:
 QUOTA_ROOT = ""
 
 
-async def _send_quota(session: Session) -> bool:
-    """The QUOTA response of the account's root; False (nothing sent) when the account has no quota."""
-    used, limit = await accounts.storage_use(session.ctx.pool, account_id(session))
-    if limit is None:
-        return False
-    kib = [encoder.Atom("STORAGE"), -(-used // 1024), limit // 1024]  # used rounded up, the limit down
-    session.send(encoder.untagged(encoder.Atom("QUOTA"), QUOTA_ROOT, kib))
-    return True
+def _quota(used: int, limit: int) -> bytes:
+    """The QUOTA response of the account's root (STORAGE in KiB: used rounded up, the limit down)."""
+    return encoder.untagged(encoder.Atom("QUOTA"), QUOTA_ROOT, [encoder.Atom("STORAGE"), -(-used // 1024),
+                                                               limit // 1024])
 
 
 @command("GETQUOTAROOT", needs=Needs.AUTHENTICATED)
@@ -179,8 +175,8 @@ async def getquotaroot(session: Session, cmd: MailboxCommand) -> Reply:
     used, limit = await accounts.storage_use(session.ctx.pool, account_id(session))
     roots: list[encoder.Value] = [] if limit is None else [QUOTA_ROOT]
     session.send(encoder.untagged(encoder.Atom("QUOTAROOT"), encoder.Atom(encoder.mailbox(box.name)), *roots))
-    if roots:
-        await _send_quota(session)
+    if limit is not None:
+        session.send(_quota(used, limit))
     return replies.completed(cmd.name)
 
 
@@ -188,8 +184,12 @@ async def getquotaroot(session: Session, cmd: MailboxCommand) -> Reply:
 async def getquota(session: Session, cmd: GetQuota) -> Reply:
     """RFC 9208 §4.2: the limits of a root; a root that does not exist (any but "", or "" without a
     quota) is NO."""
-    if cmd.root != QUOTA_ROOT or not await _send_quota(session):
+    if cmd.root != QUOTA_ROOT:
         raise Refusal(replies.NO_SUCH_QUOTA_ROOT)
+    used, limit = await accounts.storage_use(session.ctx.pool, account_id(session))
+    if limit is None:
+        raise Refusal(replies.NO_SUCH_QUOTA_ROOT)
+    session.send(_quota(used, limit))
     return replies.completed(cmd.name)
 
 

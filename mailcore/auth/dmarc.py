@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 from email.utils import getaddresses
 from types import MappingProxyType
 
-import dns.exception
-import dns.name
 from publicsuffixlist import PublicSuffixList
 
 from mailcore.auth.dkim import DKIMResult
 from mailcore.auth.spf import SPFResult
-from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
+from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError, ascii_name
 
 POLICIES = ("none", "quarantine", "reject")
 # RFC 7489 §6.6.4: a message not sampled by pct gets the next less severe policy.
@@ -193,24 +191,10 @@ def _single_from_domain(value: str) -> tuple[str | None, str]:
     return domain, ""
 
 
-def ascii_domain(name: str) -> str:
-    """`name` lower-cased without its final dot, with U-labels as A-labels (IDNA, as the resolver asks):
-    an internationalised From (RFC 6532) names its domain in U-labels, while DKIM's d= and SPF's domains
-    are A-labels (RFC 8616 §4, §5), so alignment must compare A-labels or they never match. A name
-    that cannot be encoded is returned as it is (it cannot be found in DNS either)."""
-    name = name.rstrip(".").lower()
-    if name.isascii():
-        return name
-    try:
-        return dns.name.from_text(name).to_text(omit_final_dot=True).lower()
-    except (dns.exception.DNSException, UnicodeError, ValueError):
-        return name
-
-
 def aligned(identifier: str, author_domain: str, mode: str, org: OrganizationalDomains) -> bool:
     """Identifier alignment (RFC 7489 §3.1): strict = same name, relaxed = same organisational domain."""
-    a = ascii_domain(identifier)
-    b = ascii_domain(author_domain)
+    a = ascii_name(identifier)
+    b = ascii_name(author_domain)
     if not a or not b:
         return False
     if a == b:
@@ -253,7 +237,7 @@ async def check_dmarc(resolver: DNSLookup, author_domain: str, spf: SPFResult | 
     `spf` is the MAIL FROM (or, for a null sender, HELO) SPF result; `dkim` every DKIM result.
     `sample` returns a float in [0, 1) and decides pct sampling (RFC 7489 §6.6.4); tests pass a fixed
     one."""
-    domain = ascii_domain(author_domain)
+    domain = ascii_name(author_domain)
     org_domain = org.organizational(domain)
     base = {"from_domain": domain, "org_domain": org_domain}
     try:

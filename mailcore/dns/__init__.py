@@ -13,6 +13,22 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+import dns.exception
+import dns.name
+
+
+def ascii_name(name: str) -> str:
+    """`name` as the resolver asks it: lower case, without its final dot, U-labels as A-labels (dnspython's
+    IDNA encoding). Internationalised names meet A-label ones this way (RFC 8616: an RFC 6532 From names
+    its domain in U-labels, DKIM's d= and SPF's domains are A-labels). A name that cannot be encoded is
+    returned as it is (it cannot be found in DNS either)."""
+    name = name.rstrip(".").lower()
+    if name.isascii():
+        return name
+    try:
+        return dns.name.from_text(name).to_text(omit_final_dot=True).lower()
+    except (dns.exception.DNSException, UnicodeError, ValueError):
+        return name
 
 class DNSError(Exception):
     """A lookup gave no usable answer."""

@@ -23,29 +23,18 @@ import dns.exception
 import dns.name
 import dns.reversename
 
-from mailcore.dns import DNSNotFound, DNSTempError
+from mailcore.dns import DNSNotFound, DNSTempError, ascii_name
 
 MAX_CNAME_CHAIN = 16
-
-
-def _norm(name: str) -> str:
-    """As `Resolver` asks: lower case, no final dot, U-labels as A-labels (dnspython's IDNA encoding)."""
-    name = name.rstrip(".").lower()
-    if name.isascii():
-        return name
-    try:
-        return dns.name.from_text(name).to_text(omit_final_dot=True).lower()
-    except (dns.exception.DNSException, UnicodeError, ValueError):
-        return name
 
 
 def _keys(entries: Iterable[str | tuple[str, str]]) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for entry in entries:
         if isinstance(entry, tuple):
-            out.add((_norm(entry[0]), entry[1].upper()))
+            out.add((ascii_name(entry[0]), entry[1].upper()))
         else:
-            out.add((_norm(entry), "*"))
+            out.add((ascii_name(entry), "*"))
     return out
 
 
@@ -56,7 +45,7 @@ class FakeResolver:
                  fail: Iterable[str | tuple[str, str]] = (),
                  timeout: Iterable[str | tuple[str, str]] = ()) -> None:
         self.records: dict[str, dict[str, Any]] = {
-            _norm(name): {rtype.upper(): value for rtype, value in rrs.items()}
+            ascii_name(name): {rtype.upper(): value for rtype, value in rrs.items()}
             for name, rrs in (records or {}).items()
         }
         self.fail = _keys(fail)
@@ -72,7 +61,7 @@ class FakeResolver:
 
     def _lookup(self, name: str, rdtype: str) -> list[Any]:
         label = name
-        name = _norm(name)
+        name = ascii_name(name)
         self.queries.append((name, rdtype))
         seen: set[str] = set()
         while True:
@@ -91,7 +80,7 @@ class FakeResolver:
             if isinstance(target, list | tuple):
                 target = target[0]
             seen.add(name)
-            name = _norm(target)
+            name = ascii_name(target)
             if name in seen or len(seen) > MAX_CNAME_CHAIN:
                 raise DNSTempError(label, rdtype, "CNAME loop")
 
@@ -105,11 +94,11 @@ class FakeResolver:
         return [str(ipaddress.IPv6Address(v)) for v in self._lookup(name, "AAAA")]
 
     async def mx(self, name: str) -> list[tuple[int, str]]:
-        return sorted((int(pref), _norm(host)) for pref, host in self._lookup(name, "MX"))
+        return sorted((int(pref), ascii_name(host)) for pref, host in self._lookup(name, "MX"))
 
     async def ptr(self, ip: str) -> list[str]:
         try:
             rname = dns.reversename.from_address(str(ipaddress.ip_address(ip))).to_text()
         except ValueError as exc:
             raise DNSNotFound(ip, "PTR") from exc
-        return [_norm(v) for v in self._lookup(rname, "PTR")]
+        return [ascii_name(v) for v in self._lookup(rname, "PTR")]
