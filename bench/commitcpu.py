@@ -70,7 +70,7 @@ async def run(concurrency: int, n: int, size: int) -> dict[str, float]:
         async def deliverer() -> None:
             for i in todo:
                 d = Delivery(sender="s@remote.example")
-                d.add_local(LocalRecipient(ids[i % 50], f"u{i % 50}@bench.test"))
+                d.add_local(LocalRecipient(ids[i % 50], f"u{i % 50}@bench.test", unlimited=True))
                 await d.commit(pool, raws[i], sums[i])
 
         pg0, cpu0, t0 = _pg_cpu(db), time.process_time(), time.perf_counter()

@@ -95,7 +95,7 @@ async def _deliver(pool: asyncpg.Pool, account: int, first: int, count: int, siz
         for i in queue:
             raw = message(i, size, fresh)
             d = Delivery(sender="sender@example.org")
-            d.add_local(LocalRecipient(account, "u@bench.test", "INBOX"))
+            d.add_local(LocalRecipient(account, "u@bench.test", "INBOX", unlimited=True))
             await d.commit(pool, raw, summarize(raw))
 
     await asyncio.gather(*(worker() for _ in range(8)))

@@ -263,7 +263,7 @@ async def fill_ours(ours: Ours, n: int, workers: int = 8) -> float:
             for i in queue:
                 raw = fill_message(n, i)
                 d = Delivery(sender=SENDER)
-                d.add_local(LocalRecipient(account_id=account.id, delivered_to=f"box{n}@{DOMAIN}"))
+                d.add_local(LocalRecipient(account_id=account.id, delivered_to=f"box{n}@{DOMAIN}", unlimited=True))
                 await d.commit(db.pool, raw, summarize(raw))
 
         await asyncio.gather(*(worker() for _ in range(workers)))

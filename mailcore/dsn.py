@@ -8,7 +8,8 @@ Every value that came from a peer or a sender (remote replies, addresses, ENVID,
 into a header field or DSN field only through `field_value`, which removes CR, LF, NUL and other
 controls, so no peer can add a header line of its own (the header injection of CVE-2024-6923).
 
-It does not decide who gets a DSN or when (that is the queue's), and does no I/O.
+It does not decide who gets a DSN or when (the queue's and smtp_in's), beyond reading what a recipient's
+NOTIFY asks for (`wants`, RFC 3461 §4.1) for both, and does no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ Action = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
 MAX_FIELD = 900
 # RET=FULL of a message larger than this returns its header only (RFC 3461 §4.3 allows truncation).
 MAX_RETURNED = 10 * 1024 * 1024
+
+
+def wants(notify: str | None, action: Action) -> bool:
+    """Whether a recipient's NOTIFY asks for a DSN with this action (None: RFC 3461 default): failures
+    and delays unless NOTIFY=NEVER or a list without them, successes only with NOTIFY=SUCCESS."""
+    words = {w.strip().upper() for w in (notify or "").split(",") if w.strip()}
+    if "NEVER" in words:
+        return False
+    if action == "failed":
+        return not words or "FAILURE" in words
+    if action == "delayed":
+        return not words or "DELAY" in words
+    return "SUCCESS" in words  # delivered / relayed
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,9 @@ SENDER_NOT_OWNED = Reply(553, "5.7.1", "sender address not owned by the authenti
 MAILBOX_NAME_NOT_ALLOWED = Reply(553, "5.1.3", "address not accepted")
 SMTPUTF8_REQUIRED = Reply(553, "5.6.7", "non-ASCII address requires SMTPUTF8")
 MESSAGE_TOO_BIG = Reply(552, "5.3.4", "message size exceeds fixed limit")
+# After DATA, the message's real size against the quota: permanent, as Dovecot's LMTP answers with its
+# default quota_full_tempfail = no (RFC 3463 X.2.2: mailbox full).
+QUOTA_EXCEEDED = Reply(552, "5.2.2", "mailbox full: quota exceeded")
 HEADER_TOO_BIG = Reply(552, "5.3.4", "message header exceeds fixed limit (1 MB)")
 MESSAGE_LINE_TOO_LONG = Reply(550, "5.6.0", "message line longer than 1000 octets (RFC 5321 4.5.3.1.6)")
 BARE_CR_OR_LF = Reply(550, "5.6.0", "message contains a bare CR or LF; lines must end with CRLF")

@@ -56,10 +56,13 @@ class SenderResults:
 
 @dataclass
 class RecipientRoute:
-    """Where one accepted RCPT goes: local (account id, reached-as) pairs and remote addresses."""
+    """Where one accepted RCPT goes: local (account id, reached-as) pairs and remote addresses.
+    `unlimited`: those local accounts the routing answer knows to have no quota, whose delivery need not
+    check one (`storage.delivery.LocalRecipient.unlimited`); the others' is checked at commit."""
 
     local: list[tuple[int, str]] = field(default_factory=list)
     remote: list[str] = field(default_factory=list)
+    unlimited: frozenset[int] = frozenset()
 
 
 async def postmaster_address(pool: asyncpg.Pool, configured: str) -> str | None:
@@ -71,7 +74,8 @@ async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authen
                           postmaster: str, size_hint: int | None = None,
                           cache: RouteCache | None = None) -> RecipientRoute | Reply:
     """Decide one RCPT: a route, or the reply refusing it. `address` None is the bare `postmaster`.
-    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2.
+    A local account whose quota is used up (or would be by the MAIL SIZE= hint) gets 452 4.2.2; the
+    message's real size is checked again when it is stored (`storage.delivery`).
     With a `cache` the answer usually comes from memory (`storage.routecache`), quotas excepted."""
     if address is None or address.local.lower() == "postmaster":
         return await _postmaster_route(pool, address, authenticated=authenticated, postmaster=postmaster,
@@ -86,7 +90,8 @@ async def route_recipient(pool: asyncpg.Pool, address: Address | None, *, authen
         return replies.MAILBOX_FULL
     if not (routing.local or routing.remote):
         return replies.MAILBOX_UNAVAILABLE
-    return RecipientRoute(local=list(routing.local), remote=list(routing.remote))
+    return RecipientRoute(local=list(routing.local), remote=list(routing.remote),
+                          unlimited=frozenset(a for a, _ in routing.local if a not in routing.quota_ids))
 
 
 async def _postmaster_route(pool: asyncpg.Pool, address: Address | None, *, authenticated: bool,

@@ -586,7 +586,8 @@ class SMTPSession(SMTP):
             await self._reply(route)
             return
         shown = str(args.address) if args.address else "postmaster"
-        self.tx.recipients.append(Recipient(shown, route.local, route.remote, args.notify, args.orcpt))
+        self.tx.recipients.append(Recipient(shown, route.local, route.remote, args.notify, args.orcpt,
+                                            route.unlimited))
         self.tx.rcpt_count += 1
         await self._reply(replies.RECIPIENT_OK)
 

@@ -6,11 +6,20 @@ Authentication-Results) and remove (Authentication-Results forged with our auths
 every listener), the body-check stage and the single call to `storage.delivery.Delivery.commit`. The session answers 250 only after `deliver` returns; any exception
 from here is turned into 451 4.3.0 by the session, and nothing is half-stored because commit is one
 transaction. Per-connection state (peer, TLS, login) lives in the session, not here.
+
+Quotas are checked by the commit with the message's real size (the RCPT check has only the SIZE= hint).
+As Postfix in front of Dovecot's LMTP does with its default quota_full_tempfail = no: a message for
+local recipients that are all full is refused, 552 5.2.2 (RFC 3463: mailbox full); one with other
+recipients is delivered to them and, DATA having one reply for all, the full ones are reported to the
+sender in a failure DSN (RFC 3464), committed before the 250.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
+import logging
 import re
 from dataclasses import dataclass, field
 
@@ -19,12 +28,22 @@ import asyncpg
 from mailcore import replies
 from mailcore.address import Address
 from mailcore.auth.results import remove_own_results
+from mailcore.dsn import RecipientReport, build_dsn, wants
 from mailcore.mime.precompute import summarize
 from mailcore.received import TraceInfo, date_header, message_id_header, protocol_name, received_header
 from mailcore.replies import Reply
 from smtp_in.checks import Action, BodyCheck, MessageContext, SenderResults, run_body_checks, verdict_reply
 from smtp_in.spool import Spool
-from storage.delivery import Delivery, LocalRecipient, RemoteRecipient, StoredMessage
+from storage.delivery import (
+    Delivery,
+    LocalRecipient,
+    OverQuota,
+    RemoteRecipient,
+    StoredMessage,
+    commit_notice,
+)
+
+log = logging.getLogger(__name__)
 
 # Messages larger than this are summarised in a worker thread so the event loop keeps serving.
 SUMMARIZE_IN_THREAD = 256 * 1024
@@ -45,13 +64,15 @@ def header_too_large(spool: Spool, limit: int = MAX_HEADER) -> bool:
 
 @dataclass
 class Recipient:
-    """One accepted RCPT: the address as given, where it goes and its RFC 3461 parameters."""
+    """One accepted RCPT: the address as given, where it goes and its RFC 3461 parameters; `unlimited`,
+    the local accounts its routing knew to have no quota (`checks.RecipientRoute.unlimited`)."""
 
     address: str
     local: list[tuple[int, str]]
     remote: list[str]
     notify: str | None = None
     orcpt: str | None = None
+    unlimited: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -159,10 +180,41 @@ async def deliver(pool: asyncpg.Pool, tx: Transaction, origin: Origin, spool: Sp
                         sent_recipients=rcpts if sent_via else [])
     for rcpt in tx.recipients:
         for account_id, reached_as in rcpt.local:
-            delivery.add_local(LocalRecipient(account_id, reached_as, mailbox))
+            delivery.add_local(LocalRecipient(account_id, reached_as, mailbox, unlimited=account_id in rcpt.unlimited))
         for address in rcpt.remote:
             delivery.add_remote(RemoteRecipient(address, notify=rcpt.notify, orcpt=rcpt.orcpt))
-    return await delivery.commit(pool, raw, summary)
+    try:
+        stored = await delivery.commit(pool, raw, summary)
+    except OverQuota:
+        return replies.QUOTA_EXCEEDED  # every recipient full: nothing stored
+    if stored.over_quota:
+        await bounce_over_quota(pool, tx, origin.hostname, raw, {r.account_id for r in stored.over_quota})
+    return stored
+
+
+async def bounce_over_quota(pool: asyncpg.Pool, tx: Transaction, reporting_mta: str, raw: bytes | bytearray,
+                            full: set[int]) -> None:
+    """Tell the sender, in one failure DSN, of the recipients not delivered to because their account
+    (`full`) had no room: each RCPT reaching one of them, as given, unless its NOTIFY declines failures
+    (RFC 3461 §4.1); never a null sender (§6.2). Routed as the queue's DSNs (`commit_notice`)."""
+    reports: dict[str, RecipientReport] = {}
+    now = dt.datetime.now(dt.UTC)
+    for rcpt in tx.recipients:
+        for account_id, reached_as in rcpt.local:
+            if account_id in full and reached_as not in reports and wants(rcpt.notify, "failed"):
+                reports[reached_as] = RecipientReport(
+                    final_recipient=reached_as, action="failed", status=replies.QUOTA_EXCEEDED.enhanced,
+                    original_recipient=rcpt.orcpt, diagnostic=str(replies.QUOTA_EXCEEDED), last_attempt=now)
+    log.info("over quota: not delivered to some recipients", extra={
+        "sender": str(tx.sender or ""), "accounts": sorted(full), "dsn": bool(tx.sender and reports)})
+    if tx.sender is None or not reports:
+        return
+    build = functools.partial(build_dsn, reporting_mta=reporting_mta, to=str(tx.sender), now=now,
+                              reports=list(reports.values()), original=bytes(raw), ret=tx.ret, envid=tx.envid,
+                              arrival_date=now)
+    dsn = await asyncio.to_thread(build) if len(raw) > SUMMARIZE_IN_THREAD else build()
+    summary = await asyncio.to_thread(summarize, dsn) if len(dsn) > SUMMARIZE_IN_THREAD else summarize(dsn)
+    await commit_notice(pool, tx.sender, dsn, summary)
 
 
 def strip_forged_results(raw: bytearray, start: int, authserv_id: str) -> None:

@@ -2,8 +2,9 @@
 
 Owns the notification policy (RFC 3461 §4.1): failures and delays are reported unless the recipient was
 submitted with NOTIFY=NEVER or a NOTIFY list without them; successes only with NOTIFY=SUCCESS; nothing,
-ever, for a null sender (no loops, no backscatter). And the route of a DSN: into the sender's mailbox
-when the sender is one of our accounts, else back into the queue, in both cases with a null sender.
+ever, for a null sender (no loops, no backscatter); NOTIFY itself is read by `mailcore.dsn.wants`. The
+route of a DSN (into the sender's mailbox when the sender is one of our accounts, else back into the
+queue, in both cases with a null sender) is `storage.delivery.commit_notice`, which smtp_in uses too.
 
 The DSN is committed in the caller's transaction, the one that records the results it reports, so a
 result and its notice are written together or not at all. The message itself is built by `mailcore.dsn`.
@@ -22,9 +23,9 @@ import asyncpg
 
 from mailcore.address import AddressError, parse_address
 from mailcore.dsn import Action, RecipientReport, build_dsn
+from mailcore.dsn import wants as wants  # the NOTIFY reading, shared with smtp_in; the worker asks it here
 from mailcore.mime.precompute import MessageSummary, summarize
-from storage import accounts
-from storage.delivery import Delivery, LocalRecipient, RemoteRecipient
+from storage.delivery import commit_notice
 from storage.queue import QueuedRecipient
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,6 @@ log = logging.getLogger(__name__)
 # A DSN returning more of the original than this is built and summarised in a worker thread (smtp_in's
 # threshold for summarising): a returned message of many MIME parts took seconds on the loop.
 BUILD_IN_THREAD = 256 * 1024
-
-
-def wants(notify: str | None, action: Action) -> bool:
-    """Whether a recipient's NOTIFY asks for a DSN with this action (None: RFC 3461 default)."""
-    words = {w.strip().upper() for w in (notify or "").split(",") if w.strip()}
-    if "NEVER" in words:
-        return False
-    if action == "failed":
-        return not words or "FAILURE" in words
-    if action == "delayed":
-        return not words or "DELAY" in words
-    return "SUCCESS" in words  # delivered / relayed
 
 
 @dataclass(frozen=True)
@@ -63,7 +52,7 @@ async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notic
                    arrival: dt.datetime | None, postmaster: str | None) -> bool:
     """Build one DSN for `notices` and commit it (in `conn`'s transaction) towards `sender`.
 
-    Returns False, sending nothing, for a null or unroutable sender."""
+    Returns False, sending nothing, for a null or unroutable sender (`storage.delivery.commit_notice`)."""
     if not sender or not notices:
         return False
     try:
@@ -80,21 +69,7 @@ async def send_dsn(conn: asyncpg.Connection, *, sender: str, notices: list[Notic
                                  will_retry_until=n.will_retry_until) for n in notices])
     # The event loop never blocks: the worker calls this with other deliveries in flight.
     raw, summary = await asyncio.to_thread(build) if len(original) > BUILD_IN_THREAD else build()
-    # RFC 3461 §6.2 / RFC 5321 §4.5.5: a DSN goes out with a null reverse-path, so it is never bounced.
-    delivery = Delivery(sender="")
-    if await accounts.is_local_domain(conn, to.domain):
-        route = await accounts.resolve_recipient(conn, to, postmaster or None)
-        if not route:
-            log.warning("DSN dropped: the local sender no longer exists", extra={"sender": str(to)})
-            return False
-        for account_id, reached_as in route.local:
-            delivery.add_local(LocalRecipient(account_id, reached_as))
-        for target in route.remote:
-            delivery.add_remote(RemoteRecipient(target, notify="NEVER"))
-    else:
-        delivery.add_remote(RemoteRecipient(str(to), notify="NEVER"))
-    await delivery.commit(conn, raw, summary)
-    return True
+    return await commit_notice(conn, to, raw, summary, postmaster)
 
 
 def _built(**kwargs: Any) -> tuple[bytes, MessageSummary]:

@@ -14,6 +14,13 @@ all a submission queues) is committed through `storage.groupcommit`: messages co
 moment share one statement and one transaction (`_DELIVER_LOCAL`, `_QUEUE_BATCH`), and each caller
 returns when that transaction is durable. A message alone takes `_DELIVER_ONE` or `_QUEUE_ONLY`; mail
 for both local and remote recipients takes a transaction of its own (`_commit_on`).
+
+Quotas (`accounts.quota_bytes`) are enforced here, with the message's real size, in the statement that
+adds it to `used_bytes`, on the account rows it has locked: two deliveries racing for an account's last
+bytes cannot both get in. A recipient whose account is full gets nothing and is reported to the caller
+(`StoredMessage.over_quota`, or `OverQuota` when no recipient is left); the others get the message. A
+recipient the caller knows to have no quota (`LocalRecipient.unlimited`, from its routing answer) skips
+the check altogether: mail for such accounts only takes the statements that never look at a quota.
 This module builds no headers from peer data and knows no protocol.
 """
 
@@ -22,13 +29,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from storage import groupcommit
+from mailcore.address import Address
+from storage import accounts, groupcommit
+
+log = logging.getLogger(__name__)
 
 # Listeners (IMAP IDLE, in any process on this database) hear about new mail on this channel;
 # the payload is the mailbox id. PostgreSQL delivers it only when the transaction commits.
@@ -37,11 +48,15 @@ MAILBOX_CHANNEL = "mailbox_changes"
 
 @dataclass(frozen=True)
 class LocalRecipient:
-    """A local account to deliver to: the address that reached it and the mailbox (INBOX, or Junk)."""
+    """A local account to deliver to: the address that reached it and the mailbox (INBOX, or Junk).
+    `unlimited`: the caller knows the account has no quota (its routing answer said so, `Routing.quota_ids`),
+    so the delivery need not check one; by default it is checked. A quota set between that answer and
+    the commit is then not enforced for this one message, as if it had been set a moment later."""
 
     account_id: int
     delivered_to: str
     mailbox: str = "INBOX"
+    unlimited: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,16 @@ class StoredMessage:
     message_id: int
     entries: list[tuple[int, int]]
     queue_id: int | None
+    # Local recipients whose account had no room for the message: nothing was stored for them.
+    over_quota: list[LocalRecipient] = field(default_factory=list)
+
+
+class OverQuota(Exception):
+    """Every local recipient's account is full (and there is no remote one): nothing was stored."""
+
+    def __init__(self, recipients: list[LocalRecipient]) -> None:
+        super().__init__(f"over quota: accounts {sorted({r.account_id for r in recipients})}")
+        self.recipients = recipients
 
 
 @dataclass
@@ -117,19 +142,30 @@ class Delivery:
         return self.account_id, self.sent_via, json.dumps(self.sent_recipients)
 
     async def _commit_local(self, db: asyncpg.Pool | asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
-        """Local mailboxes only: through the pool's group commit, or on `db` alone (its transaction)."""
+        """Local mailboxes only: through the pool's group commit, or on `db` alone (its transaction).
+        Accounts all known to have no quota take `commit_local_batch`; others `commit_quota_batch`, in
+        a group of their own, so that mail for the former never shares the latter's longer statement."""
         item = LocalBatchItem(
             values=message_values(raw, summary), sent=self._sent_values(),
             entries=[(r.account_id, r.mailbox, trace_prefix(self.sender, r.delivered_to), r.delivered_to)
                      for r in self.local])
-        if isinstance(db, asyncpg.Pool):
-            placed = await groupcommit.commit(db, item, len(raw), commit_local_batch)
+        refused: list[int] = []
+        if all(r.unlimited for r in self.local):
+            if isinstance(db, asyncpg.Pool):
+                placed = await groupcommit.commit(db, item, len(raw), commit_local_batch)
+            else:
+                (placed,) = await commit_local_batch(db, [item])
+        elif isinstance(db, asyncpg.Pool):
+            placed, refused = await groupcommit.commit(db, item, len(raw), commit_quota_batch)
         else:
-            (placed,) = await commit_local_batch(db, [item])
-        if not placed:  # an account without any mailbox: the statement wrote nothing of this message
-            raise LookupError("a recipient account has no INBOX")
+            ((placed, refused),) = await commit_quota_batch(db, [item])
+        over = [r for r in self.local if r.account_id in refused]
+        if not placed:  # the statement wrote nothing of this message
+            if over:
+                raise OverQuota(over)
+            raise LookupError("a recipient account has no INBOX")  # an account without any mailbox
         return StoredMessage(message_id=placed[0][0], entries=[(box, uid) for _, box, uid in placed],
-                             queue_id=None)
+                             queue_id=None, over_quota=over)
 
     async def _commit_queued(self, db: asyncpg.Pool | asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         """Remote recipients only (mail submitted for other domains): through the pool's group commit
@@ -148,21 +184,26 @@ class Delivery:
 
     async def _commit_on(self, conn: asyncpg.Connection, raw: bytes, summary: Any) -> StoredMessage:
         async with conn.transaction():
-            message_id = await insert_message(conn, raw, summary, [r.account_id for r in self.local])
-            entries = await self._deliver_local(conn, message_id, len(raw))
+            targets = await self._charge_local(conn, len(raw))
+            kept = [r for _, r in targets]
+            message_id = await insert_message(conn, raw, summary, [r.account_id for r in kept])
+            entries = await self._deliver_local(conn, message_id, targets)
             queue_id = await self._enqueue(conn, message_id) if self.remote else None
             await conn.executemany(
                 "INSERT INTO delivery_log (message_id, queue_id, recipient, event) VALUES ($1, $2, $3, $4)",
-                [(message_id, None, r.delivered_to, "delivered") for r in self.local]
+                [(message_id, None, r.delivered_to, "delivered") for r in kept]
                 + [(message_id, queue_id, r.address, "queued") for r in self.remote],
             )
             if self.sent_via is not None and self.account_id is not None:
                 await conn.execute(
                     "INSERT INTO sent_messages (account_id, message_id, via, recipients) VALUES ($1, $2, $3, $4)"
                     " ON CONFLICT DO NOTHING", self.account_id, message_id, self.sent_via, self.sent_recipients)
-        return StoredMessage(message_id=message_id, entries=entries, queue_id=queue_id)
+        return StoredMessage(message_id=message_id, entries=entries, queue_id=queue_id,
+                             over_quota=[r for r in self.local if r not in kept])
 
-    async def _deliver_local(self, conn: asyncpg.Connection, message_id: int, size: int) -> list[tuple[int, int]]:
+    async def _charge_local(self, conn: asyncpg.Connection, size: int) -> list[tuple[int, LocalRecipient]]:
+        """The local recipients' (mailbox id, recipient) in mailbox-id order, less those whose account
+        has no room for `size` more bytes; the others' accounts are charged (`_CHARGE`)."""
         if not self.local:
             return []
         boxes = await conn.fetch(
@@ -172,10 +213,17 @@ class Delivery:
             " LEFT JOIN mailboxes inbox ON inbox.account_id = r.account_id AND inbox.name = 'INBOX'",
             [r.account_id for r in self.local], [r.mailbox for r in self.local],
         )
-        targets = sorted((row["mailbox_id"], self.local[row["ord"] - 1]) for row in boxes
-                         if row["mailbox_id"] is not None)
+        targets = sorted(((row["mailbox_id"], self.local[row["ord"] - 1]) for row in boxes
+                          if row["mailbox_id"] is not None), key=lambda target: target[0])
         if len(targets) != len(self.local):
             raise LookupError("a recipient account has no INBOX")
+        charged = {row["id"] for row in await conn.fetch(
+            _CHARGE, list({r.account_id for _, r in targets}), size, [box for box, _ in targets])}
+        return [(box, r) for box, r in targets if r.account_id in charged]
+
+    async def _deliver_local(self, conn: asyncpg.Connection, message_id: int,
+                             targets: list[tuple[int, LocalRecipient]]) -> list[tuple[int, int]]:
+        """Entries for `targets` (mailbox id order, their rows locked by `_CHARGE`)."""
         entries: list[tuple[int, int]] = []
         for mailbox_id, rcpt in targets:  # mailbox-id order: no deadlock between concurrent deliveries
             uid, modseq = await conn.fetchrow(
@@ -187,9 +235,6 @@ class Delivery:
                 " VALUES ($1, $2, $3, '{}', $4, $5)", mailbox_id, uid, message_id, prefix, modseq)
             await conn.execute("SELECT pg_notify($1, $2)", MAILBOX_CHANNEL, str(mailbox_id))
             entries.append((mailbox_id, uid))
-        await conn.execute(
-            "UPDATE accounts SET used_bytes = used_bytes + $2 WHERE id = ANY($1::bigint[])",
-            list({r.account_id for _, r in targets}), size)
         return entries
 
     async def _enqueue(self, conn: asyncpg.Connection, message_id: int) -> int:
@@ -255,18 +300,10 @@ _DELIVER_ONE = (
     " FROM box, msg"
 )
 
-# Messages to local mailboxes only, any number of them, in ONE statement (see `storage.groupcommit`):
-# $1..$17 one array per message column (`MESSAGE_COLUMNS`), $18..$20 the sent records' account, via (NULL:
-# none) and recipients (JSON), $21 for each entry its message (1-based), $22..$25 the entries' account,
-# mailbox name (INBOX when the account has no such mailbox), header prefix and delivered-to address, $26
-# the notification channel. A message one of whose accounts has no mailbox at all is left out whole.
-# Locks: the mailbox rows in id order, then the account rows in id order (the scalar subqueries are
-# InitPlans run before the UPDATEs touch a row), the order `Delivery._commit_on` takes them in, so
-# concurrent commits, from any instance, cannot deadlock. UIDs and modseqs: each mailbox is advanced once
-# by its count of entries, which are numbered in message order. Returns (message ordinal, message id,
-# mailbox id, uid) per stored entry.
-_DELIVER_LOCAL = (
-    "WITH m AS ("
+# `_DELIVER_LOCAL`'s first two parts, shared with `_DELIVER_QUOTA`: the batch's messages `m` and their
+# entries `t`, each with its mailbox (NULL: the account has none).
+_BATCH_INPUT = (
+    "m AS ("
     f"  SELECT * FROM unnest({_MESSAGE_ARRAYS}, $18::bigint[], $19::text[], $20::jsonb[])"
     f"  WITH ORDINALITY AS m({MESSAGE_COLUMNS}, sent_account, sent_via, sent_rcpts, n)"
     "), t AS ("
@@ -275,16 +312,10 @@ _DELIVER_LOCAL = (
     "             (SELECT id FROM mailboxes WHERE account_id = e.account_id AND name = 'INBOX')) AS mailbox_id"
     "  FROM unnest($21::integer[], $22::bigint[], $23::text[], $24::bytea[], $25::text[]) WITH ORDINALITY"
     "    AS e(msg, account_id, mailbox, prefix, delivered_to, k)"
-    "), ok AS ("
-    "  SELECT m.n, nextval('messages_id_seq') AS id FROM m"
-    "  WHERE NOT EXISTS (SELECT FROM t WHERE t.msg = m.n AND t.mailbox_id IS NULL)"
-    "), routed AS ("
-    "  SELECT t.*, ok.id AS message_id FROM t JOIN ok ON ok.n = t.msg"
-    "), box_lock AS ("
-    "  SELECT id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM routed) ORDER BY id FOR NO KEY UPDATE"
-    "), account_lock AS ("
-    "  SELECT id FROM accounts WHERE id IN (SELECT account_id FROM routed)"
-    "    AND (SELECT count(*) FROM box_lock) >= 0 ORDER BY id FOR NO KEY UPDATE"
+)
+# `_DELIVER_LOCAL`'s writes, shared with `_DELIVER_QUOTA`: everything that follows from `ok` (the messages
+# stored, with their ids), `routed` (their entries) and the two locks.
+_BATCH_WRITES = (
     "), box AS ("
     "  UPDATE mailboxes b SET uidnext = b.uidnext + c.n, highestmodseq = b.highestmodseq + c.n"
     "  FROM (SELECT mailbox_id, count(*) AS n FROM routed GROUP BY mailbox_id) c"
@@ -315,7 +346,91 @@ _DELIVER_LOCAL = (
     "  FROM m JOIN ok ON ok.n = m.n WHERE m.sent_via IS NOT NULL"
     "  ON CONFLICT DO NOTHING"
     ")"
+)
+
+# Messages to local mailboxes only, any number of them, in ONE statement (see `storage.groupcommit`):
+# $1..$17 one array per message column (`MESSAGE_COLUMNS`), $18..$20 the sent records' account, via (NULL:
+# none) and recipients (JSON), $21 for each entry its message (1-based), $22..$25 the entries' account,
+# mailbox name (INBOX when the account has no such mailbox), header prefix and delivered-to address, $26
+# the notification channel. A message one of whose accounts has no mailbox at all is left out whole.
+# Locks: the mailbox rows in id order, then the account rows in id order (the scalar subqueries are
+# InitPlans run before the UPDATEs touch a row), the order `Delivery._commit_on` takes them in, so
+# concurrent commits, from any instance, cannot deadlock. UIDs and modseqs: each mailbox is advanced once
+# by its count of entries, which are numbered in message order. Returns (message ordinal, message id,
+# mailbox id, uid) per stored entry. Mail for accounts that may have a quota takes `_DELIVER_QUOTA`.
+_DELIVER_LOCAL = (
+    f"WITH {_BATCH_INPUT}"
+    "), ok AS ("
+    "  SELECT m.n, nextval('messages_id_seq') AS id FROM m"
+    "  WHERE NOT EXISTS (SELECT FROM t WHERE t.msg = m.n AND t.mailbox_id IS NULL)"
+    "), routed AS ("
+    "  SELECT t.*, ok.id AS message_id FROM t JOIN ok ON ok.n = t.msg"
+    "), box_lock AS ("
+    "  SELECT id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM routed) ORDER BY id FOR NO KEY UPDATE"
+    "), account_lock AS ("
+    "  SELECT id FROM accounts WHERE id IN (SELECT account_id FROM routed)"
+    "    AND (SELECT count(*) FROM box_lock) >= 0 ORDER BY id FOR NO KEY UPDATE"
+    f"{_BATCH_WRITES}"
     " SELECT msg, message_id, mailbox_id, uid, pg_notify($26::text, mailbox_id::text) FROM placed ORDER BY msg, k"
+)
+
+# `_DELIVER_LOCAL` with the quota checked, for batches in which some account may have one (the same
+# parameters). The locks come first, on every entry of the messages that have all their mailboxes (`cand`):
+# the mailbox rows, then the account rows, in id order as everywhere. `account_lock` returns each account
+# row as it is once locked, the latest committed version (READ COMMITTED re-reads a row it waited for), so
+# `used_bytes` there is what no other delivery can change before this one commits. `fit` then goes through
+# each account's messages in batch order, as commits one after another would: a message is taken for it
+# if it still fits (`used_bytes + size <= quota_bytes`, APPEND's rule) after those taken before it; a
+# refused one counts nothing, so a smaller one after it may still fit. An entry whose account refused the
+# message is dropped (`refused`); a message left with none is not written at all. Returns the stored
+# entries as `_DELIVER_LOCAL` does (refused NULL), then (message ordinal, refused account id) rows.
+_DELIVER_QUOTA = (
+    f"WITH RECURSIVE {_BATCH_INPUT}"
+    "), cand AS ("
+    "  SELECT t.* FROM t WHERE NOT EXISTS (SELECT FROM t u WHERE u.msg = t.msg AND u.mailbox_id IS NULL)"
+    "), box_lock AS ("
+    "  SELECT id FROM mailboxes WHERE id IN (SELECT mailbox_id FROM cand) ORDER BY id FOR NO KEY UPDATE"
+    "), account_lock AS ("
+    "  SELECT id, quota_bytes, used_bytes FROM accounts WHERE id IN (SELECT account_id FROM cand)"
+    "    AND (SELECT count(*) FROM box_lock) >= 0 ORDER BY id FOR NO KEY UPDATE"
+    "), asks AS ("
+    "  SELECT p.msg, p.account_id, m.size, a.quota_bytes,"
+    "    row_number() OVER (PARTITION BY p.account_id ORDER BY p.msg) AS pos"
+    "  FROM (SELECT DISTINCT msg, account_id FROM cand) p JOIN m ON m.n = p.msg"
+    "  JOIN account_lock a ON a.id = p.account_id AND a.quota_bytes IS NOT NULL"
+    "), fit AS ("
+    "  SELECT id AS account_id, 0::bigint AS pos, used_bytes AS used, 0 AS msg, true AS fits"
+    "  FROM account_lock WHERE quota_bytes IS NOT NULL"
+    "  UNION ALL"
+    "  SELECT f.account_id, q.pos, f.used + CASE WHEN f.used + q.size <= q.quota_bytes THEN q.size ELSE 0 END,"
+    "    q.msg, f.used + q.size <= q.quota_bytes"
+    "  FROM fit f JOIN asks q ON q.account_id = f.account_id AND q.pos = f.pos + 1"
+    "), refused AS ("
+    "  SELECT msg, account_id FROM fit WHERE NOT fits"
+    "), kept AS ("
+    "  SELECT * FROM cand WHERE NOT EXISTS (SELECT FROM refused r WHERE r.msg = cand.msg AND r.account_id = cand.account_id)"
+    "), ok AS ("
+    "  SELECT m.n, nextval('messages_id_seq') AS id FROM m WHERE m.n IN (SELECT msg FROM kept)"
+    "), routed AS ("
+    "  SELECT kept.*, ok.id AS message_id FROM kept JOIN ok ON ok.n = kept.msg"
+    f"{_BATCH_WRITES}"
+    " SELECT msg, k, message_id, mailbox_id, uid, NULL::bigint AS refused, pg_notify($26::text, mailbox_id::text)"
+    " FROM placed UNION ALL SELECT msg, NULL, NULL, NULL, NULL, account_id, NULL FROM refused ORDER BY 1, 2"
+)
+
+# `Delivery._commit_on`'s quota and lock step, before it writes anything: the mailbox rows ($3) locked in
+# id order, then the account rows ($1), then each account charged `$2` bytes if they fit in its quota (on
+# the latest version of the locked row, as `_DELIVER_QUOTA`). Returns the accounts charged.
+_CHARGE = (
+    "WITH box_lock AS ("
+    "  SELECT id FROM mailboxes WHERE id = ANY($3::bigint[]) ORDER BY id FOR NO KEY UPDATE"
+    "), account_lock AS ("
+    "  SELECT id FROM accounts WHERE id = ANY($1::bigint[]) AND (SELECT count(*) FROM box_lock) >= 0"
+    "  ORDER BY id FOR NO KEY UPDATE"
+    ")"
+    " UPDATE accounts a SET used_bytes = a.used_bytes + $2::integer"
+    " WHERE a.id IN (SELECT id FROM account_lock) AND (SELECT count(*) FROM account_lock) >= 0"
+    " AND (a.quota_bytes IS NULL OR a.used_bytes + $2::integer <= a.quota_bytes) RETURNING a.id"
 )
 
 # Remote recipients only, in one statement (see `Delivery._commit_queued`): $18 sender, $19 account id,
@@ -427,6 +542,23 @@ async def commit_local_batch(db: asyncpg.Pool | asyncpg.Connection,
     return placed
 
 
+async def commit_quota_batch(db: asyncpg.Pool | asyncpg.Connection,
+                             batch: list[LocalBatchItem]) -> list[tuple[list[tuple[int, int, int]], list[int]]]:
+    """`commit_local_batch` with the quota checked (`_DELIVER_QUOTA`), in one statement whatever the batch:
+    for each message, its (message id, mailbox id, uid) per stored entry and the accounts that had no
+    room for it. Its entries are empty when none was stored: all its accounts were full, or one of them
+    has no mailbox (then none is listed as full)."""
+    rows = await db.fetch(_DELIVER_QUOTA, *_local_batch_params(batch))
+    outcomes: list[tuple[list[tuple[int, int, int]], list[int]]] = [([], []) for _ in batch]
+    for row in rows:
+        placed, refused = outcomes[row["msg"] - 1]
+        if row["refused"] is None:
+            placed.append((row["message_id"], row["mailbox_id"], row["uid"]))
+        else:
+            refused.append(row["refused"])
+    return outcomes
+
+
 def _local_batch_params(batch: list[LocalBatchItem]) -> list[Any]:
     """`_DELIVER_LOCAL`'s parameters: one array per message column, the sent records' three arrays,
     then the entries' owning message (1-based) and their four fields, then the channel."""
@@ -500,6 +632,37 @@ async def insert_message(conn: asyncpg.Connection, raw: bytes, summary: Any, acc
     return await conn.fetchval(
         f"INSERT INTO messages (accounts, {MESSAGE_COLUMNS}) VALUES (${len(_MESSAGE_FIELDS) + 1}::bigint[],"
         f" {MESSAGE_PARAMS}) RETURNING id", *message_values(raw, summary), sorted(set(accounts)))
+
+
+async def commit_notice(db: asyncpg.Pool | asyncpg.Connection, to: Address, raw: bytes, summary: Any,
+                        postmaster: str | None = None) -> bool:
+    """Commit a delivery status notification `raw` for `to` with the null reverse-path (RFC 3461 §6.2, RFC
+    5321 §4.5.5: it is never bounced): into its mailboxes when it is at one of our domains, else into the
+    queue with NOTIFY=NEVER. On a connection, in its transaction (the queue's results it reports).
+
+    False, storing nothing, when `to` at our domain routes nowhere any more, or every mailbox it reaches
+    is full: a notice that cannot be delivered is dropped (logged), as Postfix drops an undeliverable
+    bounce by default; it is not bounced in turn."""
+    delivery = Delivery(sender="")
+    if await accounts.is_local_domain(db, to.domain):
+        route = await accounts.resolve_recipient(db, to, postmaster or None)
+        if not route:
+            log.warning("DSN dropped: the local sender no longer exists", extra={"sender": str(to)})
+            return False
+        for account_id, reached_as in route.local:
+            delivery.add_local(LocalRecipient(account_id, reached_as))
+        for target in route.remote:
+            delivery.add_remote(RemoteRecipient(target, notify="NEVER"))
+    else:
+        delivery.add_remote(RemoteRecipient(str(to), notify="NEVER"))
+    try:
+        stored = await delivery.commit(db, raw, summary)
+    except OverQuota:
+        log.warning("DSN dropped: the sender's mailbox is full", extra={"sender": str(to)})
+        return False
+    if stored.over_quota:
+        log.warning("DSN not stored for some of the sender's mailboxes: full", extra={"sender": str(to)})
+    return True
 
 
 def trace_prefix(sender: str, delivered_to: str) -> bytes:

@@ -47,7 +47,7 @@ class RecipientResult(BaseModel):
     """Where one recipient's copy went."""
 
     address: str
-    status: str  # delivered (local) or queued
+    status: str  # delivered (local), queued, or bounced (local, mailbox full: the sender gets a DSN)
 
 
 class SendResult(BaseModel):
@@ -115,7 +115,8 @@ def _result(accepted: Accepted) -> dict[str, Any]:
         id=accepted.message_id, message_id=accepted.rfc_message_id,
         status_url=f"/v1/messages/{accepted.message_id}/status",
         recipients=[RecipientResult(address=a, status="delivered") for a in accepted.local]
-        + [RecipientResult(address=a, status="queued") for a in accepted.queued],
+        + [RecipientResult(address=a, status="queued") for a in accepted.queued]
+        + [RecipientResult(address=a, status="bounced") for a in accepted.bounced],
     ).model_dump()
 
 

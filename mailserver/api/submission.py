@@ -55,12 +55,14 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Accepted:
-    """What was stored: the message row, its Message-ID, and where each recipient's copy went."""
+    """What was stored: the message row, its Message-ID, and where each recipient's copy went; `bounced`,
+    local recipients whose mailbox was full (the sender gets a DSN, as over SMTP)."""
 
     message_id: int
     rfc_message_id: str | None
     local: list[str] = field(default_factory=list)
     queued: list[str] = field(default_factory=list)
+    bounced: list[str] = field(default_factory=list)
 
 
 class Submitter(Protocol):
@@ -131,7 +133,8 @@ class SmtpInSubmitter:
                                           size_hint=len(envelope.raw))
             if not hasattr(route, "local"):
                 raise _from_reply(route, f"{rcpt}: {route}", [str(rcpt)])
-            tx.recipients.append(Recipient(address=str(rcpt), local=route.local, remote=route.remote))
+            tx.recipients.append(Recipient(address=str(rcpt), local=route.local, remote=route.remote,
+                                           unlimited=route.unlimited))
             tx.rcpt_count += 1
             if route.local:
                 local.append(str(rcpt))
@@ -161,8 +164,11 @@ class SmtpInSubmitter:
             raise _from_reply(result, str(result))
         rfc_id = await self.pool.fetchval("SELECT message_id FROM messages WHERE id = $1", result.message_id)
         queued = [a for r in tx.recipients for a in r.remote]
-        return Accepted(message_id=result.message_id, rfc_message_id=rfc_id, local=local,
-                        queued=list(dict.fromkeys(queued)))
+        full = {r.account_id for r in result.over_quota}
+        bounced = [r.address for r in tx.recipients if r.local and all(a in full for a, _ in r.local)]
+        return Accepted(message_id=result.message_id, rfc_message_id=rfc_id,
+                        local=[a for a in local if a not in bounced], queued=list(dict.fromkeys(queued)),
+                        bounced=bounced)
 
 
 def _from_reply(reply: Any, text: str, recipients: list[str] | None = None) -> SubmissionRefused:
@@ -171,6 +177,7 @@ def _from_reply(reply: Any, text: str, recipients: list[str] | None = None) -> S
 
     reason = {replies.SENDER_NOT_OWNED: "sender_not_owned", replies.MAILBOX_UNAVAILABLE: "unknown_recipient",
               replies.RELAY_DENIED: "not_local", replies.MAILBOX_FULL: "mailbox_full",
+              replies.QUOTA_EXCEEDED: "mailbox_full",
               replies.DMARC_REJECTED: "dmarc", replies.HEADER_TOO_BIG: "too_large"}.get(reply)
     if reason is None:
         reason = "temporary" if 400 <= reply.code < 500 else "policy"

@@ -344,3 +344,35 @@ async def test_idn_addresses_are_written_as_a_labels_not_encoded_words(api: Api)
     # A UTF-8 local part (SMTPUTF8) is still an address: here an unknown local one, never a 500.
     r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(to=["bö@example.test"]))
     assert r.status_code == 422 and r.json()["recipients"] == ["bö@example.test"], r.text
+
+
+def _raw_to(*rcpts: str) -> bytes:
+    return (f"From: Alice <{ALICE}>\r\nTo: {', '.join(rcpts)}\r\nSubject: quota\r\nMessage-ID: <q@example.test>\r\n"
+            "Date: Tue, 02 Jan 2024 03:04:05 +0000\r\n\r\n" + "x" * 300 + "\r\n").encode()
+
+
+async def test_send_to_a_user_the_message_would_put_over_quota_is_mailbox_full(api: Api) -> None:
+    """The RCPT-time check sees the request's size, which fits; the message stored (with our Received)
+    does not: refused when it is committed, nothing stored."""
+    raw = _raw_to(BOB)
+    await api.pool.execute("UPDATE accounts SET quota_bytes = $2 WHERE address = $1", BOB, len(raw) + 10)
+    r = await api.client.post("/v1/send", headers={**api.auth(api.alice), "Content-Type": "message/rfc822"},
+                              content=raw)
+    assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
+    assert r.json()["type"].endswith("/mailbox-full")
+    assert await api.pool.fetchval("SELECT count(*) FROM messages") == 0
+    assert await api.pool.fetchval("SELECT used_bytes FROM accounts WHERE address = $1", BOB) == 0
+
+
+async def test_send_to_a_full_and_a_roomy_user_bounces_the_full_one(api: Api) -> None:
+    raw = _raw_to(BOB, ALICE)
+    await api.pool.execute("UPDATE accounts SET quota_bytes = $2 WHERE address = $1", BOB, len(raw) + 10)
+    r = await api.client.post("/v1/send", headers={**api.auth(api.alice), "Content-Type": "message/rfc822"},
+                              content=raw)
+    assert r.status_code == 202, r.text
+    assert sorted((x["address"], x["status"]) for x in r.json()["recipients"]) == [
+        (ALICE, "delivered"), (BOB, "bounced")]
+    assert (await api.client.get("/v1/inbox", headers=api.auth(api.bob))).json()["items"] == []
+    # Alice has her copy, and the DSN telling her Bob's mailbox was full.
+    subjects = sorted(m["subject"] for m in (await api.client.get("/v1/inbox", headers=api.auth(api.alice))).json()["items"])
+    assert subjects == ["Undelivered Mail Returned to Sender", "quota"]
