@@ -182,7 +182,13 @@ def compose(req: SendRequest) -> tuple[str, list[str], bytes]:
 def _build(req: SendRequest, sender: Address, to: list[Address], cc: list[Address]) -> bytes:
     """The RFC 5322 bytes of a checked request; ValueError or TypeError for what the email package
     refuses (ComposeError for a bad attachment)."""
-    msg = EmailMessage(policy=email.policy.SMTP)
+    # A UTF-8 local part can only be written as it is: an internationalised message (RFC 6532 §3.2),
+    # which the queue sends with SMTPUTF8 (or bounces, 5.6.7, where the receiver lacks it). The email
+    # package's SMTP policy put an encoded word there, a different address. Its SMTPUTF8 policy writes
+    # the message's other non-ASCII text in UTF-8 too; a message of ASCII addresses keeps RFC 2047, so a
+    # server without SMTPUTF8 still takes it.
+    utf8 = not all(a.username.isascii() for a in (sender, *to, *cc))
+    msg = EmailMessage(policy=email.policy.SMTPUTF8 if utf8 else email.policy.SMTP)
     # Written from the parsed addresses, not the request's text: the email package would put an IDN
     # domain in an RFC 2047 encoded word, which is not allowed in an addr-spec (RFC 2047 §5), so the
     # recipient saw `bob@=?utf-8?q?ex=C3=A4mple?=.test`. The domain goes out as A-labels (RFC 5890).

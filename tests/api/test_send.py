@@ -346,6 +346,27 @@ async def test_idn_addresses_are_written_as_a_labels_not_encoded_words(api: Api)
     assert r.status_code == 422 and r.json()["recipients"] == ["bö@example.test"], r.text
 
 
+async def test_utf8_local_parts_are_written_in_utf8_not_encoded_words(api: Api) -> None:
+    """A UTF-8 local part makes an internationalised message (RFC 6532 §3.2): the address is written
+    in UTF-8 as it is, since an encoded word is not allowed in an addr-spec (RFC 2047 §5) and turned
+    `jösé@...` into the address `=?utf-8?q?j=C3=B6s=C3=A9?=@...`. Messages of ASCII addresses keep
+    RFC 2047 for everything else, so that a server without SMTPUTF8 can take them."""
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(
+        to=["Jösé <jösé@fär.example>"], cc=[BOB], subject="Grüße"))
+    assert r.status_code == 202, r.text
+    stored = await api.pool.fetchval("SELECT raw FROM messages WHERE id = $1", r.json()["id"])
+    header_block = stored.split(b"\r\n\r\n", 1)[0]
+    assert "To: Jösé <jösé@xn--fr-via.example>".encode() in header_block, header_block
+    assert b"=?" not in header_block.split(b"\r\nSubject:", 1)[0].split(b"\r\nTo:", 1)[1]
+    msg = email.message_from_string(stored.decode("utf-8"), policy=email.policy.SMTPUTF8)
+    assert msg["To"].addresses[0].username == "jösé" and str(msg["Subject"]) == "Grüße"
+    assert sorted(x["address"] for x in r.json()["recipients"]) == [BOB, "jösé@xn--fr-via.example"]
+    r = await api.client.post("/v1/send", headers=api.auth(api.alice), json=_msg(
+        to=["Cärol <carol@fär.example>"], subject="Grüße"))
+    stored = await api.pool.fetchval("SELECT raw FROM messages WHERE id = $1", r.json()["id"])
+    assert stored.isascii() and b"Subject: =?utf-8?" in stored, stored
+
+
 def _raw_to(*rcpts: str) -> bytes:
     return (f"From: Alice <{ALICE}>\r\nTo: {', '.join(rcpts)}\r\nSubject: quota\r\nMessage-ID: <q@example.test>\r\n"
             "Date: Tue, 02 Jan 2024 03:04:05 +0000\r\n\r\n" + "x" * 300 + "\r\n").encode()
