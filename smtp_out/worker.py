@@ -33,7 +33,7 @@ from config.settings import Settings
 from mailcore.auth.dkim import sign_message
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.metrics import Metrics
-from smtp_out import bounce, client
+from smtp_out import bounce, client, signing
 from smtp_out.breaker import CircuitBreaker
 from smtp_out.mtasts import PolicySource
 from smtp_out.retry import Clock, backoff, utc_now
@@ -87,6 +87,8 @@ class Outbound:
         self.clock = clock
         self.rng = rng or random.Random()
         self.signer = signer
+        if signer is not None:
+            signing.organizational_domains()  # the Public Suffix List, read now rather than on the loop later
         self.owner = owner or f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
         self.breaker = CircuitBreaker(self.qs.breaker_failures, self.qs.breaker_cooldown, clock)
         self.metrics = metrics  # deliveries by outcome, counted once each attempt is recorded
@@ -145,35 +147,62 @@ class Outbound:
     # --- signing ---------------------------------------------------------------------------------------
 
     async def _sign(self, entry: QueueEntry, raw: bytes) -> bytes | None:
-        """DKIM-sign once, before the first attempt, and keep the signature for every later attempt."""
+        """DKIM-sign once, before the first attempt, and keep the signature for every later attempt.
+
+        The key is the newest of the first domain of `signing.candidates` that has one: the From
+        domain, its parents, then the envelope sender's (the From steps only for mail one of our
+        accounts submitted)."""
         prefix = None
-        domain = entry.sender.rpartition("@")[2].lower()
-        if self.signer is not None and domain:
-            key = await self._signing_key(domain)
+        if self.signer is not None:
+            domains = signing.candidates(raw, entry.sender, trust_from=entry.account_id is not None)
+            key = await self._signing_key(domains)
             if key is not None:
                 try:
                     prefix = await asyncio.to_thread(self.signer, raw, key.domain, key.selector,
                                                      key.private_key, key.algorithm)
                 except Exception:  # a broken key must not stop the mail: send it unsigned, loudly
-                    log.exception("DKIM signing failed; sending unsigned", extra={"domain": domain})
+                    log.exception("DKIM signing failed; sending unsigned", extra={"domain": key.domain})
         # Nothing to keep without a key: no write (and no commit to wait for); a later attempt looks
         # for a key again. A signature is kept so that every attempt sends the same one.
         if prefix is not None and not await store.save_signature(self.pool, entry.id, self.owner, prefix):
             raise LeaseLost()
         return prefix
 
-    async def _signing_key(self, domain: str) -> dkim_keys.DKIMKey | None:
-        """The domain's signing key (or None), remembered for KEY_CACHE_SECONDS: one query per domain and
-        half-minute instead of one per message. A key added or removed takes effect within that time."""
+    async def _signing_key(self, domains: list[str]) -> dkim_keys.DKIMKey | None:
+        """The newest key of the first of `domains` that has one (or None). Each domain's key (or that it
+        has none) is remembered for KEY_CACHE_SECONDS: at most one query per half-minute for all the
+        domains a message might be signed by, not one per message. A key added or removed takes effect
+        within that time."""
         now = time.monotonic()
-        cached = self._keys.get(domain)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        key = await dkim_keys.signing_key(self.pool, domain)
-        if len(self._keys) >= 10_000:
+        known: dict[str, dkim_keys.DKIMKey | None] = {}
+        for domain in domains:
+            cached = self._keys.get(domain)
+            if cached is None or cached[0] <= now:
+                break  # not known (any more): ask for it and every later one in one query
+            if cached[1] is not None:
+                return cached[1]
+            known[domain] = None
+        missing = [d for d in domains if d not in known]
+        if not missing:
+            return None
+        found = await dkim_keys.signing_keys(self.pool, missing)
+        if len(self._keys) + len(missing) > 10_000:
             self._keys.clear()
-        self._keys[domain] = (now + KEY_CACHE_SECONDS, key)
-        return key
+        for domain in missing:
+            self._keys[domain] = (now + KEY_CACHE_SECONDS, found.get(domain))
+        return next((found[d] for d in missing if d in found), None)
+
+    async def _dsn_signer(self) -> Callable[[bytes], bytes] | None:
+        """How our DSNs are signed: by the key of the host name's domain or of a parent (their From is
+        MAILER-DAEMON@server.hostname), or None when we hold neither. Large receivers treat unsigned
+        bounces badly."""
+        if self.signer is None:
+            return None
+        key = await self._signing_key(signing.host_domains(self.settings.server.hostname))
+        if key is None:
+            return None
+        signer = self.signer
+        return lambda raw: signer(raw, key.domain, key.selector, key.private_key, key.algorithm)
 
     # --- delivery --------------------------------------------------------------------------------------
 
@@ -267,6 +296,7 @@ class Outbound:
                 raise LeaseLost()
             self._log_outcomes(entry, outcomes)
             return
+        sign = await self._dsn_signer() if notices else None  # before the transaction: no second connection
         async with self.pool.acquire() as conn, conn.transaction():
             if not await store.record(conn, entry.id, self.owner, outcomes, now, next_attempt,
                                       delay_notified=delay_noticed, counted=bool(outcomes)):
@@ -274,7 +304,7 @@ class Outbound:
             await bounce.send_dsn(conn, sender=entry.sender, notices=notices, original=raw,
                                   reporting_mta=self.settings.server.hostname, now=now, ret=entry.ret,
                                   envid=entry.envid, arrival=entry.created_at,
-                                  postmaster=self.settings.server.postmaster)
+                                  postmaster=self.settings.server.postmaster, sign=sign)
         self._log_outcomes(entry, outcomes)
 
     def _log_outcomes(self, entry: QueueEntry, outcomes: list[Outcome]) -> None:

@@ -1,14 +1,17 @@
 """DKIM signing keys of hosted domains (the `dkim_keys` table).
 
 Owns storing and finding keys; it neither generates nor uses them (signing is `mailcore.auth.dkim`'s).
-Keys are provisioned by `mailserver dkim generate`; the outbound queue asks for "the newest key of the
-sender's domain", which is the one that signs. Rotation is: generate, publish, wait for DNS, and the new
-key signs from its creation on (publish the record first: see docs/authentication.md).
+Keys are provisioned by `mailserver dkim generate`; the outbound queue asks for "the newest key" of
+each domain that may sign a message (its From domain, that domain's parents, the envelope sender's:
+`smtp_out.signing`), and the newest key of the first of them that has one signs. Rotation is:
+generate, publish, wait for DNS, and the new key signs from its creation on (publish the record first:
+see docs/authentication.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -45,13 +48,17 @@ async def add_key(conn: Conn, domain: str, selector: str, private_key_pem: str,
         raise StoreError("invalid selector or algorithm") from None
 
 
-async def signing_key(conn: Conn, domain: str) -> DKIMKey | None:
-    """The newest key of `domain`, or None when it has none (or is not ours)."""
-    row = await conn.fetchrow(
-        "SELECT d.name, k.selector, k.algorithm, k.private_key FROM dkim_keys k"
-        " JOIN domains d ON d.id = k.domain_id WHERE d.name = $1 ORDER BY k.created_at DESC, k.id DESC"
-        " LIMIT 1", domain.lower())
-    return DKIMKey(*row) if row else None
+async def signing_keys(conn: Conn, domains: Sequence[str]) -> dict[str, DKIMKey]:
+    """The newest key of each of `domains` that has one (and is ours), in one query: the outbound queue
+    asks for every domain that might sign a message at once (see `smtp_out.signing`)."""
+    names = list(dict.fromkeys(d.lower() for d in domains))
+    if not names:
+        return {}
+    rows = await conn.fetch(
+        "SELECT DISTINCT ON (d.name) d.name, k.selector, k.algorithm, k.private_key FROM dkim_keys k"
+        " JOIN domains d ON d.id = k.domain_id WHERE d.name = ANY($1::text[])"
+        " ORDER BY d.name, k.created_at DESC, k.id DESC", names)
+    return {row["name"]: DKIMKey(*row) for row in rows}
 
 
 async def list_keys(conn: Conn, domain: str) -> list[DKIMKey]:

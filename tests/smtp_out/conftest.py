@@ -101,9 +101,11 @@ def message(subject: str = "hello", body: str = "the body") -> bytes:
 
 
 async def submit(pool: asyncpg.Pool, *recipients: str | RemoteRecipient, sender: str = SENDER,
-                 raw: bytes | None = None, ret: str | None = None, envid: str | None = None) -> int:
-    """Queue a message as submission would; returns the queue id."""
-    d = Delivery(sender=sender, ret=ret, envid=envid)
+                 raw: bytes | None = None, ret: str | None = None, envid: str | None = None,
+                 account_id: int | None = None) -> int:
+    """Queue a message as submission would (by `account_id`, as an authenticated submission records it;
+    None: as mail relayed from the MX, e.g. to an alias elsewhere); returns the queue id."""
+    d = Delivery(sender=sender, ret=ret, envid=envid, account_id=account_id)
     for r in recipients:
         d.add_remote(r if isinstance(r, RemoteRecipient) else RemoteRecipient(r))
     raw = raw or message()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Iterator
 
 import asyncpg
 import dkim
 import dns.resolver
 import pytest
+from dkim.util import parse_tag_value
 
 from config.settings import DNSSettings
 from mailcore.auth.dkim import generate_key, sign_message
 from mailcore.dns.resolver import Resolver
-from storage import dkim_keys
+from storage import accounts, dkim_keys
 from tests.dnsserver import DNSTestServer
 from tests.smtp_out.conftest import Clock, outbound, submit, to_sink
 
@@ -100,3 +102,136 @@ async def test_bare_cr_and_lf_are_signed_as_they_are_sent(pool: asyncpg.Pool, ou
     assert got.data.startswith(b"DKIM-Signature:")
     assert b"bare cr\r\n folded" in got.data and b"line one\r\nline two\r\nline three\r\n" in got.data
     assert await asyncio.to_thread(dkim.verify, got.data, dnsfunc=_published_key(published))
+
+
+# --- which domain signs ------------------------------------------------------------------------------
+# DMARC (RFC 7489 §3.1) aligns DKIM's d= with the RFC5322.From domain, not the envelope sender's. Keys
+# are made by the project's own key function, stored as `mailserver dkim generate` stores them, and the
+# signature the sink received is verified with dkimpy against the record the loopback DNS server serves.
+
+KEYED = ("brand.example", "ours.example", "xn--bcher-kva.example")  # bücher.example
+HOSTED = KEYED + ("mail.brand.example",)
+
+
+@pytest.fixture(scope="module")
+def keys() -> dict[str, tuple[str, str]]:
+    """One Ed25519 key (quick to make) per domain that may hold one: domain -> (PEM, TXT record)."""
+    return {domain: generate_key("ed25519") for domain in KEYED}
+
+
+@pytest.fixture(scope="module")
+def world(keys: dict[str, tuple[str, str]]) -> Iterator[DNSTestServer]:
+    """The DNS a remote verifier asks: selector s1 of every domain that may hold a key."""
+    server = DNSTestServer({f"s1._domainkey.{d}": {"TXT": [txt]} for d, (_pem, txt) in keys.items()})
+    yield server.start()
+    server.stop()
+
+
+async def _hosting(pool: asyncpg.Pool, keys: dict[str, tuple[str, str]], keyed: tuple[str, ...]) -> None:
+    """Our hosted domains (ours.example is the fixture's), with keys for `keyed` only."""
+    for domain in HOSTED:
+        if domain != "ours.example":
+            await accounts.add_domain(pool, domain)
+    for domain in keyed:
+        await dkim_keys.add_key(pool, domain, "s1", keys[domain][0], "ed25519-sha256")
+
+
+def _signing_domain(data: bytes) -> str | None:
+    """d= of the message's first DKIM-Signature, None when it has none."""
+    if not data.startswith(b"DKIM-Signature:"):
+        return None
+    head = data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+    match = re.search(r"DKIM-Signature:((?:\r\n[ \t]|.)*)", head)
+    assert match is not None
+    return dict(parse_tag_value(match.group(1).replace("\r\n", "").encode()))[b"d"].decode()
+
+
+def _author_message(from_lines: bytes) -> bytes:
+    return (from_lines + b"To: <r@far.example>\r\nSubject: which key\r\n"
+            b"Message-ID: <which.key@ours.example>\r\n\r\nthe body\r\n")
+
+
+# (case, the From field lines of a message our account submits, domains holding a key, expected d=)
+SIGNING_CASES = [
+    ("from-domain-has-a-key", b"From: News <news@brand.example>\r\n", ("brand.example", "ours.example"),
+     "brand.example"),
+    ("only-a-parent-of-from-has-a-key", b"From: <bounces@mail.brand.example>\r\n",
+     ("brand.example", "ours.example"), "brand.example"),
+    ("only-the-envelope-domain-has-a-key", b"From: <news@brand.example>\r\n", ("ours.example",),
+     "ours.example"),
+    ("no-key-at-all", b"From: <news@brand.example>\r\n", (), None),
+    ("garbage-from", b"From: <<@@>>;; \"unterminated\r\n", ("brand.example", "ours.example"), "ours.example"),
+    ("two-from-fields", b"From: <a@brand.example>\r\nFrom: <b@brand.example>\r\n",
+     ("brand.example", "ours.example"), "ours.example"),
+    ("from-with-two-domains", b"From: <a@brand.example>, <b@ours.example>\r\n",
+     ("brand.example", "ours.example"), "ours.example"),
+    ("non-ascii-from", "From: Jürgen <jürgen@bücher.example>\r\n".encode(),
+     ("xn--bcher-kva.example", "ours.example"), "xn--bcher-kva.example"),
+    ("non-ascii-garbage", b"From: \xff\xfe@\xc3\x28.example\r\n", ("brand.example", "ours.example"),
+     "ours.example"),
+    ("no-from-is-not-signed", b"", ("brand.example", "ours.example"), None),
+]
+
+
+@pytest.mark.parametrize(("from_lines", "keyed", "expected"), [c[1:] for c in SIGNING_CASES],
+                         ids=[c[0] for c in SIGNING_CASES])
+async def test_the_from_domain_signs_then_its_parent_then_the_envelope_domain(
+        pool: asyncpg.Pool, ours: int, sinks, clock: Clock, keys: dict[str, tuple[str, str]],
+        world: DNSTestServer, from_lines: bytes, keyed: tuple[str, ...], expected: str | None) -> None:
+    await _hosting(pool, keys, keyed)
+    sink = await sinks()
+    await submit(pool, "r@far.example", raw=_author_message(from_lines), account_id=ours)
+    assert await outbound(pool, clock, signer=sign_message, transports=to_sink(sink)).run_once() == 1
+    (got,) = sink.received
+    assert _signing_domain(got.data) == expected
+    if expected is not None:
+        assert await asyncio.to_thread(dkim.verify, got.data, dnsfunc=_published_key(world))
+
+
+async def test_relayed_mail_is_not_signed_for_its_from_domain(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
+                                                              keys: dict[str, tuple[str, str]]) -> None:
+    """Mail no account of ours submitted (from the MX to an alias elsewhere) claiming one of our domains
+    in From does not get that domain's signature: it would pass DMARC for whoever forged it."""
+    await _hosting(pool, keys, ("brand.example", "ours.example"))
+    sink = await sinks()
+    await submit(pool, "r@far.example", sender="someone@far.test",
+                 raw=_author_message(b"From: CEO <ceo@brand.example>\r\n"))
+    assert await outbound(pool, clock, signer=sign_message, transports=to_sink(sink)).run_once() == 1
+    assert _signing_domain(sink.received[0].data) is None
+
+
+@pytest.mark.parametrize(("keyed", "expected"), [(("ours.example",), "ours.example"), ((), None)],
+                         ids=["hostname-parent-has-a-key", "no-key"])
+async def test_a_bounce_to_a_remote_sender_is_signed_for_the_host_name(
+        pool: asyncpg.Pool, ours: int, sinks, clock: Clock, keys: dict[str, tuple[str, str]],
+        world: DNSTestServer, keyed: tuple[str, ...], expected: str | None) -> None:
+    """Our DSN (From MAILER-DAEMON@mx.ours.example, null sender) is signed by the host name's domain or,
+    as here, its parent: unsigned bounces fare badly at large receivers."""
+    await _hosting(pool, keys, keyed)
+    sink = await sinks(rcpt={"bad@far.example": "550 5.1.1 no such user"})
+    await submit(pool, "bad@far.example", sender="someone@far.test",
+                 raw=_author_message(b"From: <someone@far.test>\r\n"))
+    transports = {**to_sink(sink), **to_sink(sink, "far.test")}
+    assert await outbound(pool, clock, signer=sign_message, transports=transports).run_once() == 2
+    (dsn,) = sink.received
+    assert dsn.mail_from in ("", "<>") and dsn.rcpt_tos == ["someone@far.test"]
+    assert b"From: Mail Delivery System <MAILER-DAEMON@mx.ours.example>" in dsn.data
+    assert _signing_domain(dsn.data) == expected
+    if expected is not None:
+        assert await asyncio.to_thread(dkim.verify, dsn.data, dnsfunc=_published_key(world))
+
+
+async def test_keys_are_remembered_not_asked_for_each_message(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
+                                                              keys: dict[str, tuple[str, str]]) -> None:
+    """Every candidate domain's key (or its absence) is remembered for KEY_CACHE_SECONDS: a key removed
+    from the store still signs the next message within that time, the proof no query was made for it."""
+    await _hosting(pool, keys, ("brand.example",))
+    sink = await sinks()
+    ob = outbound(pool, clock, signer=sign_message, transports=to_sink(sink))
+    raw = _author_message(b"From: <news@mail.brand.example>\r\n")
+    await submit(pool, "r@far.example", raw=raw, account_id=ours)
+    await ob.run_once()
+    await pool.execute("DELETE FROM dkim_keys")
+    await submit(pool, "r@far.example", raw=raw, account_id=ours)
+    await ob.run_once()
+    assert [_signing_domain(r.data) for r in sink.received] == ["brand.example", "brand.example"]
