@@ -12,6 +12,9 @@ security): a STARTTLS the server refuses (454) goes on in plaintext on the same 
 that fails (which leaves nothing of the session) is followed at once by a plaintext session to the same
 address, as Postfix does at security level "may". TLS a hop requires is never given up.
 
+How each new session's STARTTLS went (an RFC 8460 §4.3.1 result type, for TLS-RPT) is told to the caller's
+`tls_outcome`, which counts it (`smtp_out.tlsrpt`).
+
 It touches neither the database nor the breaker; replies are kept as text for the DSN and the log.
 """
 
@@ -23,7 +26,9 @@ import logging
 import re
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import aiosmtplib
 
@@ -272,10 +277,12 @@ def _reusable(results: list[RcptResult]) -> bool:
 
 
 async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings,
-                  local_hostname: str, cache: SessionCache | None = None) -> list[RcptResult]:
+                  local_hostname: str, cache: SessionCache | None = None,
+                  tls_outcome: TLSOutcomeSink | None = None) -> list[RcptResult]:
     """Run one transaction to `address` (an IP, or a name for the system resolver) for `hop`: on a
     session from `cache` when one is idle there, else on a new one; with a cache, the session is kept
-    there afterwards."""
+    there afterwards. `tls_outcome` is told how the STARTTLS of each new session went (RFC 8460 §4.3.1;
+    not for implicit TLS, a session that never got as far as EHLO, or the plaintext retry)."""
     key = (hop, address, local_hostname)
     cached = cache.take(key) if cache is not None else None
     if cached is not None:
@@ -284,7 +291,7 @@ async def deliver(hop: Hop, address: str, env: Envelope, settings: QueueSettings
         except _Stale:
             pass  # closed already; a new session below
     try:
-        session = await _session(hop, address, settings, local_hostname)
+        session = await _session(hop, address, settings, local_hostname, tls_outcome=tls_outcome)
     except _HandshakeFailed as exc:
         log.info("opportunistic STARTTLS failed; retrying without TLS", extra={
             "host": hop.name, "address": address, "error": field_value(str(exc))})
@@ -306,12 +313,42 @@ async def _deliver_on(session: Session, uses: int, key: _SessionKey, env: Envelo
     return results
 
 
+# RFC 8460 §4.3.1: what a TLS negotiation with an MX host came to, as a TLS-RPT result type.
+TLSResult = Literal["success", "starttls-not-supported", "certificate-host-mismatch", "certificate-expired",
+                    "certificate-not-trusted", "validation-failure"]
+# (result, detail) for each new session's TLS negotiation (`deliver`'s `tls_outcome`).
+TLSOutcomeSink = Callable[[TLSResult, str], None]
+
+# OpenSSL's X509_V_ERR_* codes (ssl.SSLCertVerificationError.verify_code) that have a TLS-RPT name.
+_EXPIRED = {10}  # X509_V_ERR_CERT_HAS_EXPIRED
+_HOST_MISMATCH = {62}  # X509_V_ERR_HOSTNAME_MISMATCH
+# unable to get issuer certificate / issuer certificate locally; self-signed leaf / in chain; untrusted
+_NOT_TRUSTED = {2, 18, 19, 20, 21, 27}
+
+
+def tls_failure(exc: BaseException) -> TLSResult:
+    """The RFC 8460 §4.3.1 result type of a failed STARTTLS: a refusal (454) is STARTTLS not being
+    supported; a certificate that did not verify says why; anything else (a broken handshake, a lost
+    connection) is the catch-all validation-failure."""
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return "starttls-not-supported"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = exc.verify_code
+        if code in _EXPIRED:
+            return "certificate-expired"
+        if code in _HOST_MISMATCH:
+            return "certificate-host-mismatch"
+        if code in _NOT_TRUSTED:
+            return "certificate-not-trusted"
+    return "validation-failure"
+
+
 class _HandshakeFailed(Exception):
     """An opportunistic STARTTLS handshake failed; the connection is gone (see the module text)."""
 
 
 async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostname: str,
-                   plaintext: bool = False) -> Session:
+                   plaintext: bool = False, tls_outcome: TLSOutcomeSink | None = None) -> Session:
     """A new session to `address`, greeted, EHLO'd, with TLS and AUTH as the hop asks (`plaintext`: no
     STARTTLS, after an opportunistic handshake failed)."""
     tls = await tls_context(hop.tls in ("required", "implicit"), settings.tls_ca_file)
@@ -329,7 +366,7 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
                            start_tls=False, tls_context=tls)
     try:
         try:
-            await _open(smtp, hop, settings, plaintext)
+            await _open(smtp, hop, settings, plaintext, tls_outcome)
         except _HandshakeFailed:
             raise
         except aiosmtplib.SMTPAuthenticationError as exc:
@@ -351,7 +388,12 @@ async def _session(hop: Hop, address: str, settings: QueueSettings, local_hostna
     return Session(smtp.transport, dict(smtp.esmtp_extensions))
 
 
-async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings, plaintext: bool) -> None:
+async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings, plaintext: bool,
+                tls_outcome: TLSOutcomeSink | None = None) -> None:
+    def outcome(result: TLSResult, detail: str = "") -> None:
+        if tls_outcome is not None:
+            tls_outcome(result, field_value(detail))
+
     await smtp.connect(timeout=settings.connect_timeout)
     try:
         await smtp.ehlo()
@@ -366,16 +408,20 @@ async def _open(smtp: aiosmtplib.SMTP, hop: Hop, settings: QueueSettings, plaint
             try:
                 await smtp.starttls(server_hostname=hop.name, timeout=settings.command_timeout)
             except (ssl.SSLError, aiosmtplib.SMTPException, OSError) as exc:
+                outcome(tls_failure(exc), f"{type(exc).__name__}: {exc}")
                 if hop.tls == "required":
                     raise ConnectionFailed(f"STARTTLS failed: {exc}", "4.7.5", breaker=False) from exc
                 if not isinstance(exc, aiosmtplib.SMTPResponseException) or not smtp.is_connected:
                     raise _HandshakeFailed(f"{type(exc).__name__}: {exc}") from exc
                 # refused (RFC 3207 §4: 454 TLS not available): the session goes on as it was
             else:
+                outcome("success")
                 await smtp.ehlo()
-        elif hop.tls == "required":
-            # RFC 3207 §4: a client that requires TLS must not go on without it.
-            raise ConnectionFailed("TLS required but STARTTLS not offered", "4.7.4", breaker=False)
+        else:
+            outcome("starttls-not-supported", "STARTTLS not offered")
+            if hop.tls == "required":
+                # RFC 3207 §4: a client that requires TLS must not go on without it.
+                raise ConnectionFailed("TLS required but STARTTLS not offered", "4.7.4", breaker=False)
     if hop.username is not None:
         await smtp.login(hop.username, hop.password or "")
 

@@ -42,6 +42,7 @@ class Hop:
     username: str | None = None
     password: str | None = None
     via_transport: bool = False
+    sts: bool = False  # TLS required by the domain's MTA-STS policy (TLS-RPT's policy type "sts")
 
     @property
     def key(self) -> str:
@@ -99,7 +100,7 @@ async def route(domain: str, settings: QueueSettings, dns: DNSLookup | None,
     policy = await policies.policy(domain)
     if policy is None or not policy.enforced:
         return hops
-    allowed = [dataclasses.replace(h, tls="required") for h in hops if policy.allows(h.name)]
+    allowed = [dataclasses.replace(h, tls="required", sts=True) for h in hops if policy.allows(h.name)]
     if not allowed:
         raise RouteError(f"no MX host of {domain} is allowed by its MTA-STS policy", "4.7.5", False)
     return allowed

@@ -38,6 +38,7 @@ from smtp_out.breaker import CircuitBreaker
 from smtp_out.mtasts import PolicySource
 from smtp_out.retry import Clock, backoff, utc_now
 from smtp_out.routing import Hop, RouteError, addresses, route
+from smtp_out.tlsrpt import TLSOutcomes
 from storage import dkim_keys
 from storage import queue as store
 from storage.db import UNAVAILABLE_ERRORS
@@ -96,6 +97,7 @@ class Outbound:
         self._keys: dict[str, tuple[float, dkim_keys.DKIMKey | None]] = {}  # domain -> (until, key)
         self.sessions = sessions  # idle SMTP sessions kept for the next message to the same place
         self.recorder = store.Recorder(pool, self.owner)  # attempts finishing together share a commit
+        self.tls_outcomes = TLSOutcomes(clock)  # per recipient domain, for TLS-RPT; see flush_tls_outcomes
         self.large_message = large_message
         self._large = asyncio.Semaphore(large_at_once)
         # recipients' MTA-STS policies (RFC 8461), fetched and kept by this process
@@ -116,7 +118,12 @@ class Outbound:
             for entry in entries:
                 await self.process(entry)
                 done += 1
+        await self.flush_tls_outcomes()
         return done
+
+    async def flush_tls_outcomes(self) -> None:
+        """Write the TLS outcomes counted since the last call (`smtp_out.tlsrpt`)."""
+        await self.tls_outcomes.flush(self.pool)
 
     async def process(self, entry: QueueEntry) -> None:
         """One attempt at every unfinished recipient of a claimed entry, then record it."""
@@ -230,7 +237,7 @@ class Outbound:
                 held_until = until if held_until is None or (until and until < held_until) else held_until
                 continue
             try:
-                results, failure = await self._try_hop(hop, env, failure)
+                results, failure = await self._try_hop(domain, hop, env, failure)
             except BaseException:
                 self.breaker.abandon(hop.key)
                 raise
@@ -242,7 +249,7 @@ class Outbound:
             return every("deferred", reply, code, mta)
         return DomainResult(held_until=held_until)
 
-    async def _try_hop(self, hop: Hop, env: client.Envelope, failure: tuple[str, str, str] | None
+    async def _try_hop(self, domain: str, hop: Hop, env: client.Envelope, failure: tuple[str, str, str] | None
                        ) -> tuple[list[client.RcptResult] | None, tuple[str, str, str] | None]:
         """Each address of one hop in turn. Returns results, or None with the latest failure."""
         try:
@@ -255,7 +262,7 @@ class Outbound:
             try:
                 async with self._limit(hop.key):
                     results = await client.deliver(hop, address, env, self.qs, self.settings.server.hostname,
-                                                   self.sessions)
+                                                   self.sessions, self.tls_outcomes.recorder(domain, hop, address))
             except client.ConnectionFailed as exc:
                 log.info("connection failed", extra={"host": hop.name, "address": address, "reason": exc.reason})
                 failure = (f"451 {exc.status} {hop.name}[{address}]: {exc.reason}", exc.status, hop.name)
@@ -454,6 +461,7 @@ class QueueService:
         ob = self.outbound
         while True:
             await asyncio.sleep(ob.qs.lease_seconds / 3)
+            await ob.flush_tls_outcomes()
             ids = list(self._running.values())
             if not ids:
                 continue
@@ -474,6 +482,7 @@ class QueueService:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self.outbound.recorder.idle()  # attempts already handed over are written under our leases
+        await self.outbound.flush_tls_outcomes()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)
