@@ -21,19 +21,23 @@ import datetime as dt
 import functools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from mailcore import replies
 from mailcore.address import Address
+from mailcore.auth.dkim import sign_message
 from mailcore.auth.results import remove_own_results
+from mailcore.auth.signing import host_domains
 from mailcore.dsn import RecipientReport, build_dsn, wants
 from mailcore.mime.precompute import summarize
 from mailcore.received import TraceInfo, date_header, message_id_header, protocol_name, received_header
 from mailcore.replies import Reply
 from smtp_in.checks import Action, BodyCheck, MessageContext, SenderResults, run_body_checks, verdict_reply
 from smtp_in.spool import Spool
+from storage import dkim_keys
 from storage.delivery import (
     Delivery,
     LocalRecipient,
@@ -212,9 +216,33 @@ async def bounce_over_quota(pool: asyncpg.Pool, tx: Transaction, reporting_mta: 
     build = functools.partial(build_dsn, reporting_mta=reporting_mta, to=str(tx.sender), now=now,
                               reports=list(reports.values()), original=bytes(raw), ret=tx.ret, envid=tx.envid,
                               arrival_date=now)
-    dsn = await asyncio.to_thread(build) if len(raw) > SUMMARIZE_IN_THREAD else build()
+    key = await _dsn_key(pool, reporting_mta)
+    if key is None:
+        dsn = await asyncio.to_thread(build) if len(raw) > SUMMARIZE_IN_THREAD else build()
+    else:  # public-key maths over the whole DSN: in a thread, whatever its size
+        dsn = await asyncio.to_thread(_signed, build, key)
     summary = await asyncio.to_thread(summarize, dsn) if len(dsn) > SUMMARIZE_IN_THREAD else summarize(dsn)
     await commit_notice(pool, tx.sender, dsn, summary)
+
+
+async def _dsn_key(pool: asyncpg.Pool, hostname: str) -> dkim_keys.DKIMKey | None:
+    """The key our DSNs are signed with, as the queue signs its own (`smtp_out.bounce`): the host name's
+    domain's or a parent's (their From is MAILER-DAEMON@hostname), None when we hold neither. One query:
+    a DSN from here is rare (a recipient over quota)."""
+    domains = host_domains(hostname)
+    found = await dkim_keys.signing_keys(pool, domains)
+    return next((found[d] for d in domains if d in found), None)
+
+
+def _signed(build: Callable[[], bytes], key: dkim_keys.DKIMKey) -> bytes:
+    """The DSN `build` makes, with its DKIM-Signature in front; unsigned (logged) if signing fails: a
+    broken key must not lose the notice."""
+    dsn = build()
+    try:
+        return sign_message(dsn, key.domain, key.selector, key.private_key, key.algorithm) + dsn
+    except Exception:
+        log.exception("DKIM signing of a DSN failed; sending it unsigned", extra={"domain": key.domain})
+        return dsn
 
 
 def strip_forged_results(raw: bytearray, start: int, authserv_id: str) -> None:

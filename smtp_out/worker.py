@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from config.settings import Settings
+from mailcore.auth import signing
 from mailcore.auth.dkim import sign_message
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.metrics import Metrics
-from smtp_out import bounce, client, signing
+from smtp_out import bounce, client
 from smtp_out.breaker import CircuitBreaker
 from smtp_out.mtasts import PolicySource
 from smtp_out.retry import Clock, backoff, utc_now
@@ -161,7 +162,7 @@ class Outbound:
         accounts submitted)."""
         prefix = None
         if self.signer is not None:
-            domains = signing.candidates(raw, entry.sender, trust_from=entry.account_id is not None)
+            domains = signing.candidates(raw, entry.sender, submitted=entry.account_id is not None)
             key = await self._signing_key(domains)
             if key is not None:
                 try:

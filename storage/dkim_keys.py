@@ -3,7 +3,7 @@
 Owns storing and finding keys; it neither generates nor uses them (signing is `mailcore.auth.dkim`'s).
 Keys are provisioned by `mailserver dkim generate`; the outbound queue asks for "the newest key" of
 each domain that may sign a message (its From domain, that domain's parents, the envelope sender's:
-`smtp_out.signing`), and the newest key of the first of them that has one signs. Rotation is:
+`mailcore.auth.signing`), and the newest key of the first of them that has one signs. Rotation is:
 generate, publish, wait for DNS, and the new key signs from its creation on (publish the record first:
 see docs/authentication.md).
 """
@@ -50,7 +50,7 @@ async def add_key(conn: Conn, domain: str, selector: str, private_key_pem: str,
 
 async def signing_keys(conn: Conn, domains: Sequence[str]) -> dict[str, DKIMKey]:
     """The newest key of each of `domains` that has one (and is ours), in one query: the outbound queue
-    asks for every domain that might sign a message at once (see `smtp_out.signing`)."""
+    asks for every domain that might sign a message at once (see `mailcore.auth.signing`)."""
     names = list(dict.fromkeys(d.lower() for d in domains))
     if not names:
         return {}

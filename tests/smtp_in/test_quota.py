@@ -9,9 +9,14 @@ import smtplib
 import ssl
 
 import asyncpg
+import dkim
+import dns.resolver
 import pytest
 
 from mailcore import replies
+from mailcore.auth.dkim import generate_key
+from storage import dkim_keys
+from tests.dnsserver import DNSTestServer
 from tests.smtp_in.harness import OTHER, PASSWORD, USER, RawClient, Server
 from tests.smtp_in.test_mx import code, inbox, parsed
 
@@ -155,6 +160,31 @@ async def test_several_recipients_some_full_deliver_to_the_others_and_tell_the_s
     assert b"Final-Recipient: rfc822;user@local.example" in raw
     assert b"Diagnostic-Code: smtp;552 5.2.2" in raw
     assert b"Final-Recipient: rfc822;other@local.example" not in raw
+
+
+async def test_the_dsn_for_a_full_recipient_is_signed_for_the_host_name(server: Server) -> None:
+    """The DSN's From is MAILER-DAEMON@<server.hostname> (mx.local.example): with a key for local.example,
+    its parent, the DSN leaves signed and aligned, as the queue's own bounces do (`smtp_out.bounce`),
+    and a remote verifier, asking its DNS (here a loopback server), finds it valid."""
+    pem, txt = generate_key("ed25519")
+    await dkim_keys.add_key(server.pool, "local.example", "s1", pem, "ed25519-sha256")
+    await _quota(server.pool, USER, 1000, 1000 - len(MSG))
+    result = await asyncio.to_thread(_send, server.port("mx"), SENDER, [(USER, []), (OTHER, [])])
+    assert _reply(result) == (250, "2.0.0")
+    ((_sender, to, raw),) = await _dsns(server.pool)
+    assert to == SENDER and raw.startswith(b"DKIM-Signature:") and b" d=local.example;" in raw.split(b"\r\n\r\n")[0]
+    world = DNSTestServer({"s1._domainkey.local.example": {"TXT": [txt]}}).start()
+    try:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers, resolver.port = [world.host], world.port
+
+        def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+            answer = resolver.resolve(name.decode("ascii"), "TXT", lifetime=timeout, tcp=True)
+            return b"".join(answer[0].strings)  # type: ignore[attr-defined]
+
+        assert await asyncio.to_thread(dkim.verify, raw, dnsfunc=dnsfunc)
+    finally:
+        world.stop()
 
 
 async def test_all_local_recipients_full_and_none_remote_gets_552(server: Server) -> None:

@@ -25,7 +25,7 @@ async def test_signed_once_and_every_attempt_sends_the_same_bytes(pool: asyncpg.
     pem, txt = generate_key("rsa", 2048)
     await dkim_keys.add_key(pool, "ours.example", "s1", pem, "rsa-sha256")
     sink = await sinks(rcpt={"r@far.example": "451 4.2.0 later"})
-    qid = await submit(pool, "r@far.example")
+    qid = await submit(pool, "r@far.example", account_id=ours)
     calls = []
 
     def counting_signer(*args):
@@ -52,7 +52,7 @@ async def test_signed_once_and_every_attempt_sends_the_same_bytes(pool: asyncpg.
 
 async def test_unsigned_without_a_key(pool: asyncpg.Pool, ours: int, sinks, clock: Clock) -> None:
     sink = await sinks()
-    await submit(pool, "r@far.example")
+    await submit(pool, "r@far.example", account_id=ours)
     await outbound(pool, clock, signer=sign_message, transports=to_sink(sink)).run_once()
     assert not sink.received[0].data.startswith(b"DKIM-Signature")
 
@@ -95,7 +95,7 @@ async def test_bare_cr_and_lf_are_signed_as_they_are_sent(pool: asyncpg.Pool, ou
                                                           key: tuple[str, str], published: DNSTestServer) -> None:
     await dkim_keys.add_key(pool, "ours.example", "s1", key[0], "rsa-sha256")
     sink = await sinks()
-    await submit(pool, "r@far.test", raw=BARE)
+    await submit(pool, "r@far.test", raw=BARE, account_id=ours)
     resolver = Resolver(DNSSettings(nameservers=[published.host], port=published.port, timeout=1.0, cache_size=0))
     assert await outbound(pool, clock, resolver, signer=sign_message, mx_port=sink.port).run_once() == 1
     (got,) = sink.received
@@ -188,14 +188,15 @@ async def test_the_from_domain_signs_then_its_parent_then_the_envelope_domain(
         assert await asyncio.to_thread(dkim.verify, got.data, dnsfunc=_published_key(world))
 
 
-async def test_relayed_mail_is_not_signed_for_its_from_domain(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
-                                                              keys: dict[str, tuple[str, str]]) -> None:
+@pytest.mark.parametrize("sender", ["someone@far.test", "ceo@brand.example"], ids=["foreign", "our-domain"])
+async def test_relayed_mail_is_not_signed(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
+                                          keys: dict[str, tuple[str, str]], sender: str) -> None:
     """Mail no account of ours submitted (from the MX to an alias elsewhere) claiming one of our domains
-    in From does not get that domain's signature: it would pass DMARC for whoever forged it."""
+    in From, or in MAIL FROM too, does not get that domain's signature: it would pass DMARC for whoever
+    forged it."""
     await _hosting(pool, keys, ("brand.example", "ours.example"))
     sink = await sinks()
-    await submit(pool, "r@far.example", sender="someone@far.test",
-                 raw=_author_message(b"From: CEO <ceo@brand.example>\r\n"))
+    await submit(pool, "r@far.example", sender=sender, raw=_author_message(b"From: CEO <ceo@brand.example>\r\n"))
     assert await outbound(pool, clock, signer=sign_message, transports=to_sink(sink)).run_once() == 1
     assert _signing_domain(sink.received[0].data) is None
 

@@ -12,11 +12,12 @@ mail) and from OpenSMTPD's filter-dkimsign (the From domain, else its closest pa
 3. else the envelope sender's domain (what signed before; Stalwart's default and maddy sign by it too);
 4. else none: the message goes unsigned.
 
-The From header is believed only for mail an account of ours submitted (`trust_from`), as OpenDKIM and
-Stalwart sign only for authenticated or internal senders: mail relayed from the MX (to an alias that
-points elsewhere) keeps the envelope rule, so a stranger's message claiming one of our domains in From
-does not leave here with that domain's aligned signature. Our own DSNs are signed by their composer
-(`smtp_out.bounce`) for `host_domains(server.hostname)`, their From being MAILER-DAEMON@hostname.
+Only mail an account of ours submitted (over SMTP or the API: `submitted`) is signed at all, as OpenDKIM
+behind Postfix and Stalwart sign only for authenticated or internal senders. Mail relayed from the MX (to
+an alias that points elsewhere) is not: a stranger could otherwise give MAIL FROM and From one of our
+domains, SPF failing or not, and have the message leave here with that domain's aligned signature, a
+DMARC pass for a forgery. Our own DSNs are signed by their composers (`smtp_out.bounce`, and smtp_in's
+over-quota notice) for `host_domains(server.hostname)`, their From being MAILER-DAEMON@hostname.
 
 A missing From field, more than one, one with addresses in several domains, garbage or a non-ASCII one
 never raises: the From steps are skipped (RFC 7489 §6.6.1 cannot name a From domain for such a message
@@ -73,17 +74,17 @@ def author_domain(raw: bytes) -> str | None:
     return _domain(domain) if domain else None
 
 
-def candidates(raw: bytes, envelope_sender: str, *, trust_from: bool,
+def candidates(raw: bytes, envelope_sender: str, *, submitted: bool,
                org: OrganizationalDomains | None = None) -> list[str]:
     """The domains whose newest key may sign `raw`, best first, without repeats (see the module
-    docstring). `envelope_sender` is the queue's (empty for a null sender)."""
-    if not field_values(raw, "from"):
+    docstring). `envelope_sender` is the queue's (empty for a null sender); `submitted`, whether an
+    account of ours submitted the message: nothing else is signed."""
+    if not submitted or not field_values(raw, "from"):
         return []
     out: list[str] = []
-    if trust_from:
-        author = author_domain(raw)
-        if author is not None:
-            out += host_domains(author, org)
+    author = author_domain(raw)
+    if author is not None:
+        out += host_domains(author, org)
     _local, at, domain = envelope_sender.rpartition("@")
     envelope = _domain(domain) if at else None
     if envelope is not None:

@@ -1,4 +1,4 @@
-"""smtp_out.signing: which domains may sign a queued message, best first (pure: no loop, no database).
+"""mailcore.auth.signing: which domains may sign a queued message, best first (pure: no loop, no database).
 
 The end-to-end proof, signatures verified at a sink against keys served by a loopback DNS server, is in
 test_dkim.py; this is the table of header shapes, and any header at all never raising."""
@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_out.signing import MAX_FROM_CANDIDATES, author_domain, candidates, host_domains
+from mailcore.auth.signing import MAX_FROM_CANDIDATES, author_domain, candidates, host_domains
 
 BODY = b"\r\nthe body\r\n"
 
-# (case, header block, envelope sender, trust From, candidates)
+# (case, header block, envelope sender, submitted by an account of ours, candidates)
 CASES = [
     ("from-then-envelope", b"From: <a@brand.example>\r\n", "s@ours.example", True,
      ["brand.example", "ours.example"]),
@@ -21,7 +21,9 @@ CASES = [
      ["mail.eu.brand.example", "eu.brand.example", "brand.example", "ours.example"]),
     ("not-above-the-organisational-domain", b"From: a@x.y.co.uk\r\n", "", True, ["x.y.co.uk", "y.co.uk"]),
     ("same-domain-once", b"From: A <a@Ours.Example>\r\n", "s@ours.example", True, ["ours.example"]),
-    ("from-not-trusted", b"From: <ceo@brand.example>\r\n", "s@far.test", False, ["far.test"]),
+    # mail no account of ours submitted (relayed from the MX to an alias elsewhere) is not ours to sign
+    ("relayed", b"From: <ceo@brand.example>\r\n", "s@far.test", False, []),
+    ("relayed-with-our-envelope-domain", b"From: <ceo@ours.example>\r\n", "ceo@ours.example", False, []),
     ("null-sender", b"From: <a@brand.example>\r\n", "", True, ["brand.example"]),
     ("null-sender-untrusted", b"From: <a@brand.example>\r\n", "", False, []),
     ("no-from", b"Subject: none\r\n", "s@ours.example", True, []),
@@ -41,14 +43,14 @@ CASES = [
     ("u-label", "From: j@bücher.example\r\n".encode(), "", True, ["xn--bcher-kva.example"]),
     ("undecodable-bytes", b"From: \xff@\xc3\x28.example\r\n", "s@ours.example", True, ["ours.example"]),
     ("encoded-word-name", b"From: =?utf-8?q?J=C3=BCrgen?= <j@brand.example>\r\n", "", True, ["brand.example"]),
-    ("envelope-u-label", b"From: a@brand.example\r\n", "s@bücher.example", False, ["xn--bcher-kva.example"]),
-    ("envelope-garbage", b"From: a@brand.example\r\n", "no-at-sign", False, []),
+    ("envelope-u-label", b"From: a@x.y.co.uk\r\n", "s@bücher.example", True, ["x.y.co.uk", "y.co.uk", "xn--bcher-kva.example"]),
+    ("envelope-garbage", b"From: a@brand.example\r\n", "no-at-sign", True, ["brand.example"]),
 ]
 
 
 @pytest.mark.parametrize(("head", "sender", "trust", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_candidates(head: bytes, sender: str, trust: bool, expected: list[str]) -> None:
-    assert candidates(head + BODY, sender, trust_from=trust) == expected
+    assert candidates(head + BODY, sender, submitted=trust) == expected
 
 
 def test_host_domains_of_the_dsn_from() -> None:
@@ -67,4 +69,4 @@ def test_a_long_made_up_name_is_bounded() -> None:
 def test_any_from_field_never_raises(value: bytes, sender: str) -> None:
     raw = b"From: " + value + b"\r\nSubject: x\r\n" + BODY
     assert author_domain(raw) is None or "." in author_domain(raw) or author_domain(raw) == "localhost"
-    assert isinstance(candidates(raw, sender, trust_from=True), list)
+    assert isinstance(candidates(raw, sender, submitted=True), list)
