@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from imap import encoder
 from imap.commands import FetchAtt, Section
+from imap.replies import Abort
 from mailcore.mime import headerfields
 from mailcore.mime.headerfields import SYNC_FIELDS
 from storage import mailstore
@@ -256,7 +257,13 @@ async def write_message(session: Session, seq: int, row: dict[str, Any], atts: l
             if span.start < pl:
                 out.write(msg.prefix[span.start : min(span.end, pl)])
             for off, n in msg.raw_pieces(span):
-                out.write(await mailstore.read_raw(session.ctx.pool, row["message_id"], off, n))
+                chunk = await mailstore.read_raw(session.ctx.pool, row["message_id"], off, n)
+                if len(chunk) != n:
+                    # expunged by another session (and its bytes freed) since this FETCH read its row:
+                    # the literal is announced, and neither padding nor a reply may follow. Dovecot too
+                    # disconnects when a FETCH fails midway (cmd-fetch.c: "BYE is preferrable").
+                    raise Abort(f"message {row['message_id']} vanished while it was sent")
+                out.write(chunk)
                 await out.drain()
     head.append(b")\r\n")
     out.write(b"".join(head))
@@ -341,9 +348,10 @@ def streamed(atts: list[FetchAtt]) -> Streamed | None:
     return Streamed(b"".join(fmt), columns, kinds, wire)
 
 
-async def write_streamed(session: Session, plan: Streamed, uids: Sequence[int]) -> None:
+async def write_streamed(session: Session, plan: Streamed, uids: Sequence[int]) -> int:
     """Send the FETCH responses for `uids` (ascending, known to the session) in batches: one query,
-    one write and one drain per batch, so memory stays bounded whatever the mailbox holds."""
+    one write and one drain per batch, so memory stays bounded whatever the mailbox holds. Returns how
+    many were sent (fewer than `uids` when another session expunged some)."""
     sel = session.selected
     assert sel is not None
     known = sel.uids
@@ -360,7 +368,7 @@ async def write_streamed(session: Session, plan: Streamed, uids: Sequence[int]) 
             # contiguous (a range scan): the view holds exactly this batch from `start`
             batches.append((batch, start, known[start : start + len(batch)] == batch))
         try:
-            await _write_batches(session, plan, batches, [conn] if spare is None else [conn, spare])
+            return await _write_batches(session, plan, batches, [conn] if spare is None else [conn, spare])
         finally:
             if spare is not None:
                 await pool.release(spare)
@@ -376,9 +384,10 @@ async def _spare(pool: Any) -> Any:
 
 
 async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[Sequence[int], int, bool]],
-                         conns: list[Any]) -> None:
-    """The batches in order. With two connections the database builds the next batch while this one is
-    built or sent (two backends, two cores): a large header sync is bound by the database's time."""
+                         conns: list[Any]) -> int:
+    """The batches in order; returns how many messages were sent. With two connections the database
+    builds the next batch while this one is built or sent (two backends, two cores): a large header
+    sync is bound by the database's time."""
     sel = session.selected
     assert sel is not None
     out = session.transport
@@ -393,6 +402,7 @@ async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[S
         return data if built == len(batch) else None  # a message without sync_fields: format here
 
     ahead: deque[asyncio.Task[bytes | None]] = deque()
+    sent = 0
     try:
         for i, (batch, start, contiguous) in enumerate(batches):
             if len(conns) == 1:
@@ -402,20 +412,23 @@ async def _write_batches(session: Session, plan: Streamed, batches: list[tuple[S
                     ahead.append(asyncio.create_task(build(i + len(ahead))))
                 data = await ahead.popleft()
             if data is None:  # its connection is free: the batch in flight uses the other one
-                await _write_rows(session, plan, conns[i % len(conns)], batch, start, contiguous)
+                sent += await _write_rows(session, plan, conns[i % len(conns)], batch, start, contiguous)
                 continue
             out.write(data)
+            sent += len(batch)  # built whole (`build` checks the count)
             await out.drain()
     finally:
         for task in ahead:
             task.cancel()
         if ahead:
             await asyncio.gather(*ahead, return_exceptions=True)
+    return sent
 
 
 async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: Sequence[int], start: int,
-                      contiguous: bool) -> None:
-    """One batch formatted here from its rows (the general case of `write_streamed`)."""
+                      contiguous: bool) -> int:
+    """One batch formatted here from its rows (the general case of `write_streamed`); returns how many
+    messages it sent."""
     sel = session.selected
     assert sel is not None
     known = sel.uids
@@ -460,3 +473,4 @@ async def _write_rows(session: Session, plan: Streamed, conn: Any, batch: Sequen
     if chunks:
         out.write(b"".join(chunks))
     await out.drain()
+    return len(chunks)

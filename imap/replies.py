@@ -29,6 +29,11 @@ class Reply:
         return Reply(self.kind, self.text, code)
 
 
+class Abort(Exception):
+    """Raised while a response is half sent (a literal announced and not finished) when it cannot be
+    finished: no reply can follow it, so the session logs `reason` and closes the connection."""
+
+
 class Refusal(Exception):
     """Raised by a handler: the command ends with `reply` (NO or BAD)."""
 
@@ -76,6 +81,9 @@ EMPTY_MESSAGE = Reply("NO", "empty message")
 TOO_MANY_MAILBOXES = Reply("NO", "too many mailboxes", encoder.LIMIT)  # RFC 5530
 TOO_MANY_KEYWORDS = Reply("NO", "too many keywords in this mailbox", encoder.LIMIT)  # RFC 5530
 COPY_NOTHING = Reply("NO", "no messages to copy")
+# RFC 9051 §7.1, as Dovecot: a COPY/MOVE naming messages another session expunged copies none (a FETCH or
+# STORE does what it can with the others and completes OK [EXPUNGEISSUED])
+EXPUNGE_ISSUED = Reply("NO", "some of the requested messages no longer exist", encoder.EXPUNGEISSUED)
 SEARCH_TOO_LONG = Reply("NO", "search strings too long", encoder.LIMIT)
 SEARCH_TOO_MANY_KEYS = Reply("NO", "too many search keys", encoder.LIMIT)
 BAD_CHARSET = Reply("NO", "unsupported charset", Code(BADCHARSET))  # RFC 3501 §6.4.4: NO, not BAD

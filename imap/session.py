@@ -35,7 +35,7 @@ from imap.commands import (
 )
 from imap.dispatch import COMMANDS, State
 from imap.parser import CommandParser
-from imap.replies import Refusal, Reply
+from imap.replies import Abort, Refusal, Reply
 from imap.selected import SelectedMailbox
 from mailcore.limits import AuthGuard, build_limits
 from mailcore.metrics import Metrics
@@ -288,6 +288,10 @@ class Session:
             reply = await entry.handler(self, cmd)
         except Refusal as refusal:
             reply = refusal.reply
+        except Abort as abort:
+            log.warning("command aborted midway, closing", extra={"command": cmd.name, "reason": str(abort)})
+            await self.close()
+            return "no"
         except mailstore.MailStoreError as exc:
             reply = _store_reply(exc)
         except Exception as exc:
@@ -494,6 +498,8 @@ def _store_reply(exc: mailstore.MailStoreError) -> Reply:
         return replies.TOO_MANY_KEYWORDS
     if isinstance(exc, mailstore.TooManyMailboxes):
         return replies.TOO_MANY_MAILBOXES
+    if isinstance(exc, mailstore.MessagesExpunged):
+        return replies.EXPUNGE_ISSUED
     return replies.CANNOT
 
 

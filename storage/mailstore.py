@@ -62,6 +62,10 @@ class TooManyKeywords(MailStoreError):
     """The keywords would take the mailbox past MAX_KEYWORDS distinct ones."""
 
 
+class MessagesExpunged(MailStoreError):
+    """Some of the entries named no longer exist (expunged by another session): nothing was done."""
+
+
 class _NothingToDo(Exception):
     """Rolls back a transaction that turned out to change nothing (no modseq is spent)."""
 
@@ -558,6 +562,7 @@ async def copy(pool: asyncpg.Pool, source_id: int, uids: Sequence[int], dest_id:
                move: bool = False, known_keywords: Collection[str] | None = None) -> CopyResult:
     """Copy (or move) entries to another mailbox of the same account in one transaction.
     Flags and internal dates are kept; UIDs are new in the destination (COPYUID, RFC 4315).
+    All or none: MessagesExpunged, with nothing copied, when some of `uids` no longer exist.
     With `known_keywords` (those the caller knows the destination carries), TooManyKeywords when the
     entries' other keywords would take the destination past MAX_KEYWORDS."""
     async with pool.acquire() as conn, conn.transaction():
@@ -573,6 +578,11 @@ async def _copy_in(conn: asyncpg.Connection, source_id: int, dest_id: int, uids:
     rows = await conn.fetch(
         "SELECT mm.uid, mm.message_id, m.size FROM mailbox_messages mm JOIN messages m ON m.id = mm.message_id"
         " WHERE mm.mailbox_id = $1 AND mm.uid = ANY($2::bigint[]) ORDER BY mm.uid", source_id, uids)
+    if len(rows) != len(set(uids)):
+        # Read after the source row's lock, which every expunge takes first: what is missing is gone.
+        # RFC 9051 §6.4.7: a COPY that fails leaves the destination as it was; Dovecot (cmd-copy.c)
+        # copies none of them either and answers NO [EXPUNGEISSUED].
+        raise MessagesExpunged(str(source_id))
     dest = await _lock(conn, dest_id)
     if not rows:
         return CopyResult(dest["uidvalidity"], [], [])

@@ -110,10 +110,11 @@ async def fetch_(session: Session, cmd: Fetch) -> Reply:
             atts.append(FetchAtt("FLAGS"))  # the client learns of the \Seen it caused
     streamed = fetch.streamed(atts)
     if streamed is not None:
-        await fetch.write_streamed(session, streamed, uids)
-        return replies.completed(cmd.name)
+        sent = await fetch.write_streamed(session, streamed, uids)
+        return _completed(cmd.name, sent, uids)
     plan = fetch.Plan(atts)
     pool = session.ctx.pool
+    sent = 0
     for i in range(0, len(uids), plan.batch):
         batch = uids[i : i + plan.batch]
         rows = await mailstore.fetch_entries(pool, sel.mailbox.id, batch, plan.columns,
@@ -122,8 +123,16 @@ async def fetch_(session: Session, cmd: Fetch) -> Reply:
             seq = sel.seq_of(row["uid"])
             if seq is not None:
                 await fetch.write_message(session, seq, row, atts)
+                sent += 1
         await session.transport.drain()
-    return replies.completed(cmd.name)
+    return _completed(cmd.name, sent, uids)
+
+
+def _completed(name: str, done: int, uids: Sequence[int]) -> Reply:
+    """OK, with EXPUNGEISSUED when fewer than the `uids` asked for were found: the others were expunged
+    by another session, and this one is told at the next point it may be (Dovecot's FETCH answers so;
+    RFC 9051 §7.1). Counted from the rows the command read anyway: no query of its own."""
+    return replies.completed(name, encoder.EXPUNGEISSUED if done < len(uids) else None)
 
 
 @command("STORE", needs=Needs.SELECTED)
@@ -147,7 +156,7 @@ async def store(session: Session, cmd: Store) -> Reply:
                 continue
             line = b"* %d FETCH (FLAGS %s" % (seq, encoder.flag_list(sel.flags_with_recent(uid, current)))
             session.send(line + (b" UID %d)\r\n" % uid if cmd.uid else b")\r\n"))
-    return replies.completed(cmd.name)
+    return _completed(cmd.name, len(rows), uids)
 
 
 @command("COPY", "MOVE", needs=Needs.SELECTED)
@@ -161,6 +170,8 @@ async def copy(session: Session, cmd: Copy) -> Reply:
     if move and dest.id == sel.mailbox.id:
         raise Refusal(replies.CANNOT)
     known = session.known_keywords.setdefault(dest.id, set())
+    # all or none: NO [EXPUNGEISSUED] (mailstore.MessagesExpunged) when another session expunged some of
+    # them; the sync after the command then announces those expunges (RFC 9051 §6.4.7, Dovecot)
     result = await mailstore.copy(session.ctx.pool, sel.mailbox.id, uids, dest.id, move=move, known_keywords=known)
     known.update(result.keywords)
     code = Code.copyuid(result.uidvalidity, result.source_uids, result.dest_uids) if result.dest_uids else None
