@@ -84,6 +84,7 @@ COPY_NOTHING = Reply("NO", "no messages to copy")
 # RFC 9051 §7.1, as Dovecot: a COPY/MOVE naming messages another session expunged copies none (a FETCH or
 # STORE does what it can with the others and completes OK [EXPUNGEISSUED])
 EXPUNGE_ISSUED = Reply("NO", "some of the requested messages no longer exist", encoder.EXPUNGEISSUED)
+SELECTED_DELETED = "Selected mailbox was deleted, have to disconnect."  # Dovecot's BYE
 SEARCH_TOO_LONG = Reply("NO", "search strings too long", encoder.LIMIT)
 SEARCH_TOO_MANY_KEYS = Reply("NO", "too many search keys", encoder.LIMIT)
 BAD_CHARSET = Reply("NO", "unsupported charset", Code(BADCHARSET))  # RFC 3501 §6.4.4: NO, not BAD

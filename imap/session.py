@@ -309,6 +309,8 @@ class Session:
         if self.state is State.SELECTED:
             await self.sync(allow_expunge=cmd.uid or cmd.name not in _NO_EXPUNGE_DURING,
                             poll=cmd.name not in _SYNC_ON_NOTIFY)
+            if self.closed:  # the mailbox was deleted: BYE, and no tagged reply
+                return reply.kind.lower()
         if reply.kind == "BAD":
             await self._bad(cmd.tag, reply)
         else:
@@ -320,7 +322,10 @@ class Session:
         """Tell the client what changed in its selected mailbox since it was last told. Without `poll`,
         the store is asked only if a notification came since the last time (any change to the mailbox,
         from any process, sends one when it commits; a lost notification connection wakes every
-        subscriber when it is back), so a client reading its mailbox costs no extra query per command."""
+        subscriber when it is back), so a client reading its mailbox costs no extra query per command.
+        When the mailbox was deleted (by another session: our own DELETE deselects it first), the session
+        ends with BYE, as Dovecot does (RFC 2180 §3.3: there is no other way to tell the client); callers
+        check `closed` after it."""
         sel = self.selected
         if sel is None:
             return
@@ -335,8 +340,11 @@ class Session:
             if sub is not None:
                 sub.event.set()  # not asked after all: ask next time
             raise
-        if changes is None:
-            return  # the mailbox was deleted under us; commands on it will fail
+        if changes is None:  # deleted (a rename keeps the id: the session goes on under the new name)
+            log.info("selected mailbox deleted by another session", extra={"mailbox": sel.mailbox.id})
+            self.send(encoder.bye(replies.SELECTED_DELETED))
+            await self.close()
+            return
         out, new = sel.apply(changes, allow_expunge)
         for line in out:
             self.send(line)
@@ -453,12 +461,15 @@ class Session:
             if self.subscription is not None:
                 self.subscription.event.set()
             return
-        await self.transport.drain()
+        if not self.closed:
+            await self.transport.drain()
 
     async def _idle_done(self, event: IdleDone) -> None:
         tag, self.idle_tag = self.idle_tag or "*", None
         if self.state is State.SELECTED:
             await self.sync(allow_expunge=True)
+            if self.closed:
+                return
         self.send((replies.IDLE_DONE if event.valid else replies.IDLE_BAD).encode(tag))
 
     # --- end

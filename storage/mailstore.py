@@ -229,8 +229,9 @@ async def create_mailbox(pool: asyncpg.Pool, account_id: int, name: str, special
         return mailbox_id
 
 
-async def delete_mailbox(pool: asyncpg.Pool, account_id: int, name: str) -> None:
-    """Delete a mailbox and its messages. INBOX and mailboxes with children are refused."""
+async def delete_mailbox(pool: asyncpg.Pool, account_id: int, name: str) -> int:
+    """Delete a mailbox and its messages; returns the id it had. INBOX and mailboxes with children are
+    refused."""
     if name == INBOX:
         raise CannotModify(name)
     async with pool.acquire() as conn, conn.transaction():
@@ -247,6 +248,7 @@ async def delete_mailbox(pool: asyncpg.Pool, account_id: int, name: str) -> None
         await conn.execute("DELETE FROM mailboxes WHERE id = $1", row["id"])
         await _release(conn, account_id, [e["message_id"] for e in entries], sum(e["size"] for e in entries))
         await _notify(conn, row["id"])
+    return row["id"]
 
 
 async def _release(conn: asyncpg.Connection, account_id: int, message_ids: list[int], size: int) -> None:

@@ -108,9 +108,11 @@ async def delete(session: Session, cmd: MailboxCommand) -> Reply:
     name = mailboxes.normalize(cmd.mailbox)
     if name == mailstore.INBOX:
         raise Refusal(replies.CANNOT)
-    if session.selected is not None and session.selected.mailbox.name == name:
+    deleted = await mailstore.delete_mailbox(session.ctx.pool, account_id(session), name)
+    # the selected mailbox is known by id (its name may have changed since, by another session's RENAME):
+    # deleting it in this session deselects it, with no BYE (that is for another session's DELETE)
+    if session.selected is not None and session.selected.mailbox.id == deleted:
         session.deselect()
-    await mailstore.delete_mailbox(session.ctx.pool, account_id(session), name)
     return replies.completed(cmd.name)
 
 

@@ -1,5 +1,5 @@
 """Two sessions of one account over real sockets (imaplib): what one session sees when another has
-expunged messages it still holds in its view.
+expunged messages it still holds in its view, deleted its selected mailbox, or renamed it.
 
 imaplib is blocking: each scenario runs in a thread; the server runs in the test's event loop."""
 
@@ -7,11 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import time
+from collections.abc import Callable
 
 import pytest
 
 from imap import fetch
+from tests.hangguard import no_hang
 from tests.imap.conftest import PASSWORD, USER, Listening, World, message
+
+BYE_DELETED = b"Selected mailbox was deleted, have to disconnect."
 
 
 def login(listening: Listening) -> imaplib.IMAP4:
@@ -161,3 +166,136 @@ async def test_fetch_of_a_large_message_expunged_while_it_is_sent(world: World) 
     assert announced > len(data) > 0  # the literal was never finished
     assert b"\r\nf " not in data[-100:]  # and no tagged reply follows it
     assert a.session.closed and sent.closed
+
+
+# --- the selected mailbox deleted or renamed by another session -------------------------------------------
+
+def until_bye(a: imaplib.IMAP4, command: Callable[[], object]) -> bytes:
+    """Send `command` until the session ends with BYE (the commands that ask the store only after a
+    notification see the deletion once its notification has come); returns the BYE text."""
+    for _ in range(200):
+        try:
+            command()
+        except imaplib.IMAP4.abort:
+            bye = a.untagged_responses.get("BYE")
+            assert bye, "the connection ended without BYE"
+            return bye[-1]
+        time.sleep(0.02)
+    raise AssertionError("the session was never told its mailbox was deleted")
+
+
+COMMANDS: dict[str, Callable[[imaplib.IMAP4], object]] = {
+    "NOOP": lambda a: a.noop(),
+    "CHECK": lambda a: a.check(),
+    "FETCH": lambda a: a.fetch("1", "(FLAGS)"),
+    "UID FETCH": lambda a: a.uid("FETCH", "1:*", "(UID BODY.PEEK[])"),
+    "STORE": lambda a: a.store("1", "+FLAGS", "(\\Seen)"),
+    "SEARCH": lambda a: a.search(None, "ALL"),
+    "COPY": lambda a: a.copy("1", "INBOX"),
+    "MOVE": lambda a: a.uid("MOVE", "1", "INBOX"),
+    "EXPUNGE": lambda a: a.expunge(),
+    "STATUS": lambda a: a.status("INBOX", "(MESSAGES)"),
+    "APPEND": lambda a: a.append("INBOX", None, None, message(9)),
+}
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+async def test_selected_mailbox_deleted_elsewhere_ends_the_session(listening: Listening, name: str) -> None:
+    """Dovecot: `* BYE Selected mailbox was deleted, have to disconnect.` at the next command (RFC 2180 §3.3:
+    there is no other way to tell the client); the command itself must not fail in any other way."""
+    await listening.world.pool.execute("INSERT INTO mailboxes (account_id, name) VALUES ($1, 'Work')",
+                                       listening.world.account_id)
+    await deliver(listening, 2, "Work")
+
+    def run() -> None:
+        a = login(listening)
+        assert a.select("Work")[0] == "OK"
+        b = login(listening)
+        assert b.delete("Work")[0] == "OK"
+        assert until_bye(a, lambda: COMMANDS[name](a)) == BYE_DELETED
+        assert b.noop()[0] == "OK"  # the other session goes on
+        b.logout()
+
+    with no_hang():
+        await asyncio.to_thread(run)
+
+
+async def test_selected_mailbox_deleted_during_idle(listening: Listening) -> None:
+    await listening.world.pool.execute("INSERT INTO mailboxes (account_id, name) VALUES ($1, 'Work')",
+                                       listening.world.account_id)
+    await deliver(listening, 1, "Work")
+
+    def run() -> None:
+        a = login(listening)
+        a.select("Work")
+        a.send(b"i1 IDLE\r\n")
+        assert a.readline().startswith(b"+ ")
+        b = login(listening)
+        assert b.delete("Work")[0] == "OK"
+        assert a.readline() == b"* BYE " + BYE_DELETED + b"\r\n"  # pushed, the client sent nothing
+        assert a.readline() == b""  # and the connection is closed
+        b.logout()
+
+    with no_hang():
+        await asyncio.to_thread(run)
+
+
+async def test_own_delete_of_the_selected_mailbox_deselects_it(listening: Listening) -> None:
+    """The session's own DELETE is not "another session": it leaves no mailbox selected (RFC 3501 allows
+    deleting the selected mailbox), and the session goes on."""
+    await listening.world.pool.execute("INSERT INTO mailboxes (account_id, name) VALUES ($1, 'Work')",
+                                       listening.world.account_id)
+
+    def run() -> None:
+        a = login(listening)
+        a.select("Work")
+        assert a.delete("Work")[0] == "OK"
+        assert a.noop()[0] == "OK"
+        with pytest.raises(imaplib.IMAP4.error):
+            a.fetch("1", "(FLAGS)")  # BAD: no mailbox selected
+        a.logout()
+
+    await asyncio.to_thread(run)
+
+
+async def test_selected_mailbox_renamed_elsewhere_keeps_working(listening: Listening) -> None:
+    """Dovecot follows the selected mailbox by GUID, we by id: after another session's RENAME every
+    command works on the mailbox under its new name, and the old name is free."""
+    await listening.world.pool.execute("INSERT INTO mailboxes (account_id, name) VALUES ($1, 'Work')",
+                                       listening.world.account_id)
+    await deliver(listening, 2, "Work")
+
+    def run() -> None:
+        a = login(listening)
+        assert a.select("Work") == ("OK", [b"2"])
+        a.response("EXISTS")  # SELECT's, kept by imaplib
+        b = login(listening)
+        assert b.rename("Work", "Job")[0] == "OK"
+        assert b.append("Job", None, None, message(3))[0] == "OK"
+        typ, _ = a.noop()
+        assert typ == "OK" and a.response("EXISTS") == ("EXISTS", [b"3"])
+        typ, data = a.fetch("3", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert typ == "OK" and b"message 3" in data[0][1]
+        assert a.store("1", "+FLAGS", "(\\Deleted)")[0] == "OK"
+        assert a.expunge() == ("OK", [b"1"])
+        typ, data = a.copy("1", "Archive")
+        assert typ == "OK" and count(a, "Archive") == 1
+        assert a.uid("MOVE", "3", "Archive")[0] == "OK"
+        assert count(a, "Job") == 1 and count(a, "Archive") == 2
+        assert a.status("Work", "(MESSAGES)")[0] == "NO"
+        # a new mailbox under the old name is another mailbox: this session stays on Job
+        assert b.create("Work")[0] == "OK"
+        assert b.append("Work", None, None, message(4))[0] == "OK"
+        assert a.noop()[0] == "OK" and a.response("EXISTS")[1] == [None]
+        assert a.search(None, "ALL") == ("OK", [b"1"])
+        # a DELETE of the old name by this session deletes the new Work, and Job stays selected
+        assert a.delete("Work")[0] == "OK"
+        assert a.search(None, "ALL") == ("OK", [b"1"])
+        # and a DELETE of the new name is of the selected mailbox: it is deselected, no BYE
+        assert a.delete("Job")[0] == "OK"
+        assert a.noop()[0] == "OK" and a.response("BYE")[1] == [None]
+        a.logout()
+        b.logout()
+
+    with no_hang():
+        await asyncio.to_thread(run)
