@@ -173,7 +173,7 @@ async def test_fetch_of_a_large_message_expunged_while_it_is_sent(world: World) 
 def until_bye(a: imaplib.IMAP4, command: Callable[[], object]) -> bytes:
     """Send `command` until the session ends with BYE (the commands that ask the store only after a
     notification see the deletion once its notification has come); returns the BYE text."""
-    for _ in range(200):
+    for _ in range(500):  # up to ten seconds: the notification crosses PostgreSQL
         try:
             command()
         except imaplib.IMAP4.abort:
