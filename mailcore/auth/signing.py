@@ -5,7 +5,10 @@ with the address of the From header field, and `SubDomains` lets a domain's key 
 mail) and from OpenSMTPD's filter-dkimsign (the From domain, else its closest parent):
 
 1. the RFC5322.From domain: DMARC aligns DKIM's d= with it, not with the envelope sender (RFC 7489
-   §3.1), so a message whose From and MAIL FROM domains differ is signed where it counts;
+   §3.1), so a message whose From and MAIL FROM domains differ is signed where it counts; but only
+   when the From domain is in the envelope sender's organisation (RFC 7489 §3.2): submission checks
+   that the account may use its MAIL FROM, and nothing checks its From, so a From in another
+   organisation (another tenant's hosted domain) gets the envelope's signature, not its own;
 2. else the nearest parent of the From domain, up to its organisational domain (RFC 7489 §3.2): relaxed
    alignment, e.g. From bounces@mail.example.com signed d=example.com. Above the organisational domain
    nothing aligns, so the walk stops there;
@@ -81,15 +84,23 @@ def candidates(raw: bytes, envelope_sender: str, *, submitted: bool,
     account of ours submitted the message: nothing else is signed."""
     if not submitted or not field_values(raw, "from"):
         return []
-    out: list[str] = []
-    author = author_domain(raw)
-    if author is not None:
-        out += host_domains(author, org)
     _local, at, domain = envelope_sender.rpartition("@")
     envelope = _domain(domain) if at else None
+    out: list[str] = []
+    author = author_domain(raw)
+    if author is not None and envelope is not None and _same_organization(author, envelope, org):
+        out += host_domains(author, org)
     if envelope is not None:
         out.append(envelope)
     return list(dict.fromkeys(out))
+
+
+def _same_organization(author: str, envelope: str, org: OrganizationalDomains | None) -> bool:
+    """Whether the From domain belongs to the organisation of the envelope sender's, which submission has
+    checked the account may use. A From in another organisation is the account's word only: signing
+    for it would let a user of one hosted domain sign, DMARC-aligned, as another hosted domain."""
+    domains = org or organizational_domains()
+    return domains.organizational(author) == domains.organizational(envelope)
 
 
 __all__ = ["MAX_FROM_CANDIDATES", "author_domain", "candidates", "host_domains", "organizational_domains"]

@@ -17,7 +17,7 @@ from mailcore.auth.dkim import generate_key, sign_message
 from mailcore.dns.resolver import Resolver
 from storage import accounts, dkim_keys
 from tests.dnsserver import DNSTestServer
-from tests.smtp_out.conftest import Clock, outbound, submit, to_sink
+from tests.smtp_out.conftest import SENDER, Clock, outbound, submit, to_sink
 
 
 async def test_signed_once_and_every_attempt_sends_the_same_bytes(pool: asyncpg.Pool, ours: int, sinks,
@@ -109,8 +109,8 @@ async def test_bare_cr_and_lf_are_signed_as_they_are_sent(pool: asyncpg.Pool, ou
 # are made by the project's own key function, stored as `mailserver dkim generate` stores them, and the
 # signature the sink received is verified with dkimpy against the record the loopback DNS server serves.
 
-KEYED = ("brand.example", "ours.example", "xn--bcher-kva.example")  # bücher.example
-HOSTED = KEYED + ("mail.brand.example",)
+KEYED = ("brand.example", "mail.brand.example", "ours.example", "xn--bcher-kva.example")  # bücher.example
+HOSTED = KEYED
 
 
 @pytest.fixture(scope="module")
@@ -151,36 +151,42 @@ def _author_message(from_lines: bytes) -> bytes:
             b"Message-ID: <which.key@ours.example>\r\n\r\nthe body\r\n")
 
 
-# (case, the From field lines of a message our account submits, domains holding a key, expected d=)
+# (case, the From field lines of a message our account submits, its envelope sender, domains holding a key,
+# expected d=)
 SIGNING_CASES = [
-    ("from-domain-has-a-key", b"From: News <news@brand.example>\r\n", ("brand.example", "ours.example"),
-     "brand.example"),
-    ("only-a-parent-of-from-has-a-key", b"From: <bounces@mail.brand.example>\r\n",
+    ("from-domain-has-a-key", b"From: News <news@mail.brand.example>\r\n", "s@brand.example",
+     ("mail.brand.example", "brand.example"), "mail.brand.example"),
+    ("only-a-parent-of-from-has-a-key", b"From: <bounces@mail.brand.example>\r\n", "s@lists.brand.example",
      ("brand.example", "ours.example"), "brand.example"),
-    ("only-the-envelope-domain-has-a-key", b"From: <news@brand.example>\r\n", ("ours.example",),
+    ("only-the-envelope-domain-has-a-key", b"From: <news@mail.brand.example>\r\n", "s@brand.example",
+     ("brand.example",), "brand.example"),
+    # another organisation's From (another hosted tenant's domain) is only the account's word: the
+    # envelope sender, which submission checked, signs
+    ("from-in-another-organisation", b"From: <ceo@brand.example>\r\n", SENDER,
+     ("brand.example", "ours.example"), "ours.example"),
+    ("no-key-at-all", b"From: <news@mail.brand.example>\r\n", "s@brand.example", (), None),
+    ("garbage-from", b"From: <<@@>>;; \"unterminated\r\n", SENDER, ("brand.example", "ours.example"),
      "ours.example"),
-    ("no-key-at-all", b"From: <news@brand.example>\r\n", (), None),
-    ("garbage-from", b"From: <<@@>>;; \"unterminated\r\n", ("brand.example", "ours.example"), "ours.example"),
-    ("two-from-fields", b"From: <a@brand.example>\r\nFrom: <b@brand.example>\r\n",
+    ("two-from-fields", b"From: <a@ours.example>\r\nFrom: <b@ours.example>\r\n", SENDER,
      ("brand.example", "ours.example"), "ours.example"),
-    ("from-with-two-domains", b"From: <a@brand.example>, <b@ours.example>\r\n",
+    ("from-with-two-domains", b"From: <a@brand.example>, <b@ours.example>\r\n", SENDER,
      ("brand.example", "ours.example"), "ours.example"),
-    ("non-ascii-from", "From: Jürgen <jürgen@bücher.example>\r\n".encode(),
+    ("non-ascii-from", "From: Jürgen <jürgen@bücher.example>\r\n".encode(), "s@xn--bcher-kva.example",
      ("xn--bcher-kva.example", "ours.example"), "xn--bcher-kva.example"),
-    ("non-ascii-garbage", b"From: \xff\xfe@\xc3\x28.example\r\n", ("brand.example", "ours.example"),
+    ("non-ascii-garbage", b"From: \xff\xfe@\xc3\x28.example\r\n", SENDER, ("brand.example", "ours.example"),
      "ours.example"),
-    ("no-from-is-not-signed", b"", ("brand.example", "ours.example"), None),
+    ("no-from-is-not-signed", b"", SENDER, ("brand.example", "ours.example"), None),
 ]
 
 
-@pytest.mark.parametrize(("from_lines", "keyed", "expected"), [c[1:] for c in SIGNING_CASES],
+@pytest.mark.parametrize(("from_lines", "sender", "keyed", "expected"), [c[1:] for c in SIGNING_CASES],
                          ids=[c[0] for c in SIGNING_CASES])
 async def test_the_from_domain_signs_then_its_parent_then_the_envelope_domain(
         pool: asyncpg.Pool, ours: int, sinks, clock: Clock, keys: dict[str, tuple[str, str]],
-        world: DNSTestServer, from_lines: bytes, keyed: tuple[str, ...], expected: str | None) -> None:
+        world: DNSTestServer, from_lines: bytes, sender: str, keyed: tuple[str, ...], expected: str | None) -> None:
     await _hosting(pool, keys, keyed)
     sink = await sinks()
-    await submit(pool, "r@far.example", raw=_author_message(from_lines), account_id=ours)
+    await submit(pool, "r@far.example", sender=sender, raw=_author_message(from_lines), account_id=ours)
     assert await outbound(pool, clock, signer=sign_message, transports=to_sink(sink)).run_once() == 1
     (got,) = sink.received
     assert _signing_domain(got.data) == expected
@@ -230,9 +236,9 @@ async def test_keys_are_remembered_not_asked_for_each_message(pool: asyncpg.Pool
     sink = await sinks()
     ob = outbound(pool, clock, signer=sign_message, transports=to_sink(sink))
     raw = _author_message(b"From: <news@mail.brand.example>\r\n")
-    await submit(pool, "r@far.example", raw=raw, account_id=ours)
+    await submit(pool, "r@far.example", sender="s@brand.example", raw=raw, account_id=ours)
     await ob.run_once()
     await pool.execute("DELETE FROM dkim_keys")
-    await submit(pool, "r@far.example", raw=raw, account_id=ours)
+    await submit(pool, "r@far.example", sender="s@brand.example", raw=raw, account_id=ours)
     await ob.run_once()
     assert [_signing_domain(r.data) for r in sink.received] == ["brand.example", "brand.example"]
