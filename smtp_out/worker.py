@@ -158,8 +158,9 @@ class Outbound:
         """DKIM-sign once, before the first attempt, and keep the signature for every later attempt.
 
         The key is the newest of the first domain of `signing.candidates` that has one: the From
-        domain, its parents, then the envelope sender's (the From steps only for mail one of our
-        accounts submitted)."""
+        domain and its parents when in the envelope sender's organisation, then the envelope sender's;
+        only for mail one of our accounts submitted (relayed mail is never signed; our DSNs are signed
+        by their composer)."""
         prefix = None
         if self.signer is not None:
             domains = signing.candidates(raw, entry.sender, submitted=entry.account_id is not None)
