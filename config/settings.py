@@ -462,6 +462,13 @@ class QueueSettings:
                             "policy is in enforce mode, mail goes only to the MX hosts it names, over TLS verified "
                             "for the host name, or waits (temporary failure). Domains in require_tls and "
                             "transports are not affected.")
+    tls_reports: bool = setting(False, "Send TLS-RPT aggregate reports (RFC 8460): once a UTC day, for the day "
+                                "before, to each recipient domain that publishes an _smtp._tls record, how "
+                                "STARTTLS went with its MX hosts (by mail, DKIM-signed for server.hostname's "
+                                "domain when it has a key, or HTTPS POST). Off by default: large providers (Google, "
+                                "Microsoft) send them, Postfix does not unless an external reporter is set up; "
+                                "they tell each domain our daily volume to it and send mail to addresses others "
+                                "choose, which a small server should decide to do (docs/operations.md).")
     mta_sts_port: int = setting(443, "Port of the HTTPS servers MTA-STS policies are fetched from (change only "
                                 "for tests).", _port_nonzero)
     connect_timeout: float = setting(300.0, "Seconds for TCP connect plus the 220 greeting "

@@ -5,7 +5,7 @@ policy type is "sts" when the domain's MTA-STS policy made TLS required, else "n
 domain in `queue.require_tls` is our own rule, not a published policy). DANE is not implemented, so
 "tlsa" never occurs. Opportunistic sessions do not verify certificates (RFC 7435), so they come to
 success, starttls-not-supported or validation-failure only; certificate result types come from
-verified sessions. Building and sending the reports is not done here (nor anywhere yet).
+verified sessions. Building and sending the reports is `smtp_out.tlsreports`'s.
 """
 
 from __future__ import annotations

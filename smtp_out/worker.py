@@ -39,6 +39,7 @@ from smtp_out.breaker import CircuitBreaker
 from smtp_out.mtasts import PolicySource
 from smtp_out.retry import Clock, backoff, utc_now
 from smtp_out.routing import Hop, RouteError, addresses, route
+from smtp_out.tlsreports import TLSReporter
 from smtp_out.tlsrpt import TLSOutcomes
 from storage import dkim_keys
 from storage import queue as store
@@ -101,6 +102,8 @@ class Outbound:
         self.tls_outcomes = TLSOutcomes(clock)  # per recipient domain, for TLS-RPT; see flush_tls_outcomes
         self.large_message = large_message
         self._large = asyncio.Semaphore(large_at_once)
+        # TLS-RPT reports (RFC 8460) of the counts above, once a day; signed as our DSNs are
+        self.tls_reports = TLSReporter(pool, settings, dns, owner=self.owner, clock=clock, signer=self._dsn_signer)
         # recipients' MTA-STS policies (RFC 8461), fetched and kept by this process
         self.policies = (PolicySource(dns, port=self.qs.mta_sts_port, ca_file=self.qs.tls_ca_file, pool=pool)
                          if dns is not None and self.qs.mta_sts else None)
@@ -365,6 +368,7 @@ class QueueService:
         self._running: dict[asyncio.Task[None], int] = {}  # delivery task -> queue id
         self._listener: asyncpg.Connection | None = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._reports_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """LISTEN for new mail, then start claiming (beginning with whatever is due)."""
@@ -464,12 +468,21 @@ class QueueService:
         while True:
             await asyncio.sleep(ob.qs.lease_seconds / 3)
             await ob.flush_tls_outcomes()
+            if ob.tls_reports.due() and (self._reports_task is None or self._reports_task.done()):
+                # its own task: DNS and HTTPS for many domains must not hold up the leases
+                self._reports_task = asyncio.create_task(self._send_reports(), name="queue-tls-reports")
             ids = list(self._running.values())
             if not ids:
                 continue
             until = ob.clock() + dt.timedelta(seconds=ob.qs.lease_seconds)
             with contextlib.suppress(*UNAVAILABLE_ERRORS, asyncpg.PostgresError):
                 await store.extend_leases(ob.pool, ids, ob.owner, until)
+
+    async def _send_reports(self) -> None:
+        try:
+            await self.outbound.tls_reports.run()
+        except Exception:  # the database away or a bug: the next heartbeat tries the day again
+            log.exception("TLS reports failed")
 
     async def stop(self, grace: float) -> None:
         """No new claims; in-flight deliveries get `grace` seconds, then are cancelled and released."""
@@ -485,6 +498,10 @@ class QueueService:
             await asyncio.gather(*pending, return_exceptions=True)
         await self.outbound.recorder.idle()  # attempts already handed over are written under our leases
         await self.outbound.flush_tls_outcomes()
+        if self._reports_task is not None:
+            self._reports_task.cancel()
+            await asyncio.gather(self._reports_task, return_exceptions=True)
+            self._reports_task = None
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)
