@@ -23,7 +23,7 @@ import trustme
 from config.settings import DNSSettings
 from mailcore.auth.dkim import generate_key, sign_message
 from mailcore.dns.resolver import Resolver
-from smtp_out.tlsreports import parse_record
+from smtp_out.tlsreports import REPORT_DELAY, parse_record
 from storage import dkim_keys, tlsoutcomes
 from storage.tlsoutcomes import OutcomeKey
 from tests.dnsserver import DNSTestServer
@@ -252,3 +252,38 @@ async def test_turned_off_sends_nothing(pool: asyncpg.Pool, ours: int, clock: Cl
 def test_record_grammar(records: list[str], expected: list[str] | None) -> None:
     """RFC 8460 §3: records not starting with v=TLSRPTv1 are discarded; exactly one must remain."""
     assert parse_record(records) == expected
+
+
+async def test_a_refused_https_report_is_recorded_not_retried(pool: asyncpg.Pool, ours: int, clock: Clock,
+                                                             web: ReportServer, ca_file: str) -> None:
+    web.status = "503 Service Unavailable"
+    yesterday = _noon(clock)
+    await _counts(pool, yesterday, "web.test", [("no-policy-found", "success", "mx", "192.0.2.1", 1, "")])
+    dns = _world(web.port)
+    try:
+        ob = outbound(pool, clock, _resolver(dns), tls_reports=True, tls_ca_file=ca_file)
+        assert await ob.tls_reports.run() == 0
+        assert await ob.tls_reports.run() == 0
+    finally:
+        dns.stop()
+    assert len(web.reports) == 1
+    outcome = await pool.fetchval("SELECT outcome FROM tls_reports WHERE policy_domain = 'web.test'")
+    assert outcome.startswith("failed;") and "HTTP 503" in outcome
+
+
+async def test_due_once_a_day_after_the_delay(pool: asyncpg.Pool, clock: Clock) -> None:
+    """The heartbeat's question: a day is due from REPORT_DELAY after its end, once per process."""
+    _noon(clock)
+    ob = outbound(pool, clock, _resolver_for_nothing(), tls_reports=True)
+    assert ob.tls_reports.due()
+    await ob.tls_reports.run()
+    assert not ob.tls_reports.due()
+    clock.advance(12 * 3600 + REPORT_DELAY.total_seconds() - 60)  # 00:59 the next day: not yet
+    assert not ob.tls_reports.due()
+    clock.advance(120)
+    assert ob.tls_reports.due()
+    assert not outbound(pool, clock, _resolver_for_nothing()).tls_reports.due()  # off
+
+
+def _resolver_for_nothing() -> Resolver:
+    return Resolver(DNSSettings(nameservers=["127.0.0.1"], port=9, timeout=0.2, cache_size=0))
