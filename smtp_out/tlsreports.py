@@ -219,6 +219,10 @@ class TLSReporter:
         except AddressError:
             log.warning("TLS report: unusable rua", extra={"domain": domain, "rua": field_value(uri)})
             return None
+        if not str(to).isascii():  # the report is composed in ASCII; a UTF-8 address needs SMTPUTF8 mail
+            log.warning("TLS report: rua address not ASCII, skipped", extra={"domain": domain,
+                                                                              "rua": field_value(uri)})
+            return None
         host = self.settings.server.hostname
         raw = compose(domain=domain, submitter=host, report_id=report_id, to=str(to), sender=f"noreply@{host}",
                       gz=gz, name=name, now=self.clock())

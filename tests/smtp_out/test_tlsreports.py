@@ -70,6 +70,7 @@ def _world(web_port: int, txt: str = "") -> DNSTestServer:
         "_smtp._tls.ok.test": {"TXT": ["v=TLSRPTv1;rua=mailto:tls-reports@rpt.test", "v=spf1 -all"]},
         "_smtp._tls.web.test": {"TXT": [f"v=TLSRPTv1; rua=https://reports.web.test:{web_port}/tlsrpt"]},
         "_smtp._tls.two.test": {"TXT": ["v=TLSRPTv1; rua=mailto:a@rpt.test", "v=TLSRPTv1; rua=mailto:b@rpt.test"]},
+        "_smtp._tls.utf8.test": {"TXT": ["v=TLSRPTv1; rua=mailto:r%C3%A9sum%C3%A9@rpt.test,mailto:tls@rpt.test"]},
         "rpt.test": {"MX": [(10, "mx.rpt.test.")]},
         "mx.rpt.test": {"A": ["127.0.0.1"]},
         "reports.web.test": {"A": ["127.0.0.1"]},
@@ -223,6 +224,25 @@ async def test_a_day_of_only_successes_is_reported(pool: asyncpg.Pool, ours: int
     (policy,) = report["policies"]
     assert policy["summary"] == {"total-successful-session-count": 5, "total-failure-session-count": 0}
     assert "failure-details" not in policy or policy["failure-details"] == []
+
+
+async def test_a_utf8_rua_address_is_skipped_not_fatal(pool: asyncpg.Pool, ours: int, sinks, clock: Clock,
+                                                       web: ReportServer) -> None:
+    """A report is composed in ASCII (it is our message); a rua address with a UTF-8 local part would
+    need SMTPUTF8 and stopped the whole day's job (UnicodeEncodeError) for every domain after it. Now
+    that address is skipped and logged, the domain's other rua and the other domains get their reports."""
+    sink = await sinks()
+    yesterday = _noon(clock)
+    for domain in ("utf8.test", "ok.test"):
+        await _counts(pool, yesterday, domain, [("no-policy-found", "success", f"mx.{domain}", "192.0.2.1", 2, "")])
+    dns = _world(web.port)
+    try:
+        ob = outbound(pool, clock, _resolver(dns), mx_port=sink.port, tls_reports=True, mta_sts=False)
+        assert await ob.tls_reports.run() == 2
+        assert await ob.run_once() == 2
+    finally:
+        dns.stop()
+    assert sorted(r.rcpt_tos[0] for r in sink.received) == ["tls-reports@rpt.test", "tls@rpt.test"]
 
 
 async def test_turned_off_sends_nothing(pool: asyncpg.Pool, ours: int, clock: Clock, web: ReportServer) -> None:
