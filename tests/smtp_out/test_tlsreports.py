@@ -98,6 +98,18 @@ async def _counts(pool: asyncpg.Pool, day: dt.date, domain: str,
                                  for pt, rt, host, addr, n, detail in rows})
 
 
+async def _report_and_deliver(pool: asyncpg.Pool, clock: Clock, mx_port: int, web: ReportServer,
+                              reports: int) -> None:
+    """Run the day's report job against `_world`, then one queue pass: `reports` sent, and delivered."""
+    dns = _world(web.port)
+    try:
+        ob = outbound(pool, clock, _resolver(dns), mx_port=mx_port, tls_reports=True, mta_sts=False)
+        assert await ob.tls_reports.run() == reports
+        assert await ob.run_once() == reports
+    finally:
+        dns.stop()
+
+
 def _report(data: bytes) -> tuple[email.message.EmailMessage, dict]:
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(msg, email.message.EmailMessage)
@@ -212,13 +224,7 @@ async def test_a_day_of_only_successes_is_reported(pool: asyncpg.Pool, ours: int
     yesterday = _noon(clock)
     await _counts(pool, yesterday, "ok.test", [("no-policy-found", "success", "mx.ok.test", "192.0.2.1", 5, "")])
     await _counts(pool, yesterday + dt.timedelta(days=1), "ok.test", [("no-policy-found", "success", "mx.ok.test", "192.0.2.1", 9, "")])
-    dns = _world(web.port)
-    try:
-        ob = outbound(pool, clock, _resolver(dns), mx_port=sink.port, tls_reports=True, mta_sts=False)
-        assert await ob.tls_reports.run() == 1
-        assert await ob.run_once() == 1
-    finally:
-        dns.stop()
+    await _report_and_deliver(pool, clock, sink.port, web, 1)
     (got,) = sink.received
     _msg, report = _report(got.data)
     (policy,) = report["policies"]
@@ -235,13 +241,7 @@ async def test_a_utf8_rua_address_is_skipped_not_fatal(pool: asyncpg.Pool, ours:
     yesterday = _noon(clock)
     for domain in ("utf8.test", "ok.test"):
         await _counts(pool, yesterday, domain, [("no-policy-found", "success", f"mx.{domain}", "192.0.2.1", 2, "")])
-    dns = _world(web.port)
-    try:
-        ob = outbound(pool, clock, _resolver(dns), mx_port=sink.port, tls_reports=True, mta_sts=False)
-        assert await ob.tls_reports.run() == 2
-        assert await ob.run_once() == 2
-    finally:
-        dns.stop()
+    await _report_and_deliver(pool, clock, sink.port, web, 2)
     assert sorted(r.rcpt_tos[0] for r in sink.received) == ["tls-reports@rpt.test", "tls@rpt.test"]
 
 
