@@ -496,22 +496,20 @@ class Session:
         self.transport.close()
 
 
+# What each refusal of the store answers; anything else is a plain NO.
+_STORE_REPLIES: tuple[tuple[type[mailstore.MailStoreError], Reply], ...] = (
+    (mailstore.MailboxNotFound, replies.NO_SUCH_MAILBOX),
+    (mailstore.MailboxExists, replies.MAILBOX_EXISTS),
+    (mailstore.MailboxHasChildren, replies.HAS_CHILDREN),
+    (mailstore.OverQuota, replies.OVER_QUOTA),
+    (mailstore.TooManyKeywords, replies.TOO_MANY_KEYWORDS),
+    (mailstore.TooManyMailboxes, replies.TOO_MANY_MAILBOXES),
+    (mailstore.MessagesExpunged, replies.EXPUNGE_ISSUED),
+)
+
+
 def _store_reply(exc: mailstore.MailStoreError) -> Reply:
-    if isinstance(exc, mailstore.MailboxNotFound):
-        return replies.NO_SUCH_MAILBOX
-    if isinstance(exc, mailstore.MailboxExists):
-        return replies.MAILBOX_EXISTS
-    if isinstance(exc, mailstore.MailboxHasChildren):
-        return replies.HAS_CHILDREN
-    if isinstance(exc, mailstore.OverQuota):
-        return replies.OVER_QUOTA
-    if isinstance(exc, mailstore.TooManyKeywords):
-        return replies.TOO_MANY_KEYWORDS
-    if isinstance(exc, mailstore.TooManyMailboxes):
-        return replies.TOO_MANY_MAILBOXES
-    if isinstance(exc, mailstore.MessagesExpunged):
-        return replies.EXPUNGE_ISSUED
-    return replies.CANNOT
+    return next((reply for kind, reply in _STORE_REPLIES if isinstance(exc, kind)), replies.CANNOT)
 
 
 from imap import handlers  # noqa: E402,F401  (registers the command handlers)

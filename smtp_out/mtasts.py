@@ -26,7 +26,7 @@ import h11
 from mailcore import mtasts
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError, ascii_name
 from mailcore.dsn import field_value
-from smtp_out.client import tls_context
+from smtp_out import https
 from storage import stspolicies
 from storage.db import is_unavailable
 
@@ -134,52 +134,19 @@ class PolicySource:
         host = f"mta-sts.{domain}"
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
-                address = await self._address(host)
-                tls = await tls_context(True, self.ca_file)
-                reader, writer = await asyncio.open_connection(address, self.port, ssl=tls, server_hostname=host)
-                try:
-                    return await _get(reader, writer, host)
-                finally:
-                    writer.close()
+                answer = await https.request(self.dns, host, self.port, "GET", PATH, ca_file=self.ca_file,
+                                             user_agent="mailserver MTA-STS", body_limit=mtasts.MAX_POLICY_SIZE)
         except TimeoutError as exc:
             raise FetchError(f"{host}: timed out") from exc
+        except https.HTTPSError as exc:
+            raise FetchError(f"{host}: {exc}") from exc
         except (OSError, DNSNotFound, DNSTempError, h11.ProtocolError) as exc:
             raise FetchError(f"{host}: {type(exc).__name__}: {exc}") from exc
-
-    async def _address(self, host: str) -> str:
-        for lookup in (self.dns.a, self.dns.aaaa):
-            try:
-                return (await lookup(host))[0]
-            except DNSNotFound:
-                continue
-        raise FetchError(f"{host} has no address")
-
-
-async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> str:
-    """One HTTP/1.1 GET of the policy path, read with h11 (the API's HTTP parser)."""
-    conn = h11.Connection(h11.CLIENT)
-    writer.write(conn.send(h11.Request(method="GET", target=PATH, headers=[
-        ("Host", host), ("User-Agent", "mailserver MTA-STS"), ("Connection", "close")])))
-    writer.write(conn.send(h11.EndOfMessage()))
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(16384))
-            continue
-        if isinstance(event, h11.Response):
-            if event.status_code != 200:  # RFC 8461 §3.3: no redirects, only 200
-                raise FetchError(f"{host}: HTTP {event.status_code}")
-            ctype = dict(event.headers).get(b"content-type", b"").split(b";")[0].strip().lower()
-            if ctype != b"text/plain":
-                raise FetchError(f"{host}: Content-Type {ctype.decode('latin-1')!r}, not text/plain")
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > mtasts.MAX_POLICY_SIZE:
-                raise FetchError(f"{host}: policy larger than {mtasts.MAX_POLICY_SIZE} bytes")
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            break
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FetchError(f"{host}: policy is not UTF-8") from exc
+        if answer.status != 200:  # RFC 8461 §3.3: no redirects, only 200
+            raise FetchError(f"{host}: HTTP {answer.status}")
+        if answer.content_type != b"text/plain":
+            raise FetchError(f"{host}: Content-Type {answer.content_type.decode('latin-1')!r}, not text/plain")
+        try:
+            return answer.body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise FetchError(f"{host}: policy is not UTF-8") from exc

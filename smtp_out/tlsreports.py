@@ -34,7 +34,7 @@ from mailcore.address import Address, AddressError, parse_address
 from mailcore.dns import DNSLookup, DNSNotFound, DNSTempError
 from mailcore.dsn import field_value
 from mailcore.mime.precompute import summarize
-from smtp_out.client import tls_context
+from smtp_out import https
 from smtp_out.retry import Clock
 from storage import stspolicies, tlsoutcomes
 from storage.delivery import commit_notice
@@ -47,7 +47,6 @@ KEEP_DAYS = 30           # days of counts (and claims) kept; older ones are dele
 # then (they flush every third of queue.lease_seconds).
 REPORT_DELAY = dt.timedelta(hours=1)
 POST_TIMEOUT = 60.0      # seconds for one https: report, connection to answer
-MAX_ANSWER = 64 * 1024   # bytes of an https: answer read (the status is what counts)
 MAX_RUA = 5              # report URIs used per domain (more is a misconfiguration or an amplifier)
 MAX_FAILURE_DETAILS = 1000  # failure-details entries per policy (the most frequent first)
 
@@ -240,53 +239,16 @@ class TLSReporter:
         host = parts.hostname
         if not host:
             return "no host"
+        assert self.dns is not None
         try:
             port = parts.port or 443
             async with asyncio.timeout(POST_TIMEOUT):
-                address = await self._address(host)
-                tls = await tls_context(True, self.settings.queue.tls_ca_file)
-                reader, writer = await asyncio.open_connection(address, port, ssl=tls, server_hostname=host)
-                try:
-                    status = await _post(reader, writer, parts.netloc, (parts.path or "/")
-                                         + (f"?{parts.query}" if parts.query else ""), gz)
-                finally:
-                    writer.close()
+                answer = await https.request(
+                    self.dns, host, port, "POST", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                    ca_file=self.settings.queue.tls_ca_file, user_agent="mailserver TLS-RPT", body_limit=None,
+                    headers=[("Content-Type", "application/tlsrpt+gzip")], body=gz, authority=parts.netloc)
         except TimeoutError:
             return "timed out"
-        except (OSError, ValueError, DNSNotFound, DNSTempError, h11.ProtocolError) as exc:
+        except (OSError, ValueError, DNSNotFound, DNSTempError, h11.ProtocolError, https.HTTPSError) as exc:
             return f"{type(exc).__name__}: {field_value(str(exc))}"
-        return None if 200 <= status < 300 else f"HTTP {status}"
-
-    async def _address(self, host: str) -> str:
-        assert self.dns is not None
-        for lookup in (self.dns.a, self.dns.aaaa):
-            try:
-                return (await lookup(host))[0]
-            except DNSNotFound:
-                continue
-        raise DNSNotFound(host, "A")
-
-
-async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str, target: str,
-                body: bytes) -> int:
-    """One HTTP/1.1 POST with h11 (the API's HTTP parser); the answer's status."""
-    conn = h11.Connection(h11.CLIENT)
-    writer.write(conn.send(h11.Request(method="POST", target=target, headers=[
-        ("Host", host), ("User-Agent", "mailserver TLS-RPT"), ("Content-Type", "application/tlsrpt+gzip"),
-        ("Content-Length", str(len(body))), ("Connection", "close")])))
-    writer.write(conn.send(h11.Data(data=body)))
-    writer.write(conn.send(h11.EndOfMessage()))
-    read = 0
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await reader.read(16384)
-            read += len(data)
-            if read > MAX_ANSWER:
-                raise ValueError("answer too large")
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Response):
-            return event.status_code
-        if isinstance(event, h11.ConnectionClosed):
-            raise ValueError("closed without an answer")
+        return None if 200 <= answer.status < 300 else f"HTTP {answer.status}"
